@@ -1,0 +1,150 @@
+"""The filesystem backend: btrfs through python-btrfsutil, and `btrfs send` for diffs.
+
+`Filesystem` is what the rest of the core needs; `Btrfs` is the one real implementation
+(unit tests use a fake). Every errno the kernel gives becomes a `BackendError` that names
+the path and says what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+from ashcore.errors import BackendError
+from ashcore.sendstream import changed_paths
+
+
+@dataclass(frozen=True)
+class SubvolumeInfo:
+    id: int
+    uuid: str
+    parent_uuid: str | None
+    generation: int
+
+
+class Filesystem(Protocol):
+    def info(self, path: str) -> SubvolumeInfo: ...
+
+    def is_subvolume(self, path: str) -> bool: ...
+
+    def sync(self, path: str) -> None:
+        """Commit the filesystem's transaction, so that generations tell every write."""
+
+    def snapshot(
+        self, source: str, dest: str, *, read_only: bool, drop: tuple[str, ...] = ()
+    ) -> None:
+        """Snapshot `source` to `dest`; remove the relative paths `drop` from the copy."""
+
+    def delete(self, path: str) -> None: ...
+
+    def create(self, path: str) -> None: ...
+
+    def changed_paths(self, old: str, new: str) -> set[str]:
+        """Paths that differ between two read-only snapshots (time-only changes excluded)."""
+        ...
+
+    def set_default(self, path: str) -> None: ...
+
+    def default_id(self, path: str) -> int: ...
+
+
+def _fail(e: OSError, what: str, path: str) -> BackendError:
+    code = e.errno
+    if code == errno.ENOSPC:
+        return BackendError(
+            f"no space left on the filesystem of {path} ({what})",
+            hint="free space, e.g. `ashctl prune --keep 10`, then try again",
+        )
+    if code in (errno.ENOTTY, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return BackendError(f"{path} is not on btrfs ({what})", hint="ashlayers needs a btrfs root")
+    if code == errno.EROFS:
+        return BackendError(f"{path} is read-only ({what})", hint="remount it read-write")
+    if code in (errno.EPERM, errno.EACCES):
+        return BackendError(f"permission denied on {path} ({what})", hint="run as root")
+    return BackendError(f"{what} failed on {path}: {os.strerror(code or 0)}")
+
+
+class Btrfs:
+    def __init__(self) -> None:
+        import btrfsutil
+
+        self._bu = btrfsutil
+
+    def info(self, path: str) -> SubvolumeInfo:
+        try:
+            info = self._bu.subvolume_info(path)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "reading subvolume", path) from e
+        parent = info.parent_uuid.hex() if any(info.parent_uuid) else None
+        return SubvolumeInfo(info.id, info.uuid.hex(), parent, info.generation)
+
+    def sync(self, path: str) -> None:
+        try:
+            self._bu.sync(path)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "sync", path) from e
+
+    def is_subvolume(self, path: str) -> bool:
+        try:
+            return bool(self._bu.is_subvolume(path))
+        except self._bu.BtrfsUtilError:
+            return False
+
+    def snapshot(
+        self, source: str, dest: str, *, read_only: bool, drop: tuple[str, ...] = ()
+    ) -> None:
+        present = [p for p in drop if os.path.lexists(os.path.join(source, p))]
+        try:
+            self._bu.create_snapshot(source, dest, read_only=read_only and not present)
+            if present:
+                for rel in present:
+                    try:
+                        os.unlink(os.path.join(dest, rel))
+                    except FileNotFoundError:
+                        pass
+                if read_only:
+                    self._bu.set_subvolume_read_only(dest, True)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "snapshot", dest) from e
+
+    def create(self, path: str) -> None:
+        try:
+            self._bu.create_subvolume(path)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "creating subvolume", path) from e
+
+    def delete(self, path: str) -> None:
+        try:
+            self._bu.delete_subvolume(path, recursive=True)
+        except self._bu.BtrfsUtilError as e:
+            if e.errno == errno.ENOENT:
+                return
+            raise _fail(e, "deleting subvolume", path) from e
+
+    def changed_paths(self, old: str, new: str) -> set[str]:
+        argv = ["btrfs", "send", "--no-data", "-q", "-p", old, new]
+        result = subprocess.run(
+            argv, capture_output=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+        )
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip().splitlines()
+            raise BackendError(
+                f"`btrfs send` of {new} against {old} failed (exit {result.returncode}): "
+                + (message[-1] if message else "no message")
+            )
+        return changed_paths(result.stdout)
+
+    def set_default(self, path: str) -> None:
+        try:
+            self._bu.set_default_subvolume(path)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "setting the default subvolume", path) from e
+
+    def default_id(self, path: str) -> int:
+        try:
+            return int(self._bu.get_default_subvolume(path))
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "reading the default subvolume", path) from e

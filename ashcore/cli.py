@@ -1,0 +1,379 @@
+"""`ashctl`: list, show, diff, roll back, prune and repair layers; set a root up.
+
+Exit codes: 0 success, 1 failure, 2 usage. Errors are one line; --debug adds a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ashcore.errors import AshError, UsageError
+from ashcore.lifecycle import Operation, Target, begin, check_name, commit
+from ashcore.model import Layer, PackageDelta
+from ashcore.process import owner_of
+
+log = logging.getLogger("ashctl")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ashctl", description="Snapshot layers of package operations on btrfs.")
+    p.add_argument("--root", default="/", help="the target root (default: /)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("setup", help="create the store and install the hooks")
+    s = sub.add_parser("status", help="the deployment's layer, drift, pending reboot")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("list", help="all layers")
+    s.add_argument("--json", action="store_true")
+    sub.add_parser("tree", help="the layer tree, the deployment marked")
+    s = sub.add_parser("show", help="one layer in full")
+    s.add_argument("layer")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser(
+        "diff", help="package (and file) changes from A to B (default: A's parent to A)"
+    )
+    s.add_argument("a")
+    s.add_argument("b", nargs="?")
+    s.add_argument("--files", action="store_true", help="also list the changed files")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("run", help="one transaction around any command")
+    s.add_argument("--name")
+    s.add_argument("argv", nargs=argparse.REMAINDER)
+    s = sub.add_parser("rollback", help="make a layer the deployment")
+    s.add_argument("layer", nargs="?")
+    s = sub.add_parser("remove", help="delete a layer that has no children")
+    s.add_argument("layer")
+    s = sub.add_parser("prune", help="delete layers by retention")
+    s.add_argument("--keep", type=int, help="keep the newest N layers")
+    s.add_argument("--keep-days", type=float, help="keep layers newer than this many days")
+    s.add_argument("--dry-run", action="store_true")
+    s = sub.add_parser("doctor", help="check the store; --repair mends it")
+    s.add_argument("--repair", action="store_true")
+    for name in ("pin", "unpin"):
+        s = sub.add_parser(name, help=f"{name} a layer (pinned layers are never pruned)")
+        s.add_argument("layer")
+    return p
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=None, separators=(",", ":")) + "\n")
+
+
+def _line(layer: Layer, head: int | None) -> str:
+    mark = "*" if layer.id == head else " "
+    pin = " [pinned]" if layer.pinned else ""
+    return (
+        f"{mark}{layer.id:>5}  {layer.created[:19]}  {layer.status.value:<11} "
+        f"{layer.name}{pin}  ({layer.packages.summary()})"
+    )
+
+
+def _head(target: Target) -> int | None:
+    return target.store.head(target.deployment().uuid)[0]
+
+
+def cmd_status(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.lifecycle import drift_since_head
+    from ashcore.process import is_alive
+    from ashcore.rollback import pending_reboot
+
+    dep = target.deployment()
+    head, checked = target.store.head(dep.uuid)
+    drift = False
+    if head is not None:
+        with target.store.locked(target.config.lock_timeout):
+            drift = bool(drift_since_head(target, head, checked))
+            if drift:
+                target.fs.delete(target.store.probe_path)
+    pending = target.store.pending()
+    pending_json = None
+    if pending is not None:
+        pending_json = {
+            "id": pending["id"],
+            "name": pending["name"],
+            "command": pending["command"],
+            "manager": pending["manager"],
+            "pid": int(pending["owner"].partition(":")[0]),
+            "alive": is_alive(pending["owner"]),
+        }
+    status = {
+        "layer": head,
+        "pending_reboot": pending_reboot(target),
+        "drift": drift,
+        "pending": pending_json,
+    }
+    if args.json:
+        _print_json(status)
+    else:
+        print(f"layer: {head if head is not None else '(none)'}")
+        print(f"drift: {'yes, changes since that layer' if drift else 'no'}")
+        if status["pending_reboot"]:
+            print("pending reboot: a rollback takes effect at the next boot")
+        if pending_json:
+            state = "running" if pending_json["alive"] else "interrupted (run `ashctl doctor`)"
+            print(f"pending: {pending_json['command']} ({state})")
+    return 0
+
+
+def cmd_list(target: Target, args: argparse.Namespace) -> int:
+    layers = target.store.layers()
+    if args.json:
+        _print_json([layer.to_json() for layer in layers])
+        return 0
+    head = _head(target)
+    for layer in layers:
+        print(_line(layer, head))
+    return 0
+
+
+def cmd_tree(target: Target, args: argparse.Namespace) -> int:
+    layers = target.store.layers()
+    head = _head(target)
+    children: dict[int | None, list[Layer]] = {}
+    ids = {layer.id for layer in layers}
+    for layer in layers:
+        children.setdefault(layer.parent if layer.parent in ids else None, []).append(layer)
+
+    def walk(parent: int | None, prefix: str) -> None:
+        kids = children.get(parent, [])
+        for i, layer in enumerate(kids):
+            last = i == len(kids) - 1
+            mark = "  <- deployment" if layer.id == head else ""
+            branch = "" if parent is None else ("└─ " if last else "├─ ")
+            print(f"{prefix}{branch}{layer.id} {layer.name} [{layer.status.value}]{mark}")
+            walk(layer.id, prefix + ("" if parent is None else ("   " if last else "│  ")))
+
+    walk(None, "")
+    return 0
+
+
+def cmd_show(target: Target, args: argparse.Namespace) -> int:
+    layer = target.store.find(args.layer)
+    if args.json:
+        _print_json(layer.to_json())
+        return 0
+    for key, value in layer.to_json().items():
+        if key != "packages":
+            print(f"{key}: {value}")
+    _print_delta(layer.packages)
+    return 0
+
+
+def _print_delta(delta: PackageDelta) -> None:
+    for name, version in delta.added:
+        print(f"  + {name} {version}")
+    for name, version in delta.removed:
+        print(f"  - {name} {version}")
+    for name, old, new in delta.upgraded:
+        print(f"  ^ {name} {old} -> {new}")
+    for name, old, new in delta.downgraded:
+        print(f"  v {name} {old} -> {new}")
+
+
+def cmd_diff(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.diff import diff_layers
+
+    a = target.store.find(args.a)
+    if args.b is None:
+        if a.parent is None:
+            raise UsageError(f"layer {a.id} has no parent", hint="give two layers")
+        a, b = target.store.get(a.parent), a
+    else:
+        b = target.store.find(args.b)
+    packages, files = diff_layers(target, a, b, files=args.files)
+    if args.json:
+        out: dict[str, Any] = {"from": a.id, "to": b.id, "packages": packages}
+        if files is not None:
+            out["files"] = files
+        _print_json(out)
+        return 0
+    print(f"from layer {a.id} to layer {b.id}:")
+    for manager, delta in packages.items():
+        print(f" {manager}:")
+        _print_delta(PackageDelta.from_json(delta))
+    if files is not None:
+        for path in files:
+            print(f"  /{path}")
+    return 0
+
+
+def cmd_run(target: Target, args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("no command to run", hint="ashctl run [--name NAME] -- CMD...")
+    name = check_name(args.name) if args.name is not None else os.environ.get("ASH_NAME") or None
+    op = Operation(
+        plugin="run", manager=None, argv=tuple(argv), owner=owner_of(os.getpid()), name=name
+    )
+    begin(target, op, None)
+    try:
+        code = subprocess.call(argv)
+    except OSError as e:
+        commit(target, op, None, failed=True)
+        raise UsageError(f"cannot run {argv[0]}: {e.strerror}", hint="check the command") from e
+    except KeyboardInterrupt:
+        commit(target, op, None, failed=True)
+        raise
+    layer = commit(target, op, None, failed=code != 0)
+    if layer is not None:
+        log.info("layer %d: %s (%s)", layer.id, layer.name, layer.status.value)
+    return code if code >= 0 else 128 - code
+
+
+def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.rollback import default_target, rollback
+
+    layer = target.store.find(args.layer) if args.layer else default_target(target)
+    path, at_reboot = rollback(target, layer)
+    when = "at the next boot" if at_reboot else "now"
+    print(f"rolled back to layer {layer.id} ({layer.name}): takes effect {when}")
+    return 0
+
+
+def cmd_remove(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.prune import delete_layer, protected
+
+    layer = target.store.find(args.layer)
+    layers = target.store.layers()
+    with target.store.locked(target.config.lock_timeout):
+        if layer.id in protected(layers, target.store.heads()):
+            raise UsageError(
+                f"layer {layer.id} is pinned or the base of a deployment",
+                hint="unpin it, or roll back elsewhere first",
+            )
+        if any(other.parent == layer.id for other in layers):
+            raise UsageError(
+                f"layer {layer.id} has children",
+                hint="remove its children first (rebasing them is not supported yet)",
+            )
+        delete_layer(target, layer)
+    print(f"removed layer {layer.id} ({layer.name})")
+    return 0
+
+
+def cmd_prune(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.prune import candidates, delete_layer
+
+    keep = args.keep if args.keep is not None else target.config.retention.keep
+    days = args.keep_days if args.keep_days is not None else target.config.retention.keep_days
+    if keep is not None and keep < 0:
+        raise UsageError("--keep must be 0 or more", hint="e.g. --keep 10")
+    with target.store.locked(target.config.lock_timeout):
+        doomed = candidates(target.store.layers(), target.store.heads(), keep, days)
+        for layer in doomed:
+            print(
+                f"{'would remove' if args.dry_run else 'removing'} layer {layer.id} ({layer.name})"
+            )
+            if not args.dry_run:
+                delete_layer(target, layer)
+    if not doomed:
+        print("nothing to prune")
+    return 0
+
+
+def cmd_doctor(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.doctor import check
+
+    problems = check(target, repair=args.repair)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print("run `ashctl doctor --repair` to mend these" if not args.repair else "not mended")
+        return 1
+    print("store is consistent")
+    return 0
+
+
+def cmd_pin(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.lifecycle import write_manifest
+    from ashcore.ondisk import read_json
+
+    layer = target.store.find(args.layer)
+    pinned = args.command == "pin"
+    with target.store.locked(target.config.lock_timeout):
+        target.store.set_pinned(layer.id, pinned)
+        manifest = read_json(target.store.manifest_path(layer.id)) or {}
+        updated = target.store.get(layer.id)
+        write_manifest(
+            target.store,
+            updated,
+            manifest.get("plugin"),
+            manifest.get("deployment"),
+            manifest.get("installed"),
+        )
+    print(f"{'pinned' if pinned else 'unpinned'} layer {layer.id} ({layer.name})")
+    return 0
+
+
+def cmd_setup(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.setup import setup
+
+    for line in setup(target):
+        print(line)
+    return 0
+
+
+COMMANDS = {
+    "setup": cmd_setup,
+    "status": cmd_status,
+    "list": cmd_list,
+    "tree": cmd_tree,
+    "show": cmd_show,
+    "diff": cmd_diff,
+    "run": cmd_run,
+    "rollback": cmd_rollback,
+    "remove": cmd_remove,
+    "prune": cmd_prune,
+    "doctor": cmd_doctor,
+    "pin": cmd_pin,
+    "unpin": cmd_pin,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = (
+        "--debug" in args_list[: args_list.index("run")]
+        if "run" in args_list
+        else "--debug" in args_list
+    )
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    try:
+        args = _parser().parse_args(args_list)
+        target = Target(args.root)
+        return COMMANDS[args.command](target, args)
+    except AshError as e:
+        if debug:
+            log.exception("ashctl: error")
+        sys.stderr.write(f"ashctl: {e}\n")
+        return 2 if isinstance(e, UsageError) else 1
+    except KeyboardInterrupt:
+        sys.stderr.write("ashctl: interrupted\n")
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"ashctl: internal error: {type(e).__name__}: {e} (run with --debug for details)\n"
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Configuration: /etc/ash/ash.toml and /etc/ash/hooks.d/<plugin>.toml inside the target root.
+
+Files are refused unless owned by root and not writable by group or others, as sudo
+refuses its sudoers. A file holding only comments is not parsed (tomllib costs the hot path
+milliseconds).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from ashcore.errors import ConfigError
+
+CONFIG_PATH = "etc/ash/ash.toml"
+HOOKS_DIR = "etc/ash/hooks.d"
+
+DEFAULT_NOISE = (
+    "tmp",
+    "var/tmp",
+    "run",
+    "var/run",
+    "var/log",
+    "var/cache",
+    "var/backups",
+    "root/.cache",
+    "var/lib/apt/lists",
+    "var/lib/apt/extended_states.lock",
+    "var/lib/dpkg/lock",
+    "var/lib/dpkg/lock-frontend",
+    "var/lib/dpkg/triggers/Lock",
+    "var/lib/pacman/sync",
+    "var/lib/pacman/db.lck",
+    "var/lib/dnf/repos",
+    "var/lib/rpm/.rpm.lock",
+    "var/lib/rpm/.dbenv.lock",
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/timers",
+    "var/lib/dhcp",
+    "etc/mtab",
+)
+"""Paths (relative to the root; a directory covers all below it) whose changes are not drift."""
+
+DEFAULT_LOCK_FILES = ("var/lib/pacman/db.lck",)
+"""Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep: int | None = None
+    keep_days: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    store: str = "/.ash"
+    on_error: str = "abort"
+    lock_timeout: float = 600.0
+    noise: tuple[str, ...] = DEFAULT_NOISE
+    lock_files: tuple[str, ...] = DEFAULT_LOCK_FILES
+    retention: Retention = Retention()
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    enabled: bool = True
+    skip_packages: tuple[str, ...] = ()
+    skip_commands: tuple[str, ...] = ()
+
+
+def _read_checked(path: str) -> str | None:
+    """The text of a config file, or None if there is none; refuse an unsafe one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path} is not a regular file", hint="remove it")
+        if st.st_uid != 0:
+            raise ConfigError(
+                f"refusing {path}: owned by uid {st.st_uid}, not root",
+                hint=f"run: chown root:root {path}",
+            )
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                f"refusing {path}: writable by group or others",
+                hint=f"run: chmod go-w {path}",
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text", hint="fix or remove the file") from e
+
+
+def _parse(path: str, text: str) -> dict[str, Any]:
+    if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        return {}
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix the file") from e
+
+
+def _get(path: str, data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{path}: '{key}' has the wrong type", hint="see README.md")
+    return value
+
+
+def _strings(path: str, data: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = _get(path, data, key, list)
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: '{key}' must be a list of strings", hint="see README.md")
+    return tuple(value)
+
+
+def _check_keys(path: str, data: dict[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting '{unknown[0]}'", hint="see README.md")
+
+
+def load_config(root: str) -> Config:
+    path = os.path.join(root, CONFIG_PATH)
+    text = _read_checked(path)
+    if text is None:
+        return Config()
+    data = _parse(path, text)
+    _check_keys(
+        path, data, {"store", "on_error", "lock_timeout", "noise", "lock_files", "retention"}
+    )
+    base = Config()
+    on_error = _get(path, data, "on_error", str) if "on_error" in data else base.on_error
+    if on_error not in ("abort", "warn"):
+        raise ConfigError(f'{path}: on_error must be "abort" or "warn"', hint="fix the file")
+    store = _get(path, data, "store", str) if "store" in data else base.store
+    if not store.startswith("/") or ".." in store.split("/"):
+        raise ConfigError(f"{path}: store must be an absolute path", hint="fix the file")
+    timeout = (
+        float(_get(path, data, "lock_timeout", (int, float)))
+        if "lock_timeout" in data
+        else base.lock_timeout
+    )
+    retention = Retention()
+    if "retention" in data:
+        section = _get(path, data, "retention", dict)
+        _check_keys(path, section, {"keep", "keep_days"})
+        retention = Retention(
+            keep=_get(path, section, "keep", int) if "keep" in section else None,
+            keep_days=(
+                float(_get(path, section, "keep_days", (int, float)))
+                if "keep_days" in section
+                else None
+            ),
+        )
+    noise = base.noise + (_strings(path, data, "noise") if "noise" in data else ())
+    locks = base.lock_files + (_strings(path, data, "lock_files") if "lock_files" in data else ())
+    return Config(store, on_error, timeout, noise, locks, retention)
+
+
+def load_hook_config(root: str, plugin: str) -> HookConfig:
+    path = os.path.join(root, HOOKS_DIR, f"{plugin}.toml")
+    text = _read_checked(path)
+    if text is None:
+        return HookConfig()
+    data = _parse(path, text)
+    _check_keys(path, data, {"enabled", "skip_packages", "skip_commands"})
+    return HookConfig(
+        enabled=_get(path, data, "enabled", bool) if "enabled" in data else True,
+        skip_packages=_strings(path, data, "skip_packages") if "skip_packages" in data else (),
+        skip_commands=_strings(path, data, "skip_commands") if "skip_commands" in data else (),
+    )

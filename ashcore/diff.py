@@ -1,0 +1,94 @@
+"""What changed between two layers: packages (from the manifests) and files.
+
+Files come from a btrfs send stream (fast: it walks only what differs); `tree_changes` is the
+slow generic walk the tests hold the fast path against.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from typing import Any
+
+from ashcore.lifecycle import Target, noise_filter
+from ashcore.model import Layer, PackageDelta
+from ashcore.ondisk import read_json
+
+_PIECES = re.compile(r"(\d+)")
+
+
+def natural_compare(a: str, b: str) -> int:
+    """A version order good enough to tell an upgrade from a downgrade across layers."""
+
+    def key(v: str) -> list[tuple[int, Any]]:
+        return [(1, int(p)) if p.isdigit() else (0, p) for p in _PIECES.split(v) if p]
+
+    ka, kb = key(a), key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def diff_layers(
+    target: Target, a: Layer, b: Layer, *, files: bool
+) -> tuple[dict[str, Any], list[str] | None]:
+    store = target.store
+    ma = read_json(store.manifest_path(a.id)) or {}
+    mb = read_json(store.manifest_path(b.id)) or {}
+    packages: dict[str, Any] = {}
+    if b.parent == a.id:
+        packages[b.manager or "packages"] = b.packages.to_json()
+    elif ma.get("installed") is not None and mb.get("installed") is not None:
+        delta = PackageDelta.between(ma["installed"], mb["installed"], natural_compare)
+        packages[mb.get("plugin") or "packages"] = delta.to_json()
+    changed = None
+    if files:
+        changed = noise_filter(
+            target.fs.changed_paths(store.layer_path(a.id), store.layer_path(b.id)), ()
+        )
+    return packages, changed
+
+
+def _entry(path: str) -> tuple[Any, ...]:
+    st = os.lstat(path)
+    target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    content = None
+    if stat.S_ISREG(st.st_mode):
+        with open(path, "rb") as f:
+            content = f.read()
+    return (st.st_mode, st.st_uid, st.st_gid, target, content)
+
+
+def tree_changes(old: str, new: str) -> set[str]:
+    """Paths added, removed, or changed in type, mode, owner, link target or content."""
+    changed: set[str] = set()
+
+    def walk(rel: str) -> None:
+        a_dir, b_dir = os.path.join(old, rel), os.path.join(new, rel)
+        a_names = (
+            set(os.listdir(a_dir)) if os.path.isdir(a_dir) and not os.path.islink(a_dir) else set()
+        )
+        b_names = (
+            set(os.listdir(b_dir)) if os.path.isdir(b_dir) and not os.path.islink(b_dir) else set()
+        )
+        for name in a_names | b_names:
+            path = os.path.join(rel, name) if rel else name
+            pa, pb = os.path.join(old, path), os.path.join(new, path)
+            if name not in a_names or name not in b_names:
+                changed.add(path)
+                for side, names in ((pa, a_names), (pb, b_names)):
+                    if name in names and os.path.isdir(side) and not os.path.islink(side):
+                        for top, dirs, fnames in os.walk(side):
+                            for n in dirs + fnames:
+                                changed.add(
+                                    os.path.relpath(
+                                        os.path.join(top, n), side.rsplit(path, 1)[0] or "/"
+                                    )
+                                )
+                continue
+            if _entry(pa) != _entry(pb):
+                changed.add(path)
+            if os.path.isdir(pb) and not os.path.islink(pb):
+                walk(path)
+
+    walk("")
+    return changed

@@ -1,0 +1,119 @@
+"""`ashctl doctor`: find (and with --repair mend) what a crash or a hand can leave behind.
+
+Consistent means: no pending transaction whose owner is gone, every record has its
+snapshot, every snapshot has its record, no partial snapshot or probe is left over.
+The database can be rebuilt from the manifests beside the snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from ashcore.lifecycle import Target, recover_stale
+from ashcore.model import Layer, PackageDelta, Status
+from ashcore.ondisk import read_json
+
+log = logging.getLogger(__name__)
+
+_LAYER = re.compile(r"^(\d+)$")
+_PARTIAL = re.compile(r"^(\d+)\.partial$")
+
+
+def _layer_from_manifest(manifest: dict[str, object], layer_id: int, uuid: str) -> Layer:
+    status = str(manifest.get("status") or "interrupted")
+    return Layer(
+        id=layer_id,
+        name=str(manifest.get("name") or f"layer {layer_id}"),
+        parent=manifest.get("parent") if isinstance(manifest.get("parent"), int) else None,  # type: ignore[arg-type]
+        manager=manifest.get("manager") if isinstance(manifest.get("manager"), str) else None,  # type: ignore[arg-type]
+        command=str(manifest.get("command") or ""),
+        status=Status(status) if status in Status._value2member_map_ else Status.INTERRUPTED,
+        created=str(manifest.get("created") or ""),
+        finished=manifest.get("finished") if isinstance(manifest.get("finished"), str) else None,  # type: ignore[arg-type]
+        packages=PackageDelta.from_json(manifest.get("packages")),  # type: ignore[arg-type]
+        pinned=bool(manifest.get("pinned")),
+        uuid=uuid,
+    )
+
+
+def check(target: Target, repair: bool) -> list[str]:
+    """The problems found (after repair: those left). Closes stale transactions either way."""
+    store, fs = target.store, target.fs
+    problems: list[str] = []
+    db_ok = True
+    try:
+        store.db.execute("SELECT count(*) FROM layers").fetchone()
+    except Exception as e:  # an unreadable database
+        db_ok = False
+        problems.append(f"database unreadable: {e}")
+        if repair:
+            store.close()
+            for suffix in ("", "-wal", "-shm"):
+                path = os.path.join(store.path, "ash.db" + suffix)
+                if os.path.exists(path):
+                    os.replace(path, path + ".broken")
+            db_ok = True
+    if not db_ok:
+        return problems
+    with store.locked(target.config.lock_timeout):
+        layer = recover_stale(target)
+        if layer is not None:
+            log.info("closed an interrupted transaction as layer %d", layer.id)
+        records = {layer.id: layer for layer in store.layers()}
+        on_disk: dict[int, str] = {}
+        for entry in sorted(os.listdir(store.layers_dir)):
+            path = os.path.join(store.layers_dir, entry)
+            if (m := _PARTIAL.match(entry)) and store.pending() is None:
+                problems.append(f"left-over partial snapshot {entry}")
+                if repair:
+                    fs.delete(path)
+                    problems.pop()
+            elif entry == "probe":
+                problems.append("left-over drift probe")
+                if repair:
+                    fs.delete(path)
+                    problems.pop()
+            elif (m := _LAYER.match(entry)) and fs.is_subvolume(path):
+                on_disk[int(m.group(1))] = path
+        for layer_id, path in on_disk.items():
+            if layer_id in records:
+                continue
+            problems.append(f"snapshot {layer_id} has no record")
+            if repair:
+                manifest = read_json(store.manifest_path(layer_id))
+                uuid = fs.info(path).uuid
+                if isinstance(manifest, dict) and manifest.get("uuid") == uuid:
+                    store.insert_layer(
+                        _layer_from_manifest(manifest, layer_id, uuid),
+                        plugin=manifest.get("plugin")
+                        if isinstance(manifest.get("plugin"), str)
+                        else None,  # type: ignore[arg-type]
+                    )
+                    deployment = manifest.get("deployment")
+                    if isinstance(deployment, str):
+                        head, _ = store.head(deployment)
+                        if head is None or head < layer_id:
+                            store.set_head(deployment, layer_id, None)
+                else:
+                    fs.delete(path)
+                problems.pop()
+        for layer_id in records:
+            if layer_id not in on_disk:
+                problems.append(f"record {layer_id} has no snapshot")
+                if repair:
+                    store.delete_row(layer_id)
+                    store.reparent(layer_id, records[layer_id].parent)
+                    problems.pop()
+        leftovers = os.listdir(store.tmp_dir) if os.path.isdir(store.tmp_dir) else []
+        for entry in leftovers:
+            problems.append(f"left-over probe tmp/{entry}")
+            if repair:
+                path = os.path.join(store.tmp_dir, entry)
+                if fs.is_subvolume(path):
+                    fs.delete(path)
+                else:
+                    os.unlink(path)
+                problems.pop()
+    return problems

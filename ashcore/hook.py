@@ -1,0 +1,119 @@
+"""The one entry point of every plugin's hook face.
+
+A hook is a translator: it names the operation and calls `begin_hook` or `commit_hook`.
+These never raise: they print one line and return the exit code the hook should exit with.
+With `on_error = "abort"` (the default) a begin that cannot make its layer returns 1, so the
+manager stops before it changes anything; `commit_hook` returns 0 whatever happens, since
+the package transaction is over and must not be reported as failed because of us.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ashcore.errors import AshError
+from ashcore.lifecycle import Operation, Target, begin, commit
+from ashcore.model import PackageDatabase
+from ashcore.process import owner_of
+
+log = logging.getLogger("ashlayers")
+
+DatabaseFactory = Callable[[], PackageDatabase | None]
+
+
+def _setup_logging() -> None:
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG if os.environ.get("ASH_DEBUG") else logging.INFO)
+        log.propagate = False
+        logging.getLogger("ashcore").parent = log  # route the core's loggers through ours
+
+
+def _operation(
+    plugin: str, manager: str, argv: Sequence[str], owner_pid: int, targets: Sequence[str]
+) -> Operation:
+    return Operation(
+        plugin=plugin,
+        manager=manager,
+        argv=tuple(argv),
+        owner=owner_of(owner_pid),
+        targets=tuple(targets),
+        name=os.environ.get("ASH_NAME") or None,
+    )
+
+
+def begin_hook(
+    *,
+    root: str,
+    plugin: str,
+    manager: str,
+    argv: Sequence[str],
+    owner_pid: int,
+    database: DatabaseFactory,
+    targets: Sequence[str] = (),
+) -> int:
+    """Pre-transaction. Returns 0 to let the manager go on, 1 to stop it (on_error=abort)."""
+    _setup_logging()
+    if os.environ.get("ASH_SKIP", "") not in ("", "0"):
+        log.info("ashlayers: ASH_SKIP is set: no layer for this run")
+        return 0
+    on_error = "abort"
+    try:
+        target = Target(root)
+        on_error = target.config.on_error
+        begin(target, _operation(plugin, manager, argv, owner_pid, targets), database())
+        return 0
+    except Exception as e:  # never let a crash of ours break the manager in a worse way
+        return _report(e, on_error, "before")
+
+
+def commit_hook(
+    *,
+    root: str,
+    plugin: str,
+    manager: str,
+    argv: Sequence[str],
+    owner_pid: int,
+    database: DatabaseFactory,
+    failed: bool = False,
+) -> int:
+    """Post-transaction: make the layer. Always returns 0."""
+    _setup_logging()
+    try:
+        target = Target(root)
+        op = _operation(plugin, manager, argv, owner_pid, ())
+        layer = commit(target, op, database(), failed=failed)
+        if layer is not None:
+            log.info(
+                "ashlayers: layer %d %r (%s%s)",
+                layer.id,
+                layer.name,
+                layer.packages.summary(),
+                ", failed" if failed else "",
+            )
+    except Exception as e:
+        _report(e, "warn", "after")
+    return 0
+
+
+def _report(error: Exception, on_error: str, when: str) -> int:
+    if isinstance(error, AshError):
+        message = str(error)
+    else:
+        message = f"internal error: {type(error).__name__}: {error}"
+    if os.environ.get("ASH_DEBUG"):
+        log.exception("ashlayers: %s", message)
+    if on_error == "abort" and when == "before":
+        log.error(
+            "ashlayers: cannot make a layer: %s. Stopped before any change; "
+            "run again with ASH_SKIP=1 to go on without a layer",
+            message,
+        )
+        return 1
+    log.warning("ashlayers: no layer for this run: %s", message)
+    return 0

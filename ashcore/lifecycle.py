@@ -1,0 +1,435 @@
+"""One package operation: begin (pre hook) and commit (post hook), and crash recovery.
+
+begin: take the store lock; close a transaction whose owner died (recover); keep drift as a
+layer of its own; record a pending transaction. commit: snapshot the deployment read-only
+into a new layer, child of the deployment's layer, with the package delta.
+
+A transaction belongs to an *owner*, the package manager's process. A second begin by the
+same owner, or by one of its descendants (dpkg under apt), joins it instead of nesting. A
+begin by the owner of the deployment's newest layer reopens that layer, so that one apt run
+that calls dpkg twice is still one layer.
+
+Every step is ordered so that a kill at any line leaves a state `recover` finishes: the
+record is inserted `pending` first; the snapshot is made under `<id>.partial` and renamed;
+the manifest (with the snapshot's uuid) is written; then the record is finalized.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import json
+import logging
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ashcore.btrfs import Btrfs, Filesystem, SubvolumeInfo
+from ashcore.config import Config, HookConfig, load_config, load_hook_config
+from ashcore.errors import StoreError, UsageError
+from ashcore.model import Layer, PackageDatabase, PackageDelta, Status
+from ashcore.ondisk import read_json, write_json
+from ashcore.process import ancestors, is_alive
+from ashcore.store import Store, now_iso
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 200
+
+
+class Outcome(enum.Enum):
+    STARTED = "started"
+    JOINED = "joined"  # a transaction of this owner or of an ancestor is already open
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Operation:
+    plugin: str  # which /etc/ash/hooks.d/<plugin>.toml applies: apt, dnf, pacman, run
+    manager: str | None  # what the layer records: apt, dpkg, dnf5, dnf4, pacman
+    argv: tuple[str, ...]
+    owner: str  # process.owner_of(the manager's pid)
+    targets: tuple[str, ...] = ()
+    name: str | None = None  # the user's name for the layer (ASH_NAME)
+
+
+class Target:
+    """An opened target root: its config, its store and its filesystem."""
+
+    def __init__(self, root: str = "/", fs: Filesystem | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.config: Config = load_config(self.root)
+        self.fs: Filesystem = fs if fs is not None else Btrfs()
+        self.store = Store(os.path.join(self.root, self.config.store.lstrip("/")))
+
+    def deployment(self) -> SubvolumeInfo:
+        return self.fs.info(self.root)
+
+
+# -- names -----------------------------------------------------------------------------------
+def check_name(name: str) -> str:
+    """A user's layer name: one line, printable, not an id, at most MAX_NAME characters."""
+    if not name.strip():
+        raise UsageError("the layer name is empty", hint="give a name, or unset ASH_NAME")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UsageError("the layer name holds a newline or control character", hint="use one line")
+    if len(name) > MAX_NAME:
+        raise UsageError(
+            f"the layer name is {len(name)} characters long", hint=f"use at most {MAX_NAME}"
+        )
+    if name.isdigit():
+        raise UsageError("a layer name cannot be a number", hint="numbers are layer ids")
+    return name
+
+
+def auto_name(argv: tuple[str, ...]) -> str:
+    words = [os.path.basename(argv[0]), *argv[1:]] if argv else ["?"]
+    name = shlex.join(words)
+    name = "".join(c if c.isprintable() else " " for c in name)
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "\u2026"
+
+
+def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
+    if os.environ.get("ASH_SKIP", "") not in ("", "0"):
+        return "ASH_SKIP is set"
+    if not hooks.enabled:
+        return f"disabled in /etc/ash/hooks.d/{op.plugin}.toml"
+    for pattern in hooks.skip_packages:
+        if any(fnmatch.fnmatchcase(t, pattern) for t in op.targets):
+            return f"a target matches skip_packages {pattern!r}"
+    for word in hooks.skip_commands:
+        if word in op.argv[1:]:
+            return f"the command matches skip_commands {word!r}"
+    return None
+
+
+# -- begin -----------------------------------------------------------------------------------
+def begin(target: Target, op: Operation, database: PackageDatabase | None) -> Outcome:
+    hooks = load_hook_config(target.root, op.plugin)
+    reason = skip_reason(op, hooks)
+    if reason:
+        log.info("ashlayers: no layer for this run: %s", reason)
+        return Outcome.SKIPPED
+    name = check_name(op.name) if op.name is not None else auto_name(op.argv)
+    store = target.store
+    deadline = time.monotonic() + target.config.lock_timeout
+    while True:
+        with store.locked(target.config.lock_timeout):
+            pending = store.pending()
+            if pending is not None and pending["owner"] == op.owner:
+                return Outcome.JOINED
+            if pending is not None and is_alive(pending["owner"]):
+                if int(pending["owner"].partition(":")[0]) in ancestors(os.getpid()):
+                    return Outcome.JOINED
+                busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
+            else:
+                if pending is not None:
+                    recover(target, pending, database if pending["plugin"] == op.plugin else None)
+                _start(target, op, database, name)
+                return Outcome.STARTED
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"another package operation is still running: {busy}",
+                hint="wait for it to finish, or set ASH_SKIP=1 to run without a layer",
+            )
+        time.sleep(0.05)
+
+
+def _start(target: Target, op: Operation, database: PackageDatabase | None, name: str) -> None:
+    store = target.store
+    dep = target.deployment()
+    head = capture_drift(target, dep, database, op.plugin)
+    generation = target.fs.info(target.root).generation
+    if head is not None and database is not None:
+        owner, plugin = store.layer_owner(head)
+        if owner == op.owner and plugin == op.plugin:
+            before = _before_of(store, head)
+            if before is not None:
+                store.reopen(head, owner=op.owner, generation=generation, before=before)
+                log.debug("reopened layer %d for the same %s run", head, op.manager)
+                return
+    before = database.read_installed(target.root) if database is not None else None
+    store.insert_pending(
+        name=name,
+        parent=head,
+        manager=op.manager,
+        plugin=op.plugin,
+        command=shlex.join(op.argv),
+        owner=op.owner,
+        deployment=dep.uuid,
+        generation=generation,
+        before=before,
+    )
+
+
+def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
+    manifest = read_json(store.manifest_path(layer_id))
+    if not manifest or not isinstance(manifest.get("installed"), dict):
+        return None
+    return PackageDelta.from_json(manifest.get("packages")).revert(manifest["installed"])
+
+
+# -- commit ----------------------------------------------------------------------------------
+def commit(
+    target: Target, op: Operation, database: PackageDatabase | None, *, failed: bool = False
+) -> Layer | None:
+    store = target.store
+    with store.locked(target.config.lock_timeout):
+        pending = store.pending()
+        if pending is None or pending["owner"] != op.owner:
+            log.debug("no transaction of %s to commit", op.owner)
+            return None
+        amend = os.path.lexists(store.layer_path(pending["id"]))
+        after: dict[str, str] | None = None
+        delta = PackageDelta()
+        if database is not None:
+            after = database.read_installed(target.root)
+            before = json.loads(pending["before"]) if pending["before"] else {}
+            delta = PackageDelta.between(before, after, database.compare_versions)
+            hooks = load_hook_config(target.root, op.plugin)
+            changed = [
+                n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded
+            ]
+            skipped = [
+                p for p in hooks.skip_packages if any(fnmatch.fnmatchcase(n, p) for n in changed)
+            ]
+            if (not delta and not failed and not amend) or skipped:
+                store.delete_row(pending["id"])
+                log.info(
+                    "ashlayers: no layer: %s",
+                    "no package changed" if not skipped else "skip_packages",
+                )
+                return None
+        return make_layer(
+            target,
+            pending,
+            Status.FAILED if failed else Status.COMMITTED,
+            delta,
+            after,
+        )
+
+
+def make_layer(
+    target: Target,
+    pending: Any,
+    status: Status,
+    delta: PackageDelta,
+    installed: dict[str, str] | None,
+) -> Layer:
+    """Snapshot the deployment into the pending record's layer and finalize the record."""
+    store, fs = target.store, target.fs
+    layer_id = pending["id"]
+    partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
+    if os.path.lexists(partial):
+        fs.delete(partial)
+    fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
+    if os.path.lexists(final):  # a reopened layer: its new state replaces the old
+        fs.delete(final)
+    os.rename(partial, final)
+    info = fs.info(final)
+    layer = Layer(
+        id=layer_id,
+        name=pending["name"],
+        parent=pending["parent"],
+        manager=pending["manager"],
+        command=pending["command"],
+        status=status,
+        created=_created(store, layer_id),
+        finished=now_iso(),
+        packages=delta,
+        uuid=info.uuid,
+    )
+    write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
+    store.finalize(layer, pending["deployment"], fs.info(target.root).generation)
+    return layer
+
+
+def _created(store: Store, layer_id: int) -> str:
+    row = store.db.execute("SELECT created FROM layers WHERE id = ?", (layer_id,)).fetchone()
+    return str(row[0]) if row else now_iso()
+
+
+def write_manifest(
+    store: Store,
+    layer: Layer,
+    plugin: str | None,
+    deployment: str | None,
+    installed: dict[str, str] | None,
+) -> None:
+    manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment}
+    if installed is not None:
+        manifest["installed"] = installed
+    write_json(store.manifest_path(layer.id), manifest)
+
+
+# -- drift -----------------------------------------------------------------------------------
+def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
+    prefixes = tuple(p.strip("/") + "/" for p in noise if not any(c in p for c in "*?["))
+    exact = {p.strip("/") for p in noise}
+    globs = [p.strip("/") for p in noise if any(c in p for c in "*?[")]
+    return sorted(
+        p
+        for p in paths
+        if p not in exact
+        and not p.startswith(prefixes)
+        and not any(n.startswith(p + "/") for n in exact)  # a folder made to hold noise
+        and not any(fnmatch.fnmatchcase(p, g) for g in globs)
+    )
+
+
+def drift_since_head(target: Target, head: int, checked: int | None) -> list[str]:
+    """Changed paths (noise excluded) since the head layer; leaves the probe at probe_path
+    when there are any, so that the caller can keep it as a layer."""
+    store, fs = target.store, target.fs
+    fs.sync(target.root)  # writes still in memory do not show in the generation yet
+    if fs.info(target.root).generation == checked:
+        return []
+    # The probe lives beside the layers: a read-only subvolume cannot move to another folder.
+    probe = store.probe_path
+    if os.path.lexists(probe):  # left by a killed run (we hold the lock)
+        fs.delete(probe)
+    fs.snapshot(target.root, probe, read_only=True, drop=target.config.lock_files)
+    head_path = store.layer_path(head)
+    if os.path.isdir(head_path):
+        changed = noise_filter(fs.changed_paths(head_path, probe), target.config.noise)
+    else:
+        changed = ["(the layer's snapshot is missing)"]
+    if not changed:
+        fs.delete(probe)
+    return changed
+
+
+def capture_drift(
+    target: Target, dep: SubvolumeInfo, database: PackageDatabase | None, plugin: str | None
+) -> int | None:
+    """Keep changes made since the deployment's layer as a drift layer; return the head."""
+    store, fs = target.store, target.fs
+    head, checked = store.head(dep.uuid)
+    if head is None:
+        return None
+    changed = drift_since_head(target, head, checked)
+    if not changed:
+        store.set_checked(dep.uuid, fs.info(target.root).generation)
+        return head
+    probe = store.probe_path
+    shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")
+    pending = {
+        "name": f"drift: {shown}"[:MAX_NAME],
+        "parent": head,
+        "manager": None,
+        "command": "changes made outside package operations",
+        "plugin": None,
+        "deployment": dep.uuid,
+    }
+    pending["id"] = store.insert_pending(
+        name=pending["name"],
+        parent=head,
+        manager=None,
+        plugin=None,
+        command=pending["command"],
+        owner="0:0",
+        deployment=dep.uuid,
+        generation=None,
+        before=None,
+    )
+    os.rename(probe, store.partial_path(pending["id"]))
+    layer = _promote_partial(target, pending, Status.DRIFT)
+    log.info(
+        "ashlayers: kept %d paths changed outside package operations as layer %d",
+        len(changed),
+        layer.id,
+    )
+    return layer.id
+
+
+def _promote_partial(target: Target, pending: Any, status: Status) -> Layer:
+    """Turn an already complete `<id>.partial` snapshot into the layer."""
+    store, fs = target.store, target.fs
+    layer_id = pending["id"]
+    os.rename(store.partial_path(layer_id), store.layer_path(layer_id))
+    layer = Layer(
+        id=layer_id,
+        name=pending["name"],
+        parent=pending["parent"],
+        manager=pending["manager"],
+        command=pending["command"],
+        status=status,
+        created=_created(store, layer_id),
+        finished=now_iso(),
+        uuid=fs.info(store.layer_path(layer_id)).uuid,
+    )
+    write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
+    store.finalize(layer, pending["deployment"], fs.info(target.root).generation)
+    return layer
+
+
+# -- recovery --------------------------------------------------------------------------------
+def recover(target: Target, pending: Any, database: PackageDatabase | None) -> Layer | None:
+    """Close a transaction whose owner is gone. Returns the layer it leaves, if any.
+
+    `database` must be the database face of the pending transaction's plugin, or None.
+    """
+    store, fs = target.store, target.fs
+    layer_id = pending["id"]
+    if os.path.lexists(store.partial_path(layer_id)):
+        fs.delete(store.partial_path(layer_id))
+    final = store.layer_path(layer_id)
+    if os.path.lexists(final):
+        uuid = fs.info(final).uuid
+        manifest = read_json(store.manifest_path(layer_id))
+        if manifest and manifest.get("uuid") == uuid and manifest.get("status") != "pending":
+            layer = Layer(
+                id=layer_id,
+                name=manifest["name"],
+                parent=manifest.get("parent"),
+                manager=manifest.get("manager"),
+                command=manifest.get("command", ""),
+                status=Status(manifest["status"]),
+                created=manifest.get("created") or now_iso(),
+                finished=manifest.get("finished"),
+                packages=PackageDelta.from_json(manifest.get("packages")),
+                uuid=uuid,
+            )
+        else:
+            layer = Layer(
+                id=layer_id,
+                name=pending["name"],
+                parent=pending["parent"],
+                manager=pending["manager"],
+                command=pending["command"],
+                status=Status.INTERRUPTED if pending["manager"] else Status.DRIFT,
+                created=_created(store, layer_id),
+                finished=now_iso(),
+                uuid=uuid,
+            )
+            write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
+        store.finalize(layer, pending["deployment"], None)
+        log.warning("ashlayers: finished layer %d left by an interrupted run", layer_id)
+        return layer
+    if pending["manager"] is None:  # an unfinished drift layer: the next check redoes it
+        store.delete_row(layer_id)
+        return None
+    delta = PackageDelta()
+    installed = None
+    if database is not None and pending["before"]:
+        installed = database.read_installed(target.root)
+        delta = PackageDelta.between(
+            json.loads(pending["before"]), installed, database.compare_versions
+        )
+    layer = make_layer(target, pending, Status.INTERRUPTED, delta, installed)
+    log.warning(
+        "ashlayers: the run `%s` ended without its post hook; kept as interrupted layer %d",
+        pending["command"],
+        layer.id,
+    )
+    return layer
+
+
+def recover_stale(target: Target, database: PackageDatabase | None = None) -> Layer | None:
+    """Close the pending transaction if its owner is gone (for doctor and the CLI)."""
+    pending = target.store.pending()
+    if pending is None or is_alive(pending["owner"]):
+        return None
+    return recover(target, pending, database)

@@ -1,0 +1,127 @@
+"""The domain values: layer status, layer records, package sets and their deltas."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PackageSet = Mapping[str, str]
+"""Installed packages of one manager's database: name -> version."""
+
+
+class PackageDatabase(Protocol):
+    """The database face of a plugin: reads any root's installed set with the manager's bindings."""
+
+    def read_installed(self, root: str) -> dict[str, str]: ...
+
+    def compare_versions(self, a: str, b: str) -> int: ...
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"  # a transaction has begun and not ended: not a layer yet
+    COMMITTED = "committed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True)
+class PackageDelta:
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()
+    upgraded: tuple[tuple[str, str, str], ...] = ()
+    downgraded: tuple[tuple[str, str, str], ...] = ()
+
+    @classmethod
+    def between(
+        cls, before: PackageSet, after: PackageSet, compare: Callable[[str, str], int]
+    ) -> PackageDelta:
+        added = tuple(sorted((n, v) for n, v in after.items() if n not in before))
+        removed = tuple(sorted((n, v) for n, v in before.items() if n not in after))
+        upgraded: list[tuple[str, str, str]] = []
+        downgraded: list[tuple[str, str, str]] = []
+        for name in sorted(before.keys() & after.keys()):
+            old, new = before[name], after[name]
+            if old == new:
+                continue
+            # Equal by the manager's rules but spelled differently still changed.
+            (downgraded if compare(old, new) > 0 else upgraded).append((name, old, new))
+        return cls(added, removed, tuple(upgraded), tuple(downgraded))
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.upgraded or self.downgraded)
+
+    def revert(self, after: PackageSet) -> dict[str, str]:
+        """The package set this delta was computed from, given the set it led to."""
+        before = dict(after)
+        for name, _ in self.added:
+            before.pop(name, None)
+        for name, version in self.removed:
+            before[name] = version
+        for name, old, _ in self.upgraded + self.downgraded:
+            before[name] = old
+        return before
+
+    def to_json(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "added": [{"name": n, "version": v} for n, v in self.added],
+            "removed": [{"name": n, "version": v} for n, v in self.removed],
+            "upgraded": [{"name": n, "old": o, "new": w} for n, o, w in self.upgraded],
+            "downgraded": [{"name": n, "old": o, "new": w} for n, o, w in self.downgraded],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> PackageDelta:
+        if not data:
+            return cls()
+        return cls(
+            tuple((d["name"], d["version"]) for d in data.get("added", ())),
+            tuple((d["name"], d["version"]) for d in data.get("removed", ())),
+            tuple((d["name"], d["old"], d["new"]) for d in data.get("upgraded", ())),
+            tuple((d["name"], d["old"], d["new"]) for d in data.get("downgraded", ())),
+        )
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(items)} {word}"
+            for items, word in (
+                (self.added, "added"),
+                (self.removed, "removed"),
+                (self.upgraded, "upgraded"),
+                (self.downgraded, "downgraded"),
+            )
+            if items
+        ]
+        return ", ".join(parts) if parts else "no package change"
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: int
+    name: str
+    parent: int | None
+    manager: str | None
+    command: str
+    status: Status
+    created: str
+    finished: str | None = None
+    packages: PackageDelta = field(default_factory=PackageDelta)
+    pinned: bool = False
+    uuid: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "parent": self.parent,
+            "manager": self.manager,
+            "command": self.command,
+            "status": self.status.value,
+            "created": self.created,
+            "finished": self.finished,
+            "packages": self.packages.to_json(),
+            "pinned": self.pinned,
+            "uuid": self.uuid,
+        }

@@ -1,0 +1,37 @@
+"""Atomic writes: write a temporary file, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_json(path: str, value: Any) -> None:
+    write_atomic(path, json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+
+
+def read_json(path: str) -> Any:
+    """The parsed file, or None when it is missing or torn."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None

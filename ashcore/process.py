@@ -1,0 +1,71 @@
+"""Who owns a transaction: a process, named by its pid and start time (pids are reused)."""
+
+from __future__ import annotations
+
+import os
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def owner_of(pid: int) -> str:
+    """A stable identity for a live process: "pid:starttime"."""
+    fields = _stat_fields(pid)
+    start = fields[19] if fields else "0"
+    return f"{pid}:{start}"
+
+
+def is_alive(owner: str) -> bool:
+    pid_text, _, start = owner.partition(":")
+    pid = int(pid_text)
+    fields = _stat_fields(pid)
+    if fields is None:
+        if os.path.isdir("/proc/self"):
+            return False
+        try:  # no /proc: the pid alone must do
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # A zombie has finished its work; its start time must match, or the pid was reused.
+    return fields[0] != "Z" and (start == "0" or fields[19] == start)
+
+
+def parent_pid(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
+
+
+def ancestors(pid: int) -> list[int]:
+    """The pids above `pid`, nearest first, up to (excluding) pid 0."""
+    chain: list[int] = []
+    current = parent_pid(pid)
+    while current > 0 and current not in chain:
+        chain.append(current)
+        current = parent_pid(current)
+    return chain
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def find_ancestor(names: tuple[str, ...], start: int | None = None) -> int | None:
+    """The nearest ancestor of `start` (default: this process) whose comm is in `names`."""
+    for pid in ancestors(start if start is not None else os.getpid()):
+        if process_name(pid) in names:
+            return pid
+    return None

@@ -1,0 +1,115 @@
+"""Rollback: a new writable snapshot of a layer becomes the deployment.
+
+The state being left is kept first (as drift, if it changed since its layer). On the booted
+system the new deployment becomes the default subvolume and takes effect at reboot. On a
+root that is not booted (an image, a chroot seen from outside) the new deployment is mounted
+in place of the old one at once, with everything mounted below it moved across.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+from ashcore.errors import BackendError, UsageError
+from ashcore.lifecycle import Target, capture_drift, recover
+from ashcore.model import Layer
+from ashcore.mounts import mount_at, mount_subvolume, move_mount, submounts, unmount
+from ashcore.process import is_alive
+
+log = logging.getLogger(__name__)
+
+
+def is_booted_root(root: str) -> bool:
+    """True when `root` is the root of the running system (not a chroot, not an image)."""
+    try:
+        return os.path.samestat(os.stat(root), os.stat("/proc/1/root"))
+    except OSError:
+        return os.path.realpath(root) == "/"
+
+
+def default_target(target: Target) -> Layer:
+    head, _ = target.store.head(target.deployment().uuid)
+    if head is None:
+        raise UsageError("the deployment has no layer yet", hint="see `ashctl list`")
+    layer = target.store.get(head)
+    if layer.parent is None:
+        raise UsageError(f"layer {head} has no parent to roll back to", hint="name a layer")
+    return target.store.get(layer.parent)
+
+
+def _new_deployment_path(target: Target, layer: Layer) -> str:
+    base = target.store.deployments_dir
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    n = 1 + max(
+        (int(d.split("-")[0]) for d in os.listdir(base) if d.split("-")[0].isdigit()), default=0
+    )
+    return os.path.join(base, f"{n}-layer{layer.id}")
+
+
+def _swap_mount(root: str, new_path: str) -> None:
+    """Mount `new_path` at `root` in place of what is there, moving the submounts across."""
+    import btrfsutil
+
+    real = os.path.realpath(root).rstrip("/")
+    current = mount_at(real)
+    if current is None:
+        raise BackendError(f"{root} is not a mount point", hint="mount the root's subvolume there")
+    below = submounts(real)
+    outermost = [m for m in below if not any(m.target.startswith(o.target + "/") for o in below)]
+    staging = tempfile.mkdtemp(prefix=".ash-swap-", dir=os.path.dirname(real))
+    try:
+        mount_subvolume(current.source, "/" + btrfsutil.subvolume_path(new_path), staging)
+        for m in outermost:
+            inside = os.path.join(staging, os.path.relpath(m.target, real))
+            os.makedirs(inside, exist_ok=True)
+            move_mount(m.target, inside)
+        try:
+            unmount(real)
+        except BackendError:
+            unmount(real, lazy=True)
+        move_mount(staging, real)
+    finally:
+        if not os.path.ismount(staging):
+            os.rmdir(staging)
+
+
+def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
+    """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot)."""
+    store, fs = target.store, target.fs
+    booted = is_booted_root(target.root)
+    if not booted and os.path.realpath(target.root) == "/":
+        raise UsageError(
+            "cannot switch the root this command runs in",
+            hint="run `ashctl --root PATH rollback` from outside the chroot",
+        )
+    with store.locked(target.config.lock_timeout):
+        pending = store.pending()
+        if pending is not None:
+            if is_alive(pending["owner"]):
+                raise UsageError(
+                    f"a package operation is running: {pending['command']}",
+                    hint="wait for it to finish",
+                )
+            recover(target, pending, None)
+        dep = target.deployment()
+        capture_drift(target, dep, None, None)
+        path = _new_deployment_path(target, layer)
+        fs.snapshot(store.layer_path(layer.id), path, read_only=False)
+        new = fs.info(path)
+        store.set_head(new.uuid, layer.id, None)
+        if booted:
+            fs.set_default(path)
+            return path, True
+    _swap_mount(target.root, path)
+    return path, False
+
+
+def pending_reboot(target: Target) -> bool:
+    if not is_booted_root(target.root):
+        return False
+    try:
+        return target.fs.default_id(target.root) != target.deployment().id
+    except BackendError:
+        return False

@@ -1,0 +1,164 @@
+"""`ashctl setup`: create the store beside the root's subvolume, mount it, install the hooks.
+
+The store is a subvolume created as a sibling of the root's subvolume on the same btrfs
+filesystem (for a root at `/@` it is `/@ash`), mounted at <root>/.ash and named in the
+root's fstab, so that every deployment (each is a snapshot of a layer) finds it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pkgutil
+import posixpath
+import tempfile
+from types import ModuleType
+
+from ashcore.config import CONFIG_PATH, HOOKS_DIR
+from ashcore.errors import BackendError
+from ashcore.lifecycle import Operation, Target, begin, commit
+from ashcore.mounts import mount_at, mount_subvolume, mount_toplevel, unmount
+from ashcore.ondisk import write_atomic
+from ashcore.process import owner_of
+from ashcore.run import run
+
+log = logging.getLogger(__name__)
+
+STORE_SUBVOLUME = "@ash"
+
+DEFAULT_CONFIG = """\
+# ashlayers configuration. Every setting is shown with its default.
+# store = "/.ash"              # where the store subvolume is mounted, inside this root
+# on_error = "abort"           # "abort": stop a package operation whose layer cannot be made
+#                              # "warn": go on without a layer
+# lock_timeout = 600           # seconds to wait for another package operation
+# noise = []                   # more paths whose changes are not drift (dirs cover below)
+# lock_files = []              # more lock files never kept inside a layer
+# [retention]                  # what `ashctl prune` keeps
+# keep = 50                    # the newest N layers
+# keep_days = 30               # layers newer than this
+"""
+
+
+def plugins() -> list[ModuleType]:
+    """The install modules of every plugin present (`ashplugins.<name>.install`)."""
+    try:
+        import ashplugins
+    except ImportError:
+        return []
+    found = []
+    for info in pkgutil.iter_modules(ashplugins.__path__):
+        try:
+            found.append(importlib.import_module(f"ashplugins.{info.name}.install"))
+        except ImportError:
+            continue
+    return found
+
+
+def _check_root(target: Target) -> None:
+    root = target.root
+    mount = mount_at(root)
+    if mount is None:
+        raise BackendError(
+            f"{root} is not a mount point (setup needs the mount of a btrfs subvolume)",
+            hint="mount the root's subvolume there, e.g. mount -o subvol=@ DEVICE PATH",
+        )
+    if mount.fstype != "btrfs":
+        raise BackendError(
+            f"{root} is a {mount.fstype} mount, not btrfs", hint="ashlayers needs a btrfs root"
+        )
+    if not target.fs.is_subvolume(root):
+        raise BackendError(f"{root} is not a btrfs subvolume", hint="mount a subvolume there")
+
+
+def _fs_uuid(device: str) -> str | None:
+    result = run(["blkid", "-p", "-s", "UUID", "-o", "value", device], check=False)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _ensure_store_mount(target: Target) -> str:
+    """Create and mount the store subvolume; return its path inside the filesystem."""
+    store_dir = target.store.path
+    mounted = mount_at(store_dir)
+    if mounted is not None and mounted.fstype == "btrfs":
+        return mounted.fs_root
+    root_mount = mount_at(target.root)
+    assert root_mount is not None
+    subvol = posixpath.join(
+        posixpath.dirname(root_mount.fs_root.rstrip("/")) or "/", STORE_SUBVOLUME
+    )
+    top = tempfile.mkdtemp(prefix="ash-top-")
+    try:
+        mount_toplevel(root_mount.source, top)
+        try:
+            path = os.path.join(top, subvol.lstrip("/"))
+            if not target.fs.is_subvolume(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                target.fs.create(path)
+                os.chmod(path, 0o700)
+        finally:
+            unmount(top)
+    finally:
+        os.rmdir(top)
+    os.makedirs(store_dir, mode=0o700, exist_ok=True)
+    mount_subvolume(root_mount.source, subvol, store_dir)
+    return subvol
+
+
+def _ensure_fstab(target: Target, subvol: str) -> bool:
+    fstab = os.path.join(target.root, "etc/fstab")
+    try:
+        with open(fstab, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    mountpoint = target.config.store
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not fields[0].startswith("#") and fields[1] == mountpoint:
+            return False
+    root_mount = mount_at(target.root)
+    assert root_mount is not None
+    uuid = _fs_uuid(root_mount.source)
+    source = f"UUID={uuid}" if uuid else root_mount.source
+    line = f"{source} {mountpoint} btrfs subvol={subvol},noatime 0 0\n"
+    if text and not text.endswith("\n"):
+        text += "\n"
+    write_atomic(fstab, (text + "# ashlayers store: layers and their records\n" + line).encode())
+    return True
+
+
+def setup(target: Target) -> list[str]:
+    """Make `target` ready. Returns what was done, one line each. Idempotent."""
+    done: list[str] = []
+    _check_root(target)
+    subvol = _ensure_store_mount(target)
+    done.append(f"store: subvolume {subvol} mounted at {target.config.store}")
+    target.store.create_layout()
+    if _ensure_fstab(target, subvol):
+        done.append(f"fstab: added {target.config.store}")
+    config = os.path.join(target.root, CONFIG_PATH)
+    os.makedirs(os.path.join(target.root, HOOKS_DIR), mode=0o755, exist_ok=True)
+    if not os.path.exists(config):
+        write_atomic(config, DEFAULT_CONFIG.encode())
+        done.append(f"config: wrote /{CONFIG_PATH}")
+    for plugin in plugins():
+        if plugin.detect(target.root):
+            for path in plugin.install(target.root):
+                done.append(f"hook: {path}")
+    dep = target.deployment()
+    head, _ = target.store.head(dep.uuid)
+    if head is None:
+        op = Operation(
+            plugin="ashctl",
+            manager=None,
+            argv=("ashctl", "setup"),
+            owner=owner_of(os.getpid()),
+            name="base",
+        )
+        begin(target, op, None)
+        layer = commit(target, op, None)
+        if layer is not None:
+            done.append(f"layer {layer.id}: base")
+    return done

@@ -1,0 +1,343 @@
+"""The store: layer records in SQLite, snapshots and manifests under one directory.
+
+Layout of the store directory (a subvolume outside the deployment, e.g. /.ash):
+    ash.db              records (WAL)
+    lock                flock(2) taken by every change
+    layers/<id>         the read-only snapshot of a layer
+    layers/<id>.json    its manifest: the record, from which `doctor --repair` rebuilds ash.db
+    layers/<id>.partial a snapshot being made (removed by recovery)
+    deployments/<n>     writable snapshots made by rollback
+    layers/probe        a snapshot taken to look for drift (removed by the next run)
+    tmp/                snapshots taken by `status`
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ashcore.errors import NotFoundError, StoreError
+from ashcore.model import Layer, PackageDelta, Status
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE layers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    parent INTEGER,
+    manager TEXT,
+    plugin TEXT,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created TEXT NOT NULL,
+    finished TEXT,
+    packages TEXT,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    uuid TEXT,
+    owner TEXT,
+    deployment TEXT,
+    generation INTEGER,
+    before TEXT
+);
+CREATE INDEX layers_status ON layers(status);
+CREATE TABLE deployments (
+    uuid TEXT PRIMARY KEY,
+    head INTEGER,
+    checked_generation INTEGER,
+    path TEXT
+);
+"""
+
+COLUMNS = "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid"
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime())
+
+
+def layer_from_row(row: tuple[Any, ...]) -> Layer:
+    return Layer(
+        id=row[0],
+        name=row[1],
+        parent=row[2],
+        manager=row[3],
+        command=row[4],
+        status=Status(row[5]),
+        created=row[6],
+        finished=row[7],
+        packages=PackageDelta.from_json(json.loads(row[8]) if row[8] else None),
+        pinned=bool(row[9]),
+        uuid=row[10],
+    )
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.layers_dir = os.path.join(path, "layers")
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    # -- paths -------------------------------------------------------------------------------
+    def layer_path(self, layer_id: int) -> str:
+        return os.path.join(self.layers_dir, str(layer_id))
+
+    def partial_path(self, layer_id: int) -> str:
+        return os.path.join(self.layers_dir, f"{layer_id}.partial")
+
+    def manifest_path(self, layer_id: int) -> str:
+        return os.path.join(self.layers_dir, f"{layer_id}.json")
+
+    @property
+    def probe_path(self) -> str:
+        return os.path.join(self.layers_dir, "probe")
+
+    @property
+    def tmp_dir(self) -> str:
+        return os.path.join(self.path, "tmp")
+
+    @property
+    def deployments_dir(self) -> str:
+        return os.path.join(self.path, "deployments")
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.layers_dir)
+
+    def create_layout(self) -> None:
+        for d in (self.layers_dir, self.tmp_dir, self.deployments_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self.db  # noqa: B018  (creates the schema)
+
+    # -- database ----------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            if not self.exists():
+                raise StoreError(
+                    f"no store at {self.path}", hint="run `ashctl setup` on this root first"
+                )
+            try:
+                db = sqlite3.connect(
+                    os.path.join(self.path, "ash.db"), timeout=30, isolation_level=None
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    db.executescript(
+                        "BEGIN IMMEDIATE;"
+                        + SCHEMA
+                        + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                    )
+            except sqlite3.DatabaseError as e:
+                raise StoreError(
+                    f"the layer database in {self.path} is unreadable: {e}",
+                    hint="run `ashctl doctor --repair` to rebuild it from the manifests",
+                ) from e
+            self._db = db
+        return self._db
+
+    @staticmethod
+    @contextmanager
+    def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- lock --------------------------------------------------------------------------------
+    @contextmanager
+    def locked(self, timeout: float) -> Iterator[None]:
+        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"the store {self.path} stayed locked for {timeout:.0f} s",
+                            hint="another package operation is running; wait for it",
+                        ) from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- records -----------------------------------------------------------------------------
+    def pending(self) -> sqlite3.Row | None:
+        cur = self.db.execute(
+            "SELECT id, owner, plugin, manager, parent, deployment, generation, before, name,"
+            " command FROM layers WHERE status = 'pending' ORDER BY id LIMIT 1"
+        )
+        cur.row_factory = sqlite3.Row
+        row: sqlite3.Row | None = cur.fetchone()
+        return row
+
+    def insert_pending(
+        self,
+        *,
+        name: str,
+        parent: int | None,
+        manager: str | None,
+        plugin: str | None,
+        command: str,
+        owner: str,
+        deployment: str,
+        generation: int | None,
+        before: dict[str, str] | None,
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO layers (name, parent, manager, plugin, command, status, created, owner,"
+            " deployment, generation, before) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            (
+                name,
+                parent,
+                manager,
+                plugin,
+                command,
+                now_iso(),
+                owner,
+                deployment,
+                generation,
+                json.dumps(before) if before is not None else None,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def reopen(self, layer_id: int, *, owner: str, generation: int, before: dict[str, str]) -> None:
+        self.db.execute(
+            "UPDATE layers SET status = 'pending', owner = ?, generation = ?, before = ?"
+            " WHERE id = ?",
+            (owner, generation, json.dumps(before), layer_id),
+        )
+
+    def finalize(
+        self, layer: Layer, deployment: str | None, checked_generation: int | None
+    ) -> None:
+        """Mark a layer done and make it the head of the deployment it was taken from."""
+        with self.transaction(self.db) as db:
+            db.execute(
+                "UPDATE layers SET name = ?, status = ?, finished = ?, packages = ?, uuid = ?,"
+                " before = NULL WHERE id = ?",
+                (
+                    layer.name,
+                    layer.status.value,
+                    layer.finished,
+                    json.dumps(layer.packages.to_json()),
+                    layer.uuid,
+                    layer.id,
+                ),
+            )
+            if deployment is not None:
+                self.set_head(deployment, layer.id, checked_generation)
+
+    def delete_row(self, layer_id: int) -> None:
+        self.db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+
+    def insert_layer(self, layer: Layer, *, plugin: str | None = None) -> None:
+        """Insert a complete record (used when rebuilding from manifests)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO layers (id, name, parent, manager, plugin, command, status,"
+            " created, finished, packages, pinned, uuid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                layer.id,
+                layer.name,
+                layer.parent,
+                layer.manager,
+                plugin,
+                layer.command,
+                layer.status.value,
+                layer.created,
+                layer.finished,
+                json.dumps(layer.packages.to_json()),
+                int(layer.pinned),
+                layer.uuid,
+            ),
+        )
+
+    def head(self, deployment: str) -> tuple[int | None, int | None]:
+        row = self.db.execute(
+            "SELECT head, checked_generation FROM deployments WHERE uuid = ?", (deployment,)
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_head(self, deployment: str, layer_id: int | None, generation: int | None) -> None:
+        self.db.execute(
+            "INSERT INTO deployments (uuid, head, checked_generation) VALUES (?, ?, ?)"
+            " ON CONFLICT(uuid) DO UPDATE SET head = excluded.head,"
+            " checked_generation = excluded.checked_generation",
+            (deployment, layer_id, generation),
+        )
+
+    def set_checked(self, deployment: str, generation: int) -> None:
+        self.db.execute(
+            "UPDATE deployments SET checked_generation = ? WHERE uuid = ?", (generation, deployment)
+        )
+
+    def heads(self) -> list[int]:
+        return [
+            r[0] for r in self.db.execute("SELECT head FROM deployments WHERE head IS NOT NULL")
+        ]
+
+    def layer_owner(self, layer_id: int) -> tuple[str | None, str | None]:
+        row = self.db.execute(
+            "SELECT owner, plugin FROM layers WHERE id = ?", (layer_id,)
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def get(self, layer_id: int) -> Layer:
+        row = self.db.execute(
+            f"SELECT {COLUMNS} FROM layers WHERE id = ? AND status != 'pending'", (layer_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no layer {layer_id}", hint="see `ashctl list`")
+        return layer_from_row(row)
+
+    def layers(self) -> list[Layer]:
+        rows = self.db.execute(
+            f"SELECT {COLUMNS} FROM layers WHERE status != 'pending' ORDER BY id"
+        ).fetchall()
+        return [layer_from_row(r) for r in rows]
+
+    def find(self, ref: str) -> Layer:
+        """A layer by id or by unique name."""
+        if ref.isdigit():
+            return self.get(int(ref))
+        rows = self.db.execute(
+            f"SELECT {COLUMNS} FROM layers WHERE name = ? AND status != 'pending'", (ref,)
+        ).fetchall()
+        if not rows:
+            raise NotFoundError(f"no layer named {ref!r}", hint="see `ashctl list`")
+        if len(rows) > 1:
+            ids = ", ".join(str(r[0]) for r in rows)
+            raise NotFoundError(f"{len(rows)} layers are named {ref!r} ({ids})", hint="use an id")
+        return layer_from_row(rows[0])
+
+    def set_pinned(self, layer_id: int, pinned: bool) -> None:
+        self.db.execute("UPDATE layers SET pinned = ? WHERE id = ?", (int(pinned), layer_id))
+
+    def reparent(self, old: int, new: int | None) -> None:
+        self.db.execute("UPDATE layers SET parent = ? WHERE parent = ?", (new, old))
