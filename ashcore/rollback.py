@@ -103,6 +103,8 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
             fs.set_default(path)
             return path, True
     _swap_mount(target.root, path)
+    with store.locked(target.config.lock_timeout):
+        store.forget_deployment(dep.uuid)  # no longer mounted: its layers are not its base
     return path, False
 
 

@@ -297,6 +297,9 @@ class Store:
             "UPDATE deployments SET checked_generation = ? WHERE uuid = ?", (generation, deployment)
         )
 
+    def forget_deployment(self, deployment: str) -> None:
+        self.db.execute("DELETE FROM deployments WHERE uuid = ?", (deployment,))
+
     def heads(self) -> list[int]:
         return [
             r[0] for r in self.db.execute("SELECT head FROM deployments WHERE head IS NOT NULL")

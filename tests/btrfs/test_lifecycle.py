@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.btrfs.conftest import Image
+
+pytestmark = pytest.mark.btrfs
+
+
+def layers(img: Image) -> list[dict[str, Any]]:
+    result = img.json("list")
+    assert isinstance(result, list)
+    return result
+
+
+def test_run_makes_a_read_only_layer_child_of_the_deployment(ready: Image) -> None:
+    ready.ashctl("run", "--", "touch", str(ready.root / "etc/hello"), check=True)
+    new = layers(ready)[-1]
+    assert (new["id"], new["parent"], new["status"]) == (2, 1, "committed")
+    assert new["name"] == f"touch {ready.root}/etc/hello"
+    snap = ready.root / ".ash/layers/2"
+    assert (snap / "etc/hello").exists()
+    assert not (ready.root / ".ash/layers/1/etc/hello").exists()
+    with pytest.raises(OSError):
+        (snap / "etc/new").write_text("x")  # read-only
+    assert ready.json("status")["layer"] == 2  # type: ignore[index]
+
+
+def test_failed_command_leaves_a_failed_layer(ready: Image) -> None:
+    result = ready.ashctl("run", "--name", "boom", "--", "sh", "-c", "touch /dev/null; exit 3")
+    assert result.returncode == 3
+    assert layers(ready)[-1]["status"] == "failed"
+
+
+def test_drift_becomes_its_own_layer_and_noise_does_not(ready: Image) -> None:
+    (ready.root / "var/log").mkdir(parents=True)
+    (ready.root / "var/log/syslog").write_text("noise")
+    (ready.root / "tmp").mkdir()
+    (ready.root / "tmp/x").write_text("noise")
+    assert ready.json("status")["drift"] is False  # type: ignore[index]
+    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    assert [x["name"] for x in layers(ready)] == ["base", "one"]
+    (ready.root / "etc/motd").write_text("by hand")
+    assert ready.json("status")["drift"] is True  # type: ignore[index]
+    ready.ashctl("run", "--name", "two", "--", "true", check=True)
+    found = layers(ready)
+    assert [(x["name"], x["status"], x["parent"]) for x in found[2:]] == [
+        ("drift: etc/motd", "drift", 2),
+        ("two", "committed", 3),
+    ]
+    assert (ready.root / ".ash/layers/3/etc/motd").read_text() == "by hand"
+
+
+def test_lock_files_are_never_kept_in_a_layer(ready: Image) -> None:
+    lock = ready.root / "var/lib/pacman/db.lck"
+    lock.parent.mkdir(parents=True)
+    ready.ashctl("run", "--name", "locked", "--", "touch", str(lock), check=True)
+    assert lock.exists()
+    assert not (ready.root / ".ash/layers/2/var/lib/pacman/db.lck").exists()
+    assert (ready.root / ".ash/layers/2/var/lib/pacman").is_dir()
+    assert ready.json("status")["drift"] is False  # type: ignore[index]
+
+
+def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
+    ready: Image,
+) -> None:
+    ready.ashctl("run", "--name", "add", "--", "touch", str(ready.root / "etc/added"), check=True)
+    (ready.root / "etc/by-hand").write_text("x")
+    out = ready.ashctl("rollback", check=True).stdout
+    assert "rolled back to layer 1 (base): takes effect now" in out
+    assert not (ready.root / "etc/added").exists()
+    assert not (ready.root / "etc/by-hand").exists()
+    assert os.path.ismount(ready.root / ".ash")
+    found = layers(ready)
+    assert [x["status"] for x in found] == ["committed", "committed", "drift"]
+    assert (ready.root / ".ash/layers/3/etc/by-hand").exists()  # the state left is kept
+    assert ready.json("status") == {"layer": 1, "pending_reboot": False, "drift": False,
+                                    "pending": None}
+    # The next operation branches from the layer rolled back to.
+    ready.ashctl("run", "--name", "branch", "--", "true", check=True)
+    assert layers(ready)[-1]["parent"] == 1
+    tree = ready.ashctl("tree", check=True).stdout
+    assert "branch [committed]  <- deployment" in tree
+
+
+def test_rollback_to_a_named_layer(ready: Image) -> None:
+    ready.ashctl("run", "--name", "first", "--", "touch", str(ready.root / "etc/1"), check=True)
+    ready.ashctl("run", "--name", "second", "--", "touch", str(ready.root / "etc/2"), check=True)
+    ready.ashctl("rollback", "first", check=True)
+    assert (ready.root / "etc/1").exists() and not (ready.root / "etc/2").exists()
+
+
+def test_concurrent_transactions_are_serialised_and_none_is_lost(ready: Image) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), "run", "--name",
+             f"t{i}", "--", "sh", "-c", f"sleep 0.3; touch {ready.root}/etc/t{i}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(3)
+    ]
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.stderr.read() if p.stderr else ""
+    found = layers(ready)
+    assert sorted(x["name"] for x in found[1:]) == ["t0", "t1", "t2"]
+    # A chain, not siblings: each began after the previous committed.
+    assert [x["parent"] for x in found[1:]] == [1, 2, 3]
+    assert all(x["status"] == "committed" for x in found)
+    assert ready.ashctl("doctor").returncode == 0
+
+
+def test_prune_keeps_ancestry_pins_and_newest(ready: Image) -> None:
+    for name in ("a", "b", "c"):
+        ready.ashctl("run", "--name", name, "--", "true", check=True)
+    ready.ashctl("rollback", "a", check=True)  # deployment now on layer 2 ("a")
+    for name in ("x", "y"):
+        ready.ashctl("run", "--name", name, "--", "true", check=True)
+    ready.ashctl("pin", "b", check=True)
+    dry = ready.ashctl("prune", "--keep", "1", "--dry-run", check=True).stdout
+    assert "would remove" in dry and len(layers(ready)) == 6
+    ready.ashctl("prune", "--keep", "1", check=True)
+    names = [x["name"] for x in layers(ready)]
+    # c is off the deployment's ancestry, not pinned, not newest: gone. b is pinned.
+    assert names == ["base", "a", "b", "x", "y"]
+    assert not (ready.root / ".ash/layers/4").exists()
+    assert ready.ashctl("doctor").returncode == 0
+
+
+def test_diff_lists_packages_and_files(ready: Image) -> None:
+    ready.ashctl("run", "--name", "f", "--", "sh", "-c",
+                 f"mkdir -p {ready.root}/opt/app && echo 1 > {ready.root}/opt/app/conf",
+                 check=True)
+    out = ready.json("diff", "f", "--files")
+    assert out == {"from": 1, "to": 2, "packages": {"packages": out["packages"]["packages"]},  # type: ignore[index]
+                   "files": ["opt", "opt/app", "opt/app/conf"]}
+
+
+def test_remove_a_leaf(ready: Image) -> None:
+    ready.ashctl("run", "--name", "keep", "--", "true", check=True)
+    ready.ashctl("rollback", "base", check=True)
+    ready.ashctl("run", "--name", "other", "--", "true", check=True)
+    assert ready.ashctl("remove", "base").returncode == 2
+    ready.ashctl("remove", "keep", check=True)
+    assert [x["name"] for x in layers(ready)] == ["base", "other"]
+
+
+def test_status_reports_a_running_transaction(ready: Image) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), "run", "--name",
+         "slow", "--", "sleep", "2"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            status = ready.json("status")
+            assert isinstance(status, dict)
+            if status["pending"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status["pending"]["name"] == "slow"
+        assert status["pending"]["alive"] is True
+    finally:
+        proc.wait(timeout=30)

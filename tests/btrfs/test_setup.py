@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.btrfs.conftest import Image
+
+pytestmark = pytest.mark.btrfs
+
+
+def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
+    out = image.ashctl("setup", check=True).stdout
+    assert "store: subvolume /@ash" in out
+    assert (image.top / "@ash" / "ash.db").exists()
+    assert os.path.ismount(image.root / ".ash")
+    fstab = (image.root / "etc/fstab").read_text()
+    assert " /.ash btrfs subvol=/@ash" in fstab
+    layers = image.json("list")
+    assert [(x["id"], x["name"], x["status"]) for x in layers] == [(1, "base", "committed")]
+    assert image.json("status") == {"layer": 1, "pending_reboot": False, "drift": False,
+                                    "pending": None}
+
+
+def test_setup_twice_changes_nothing(ready: Image) -> None:
+    fstab = (ready.root / "etc/fstab").read_text()
+    ready.ashctl("setup", check=True)
+    assert (ready.root / "etc/fstab").read_text() == fstab
+    assert len(ready.json("list")) == 1
+
+
+def test_setup_refuses_a_root_that_is_not_btrfs(tmp_path: Path, image: Image) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(plain)], check=True)
+    try:
+        result = image.ashctl("setup", root=plain)
+    finally:
+        subprocess.run(["umount", str(plain)], check=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"ashctl: {plain} is a tmpfs mount, not btrfs (ashlayers needs a btrfs root)"
+    )
+
+
+def test_setup_refuses_a_folder_that_is_not_a_mount_point(image: Image) -> None:
+    inner = image.root / "srv"
+    inner.mkdir()
+    result = image.ashctl("setup", root=inner)
+    assert result.returncode == 1
+    assert "is not a mount point" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_commands_before_setup_say_what_to_do(image: Image) -> None:
+    result = image.ashctl("list")
+    assert result.returncode == 1
+    assert "run `ashctl setup`" in result.stderr
+    assert "Traceback" not in result.stderr
