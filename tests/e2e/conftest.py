@@ -1,0 +1,83 @@
+"""Fixtures of the end-to-end tier: the rig (one per session) and a fresh root per test.
+
+    def test_x(root: Root) -> None:
+        root.run(["apt-get", "install", "-y", "ashtest-a"])
+        assert root.run(["dpkg-query", "-W", "ashtest-a"]).stdout
+
+`root` is a writable snapshot of the golden, mounted at `root.path` with proc, sys, dev,
+devpts, /tmp and /etc/mtab, after `ashctl setup` ran in it; `bare_root` is the same without
+`ashctl setup`. Everything is unmounted and deleted afterwards, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.command import RigError
+from tests.e2e.rig import Rig, missing_tools, open_rig, unsupported
+from tests.e2e.root import Root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # All mounts of this session go into a mount namespace of its own: invisible to the host,
+    # and gone with the process however it ends. ASH_RIG_HOST_NAMESPACE=1 opts out (debugging).
+    if os.geteuid() == 0 and os.environ.get("ASH_RIG_HOST_NAMESPACE") != "1":
+        from tests.e2e.mounts import enter_private_namespace
+
+        enter_private_namespace()
+
+
+@pytest.fixture(scope="session")
+def rig() -> Iterator[Rig]:
+    """The rig, built or reused; a failure to build it is an error of every e2e test."""
+    if reason := unsupported():
+        pytest.skip(reason)
+    if missing := missing_tools():
+        pytest.fail(f"the e2e rig could not be built: host tools missing: {' '.join(missing)} "
+                    "(run tests/host-deps.sh)", pytrace=False)
+    try:
+        built = open_rig()
+    except RigError as exc:
+        pytest.fail(f"the e2e rig could not be built:\n{exc}", pytrace=False)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.fixture
+def bare_root(rig: Rig) -> Iterator[Root]:
+    """A fresh root without `ashctl setup`: the package managers alone."""
+    root = _open(rig)
+    try:
+        yield root
+    finally:
+        _close(root)
+
+
+@pytest.fixture
+def root(rig: Rig) -> Iterator[Root]:
+    """A fresh root after `ashctl setup` (the store @ash beside it, the hooks installed)."""
+    root = _open(rig)
+    try:
+        root.setup()
+        yield root
+    finally:
+        _close(root)
+
+
+def _open(rig: Rig) -> Root:
+    try:
+        return rig.new_root()
+    except RigError as exc:
+        pytest.fail(f"the e2e rig could not give a root:\n{exc}", pytrace=False)
+
+
+def _close(root: Root) -> None:
+    try:
+        root.close()
+    except RigError as exc:
+        pytest.fail(f"the e2e rig could not clean up {root.path}:\n{exc}", pytrace=False)

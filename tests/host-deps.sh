@@ -1,0 +1,26 @@
+#!/bin/sh
+# Host tools the whole test suite needs on a fresh Debian 12 machine, and the project's venv.
+# Idempotent: run it again at any time. Needs root (apt-get).
+set -eu
+cd "$(dirname "$0")/.."
+
+packages="mmdebstrap btrfs-progs python3-btrfsutil python3-venv zstd tar util-linux coreutils
+          ca-certificates debian-archive-keyring"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+fi
+
+# The venv sees the system's python3-btrfsutil (it is not on PyPI).
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+for tool in pytest mypy ruff; do
+    [ -x ".venv/bin/$tool" ] || .venv/bin/pip install --quiet --upgrade "$tool"
+done
+.venv/bin/python -c 'import btrfsutil' || { echo "python3-btrfsutil not importable" >&2; exit 1; }
+echo "host ready: run .venv/bin/pytest (the e2e tier builds its rig when needed)"
