@@ -65,16 +65,10 @@ def check(target: Target, repair: bool) -> list[str]:
         on_disk: dict[int, str] = {}
         for entry in sorted(os.listdir(store.layers_dir)):
             path = os.path.join(store.layers_dir, entry)
-            if (m := _PARTIAL.match(entry)) and store.pending() is None:
-                problems.append(f"left-over partial snapshot {entry}")
-                if repair:
-                    fs.delete(path)
-                    problems.pop()
-            elif entry == "probe":
-                problems.append("left-over drift probe")
-                if repair:
-                    fs.delete(path)
-                    problems.pop()
+            # What a killed run leaves while it holds the lock is removed as the next run would.
+            if (_PARTIAL.match(entry) and store.pending() is None) or entry == "probe":
+                log.info("removed %s left by a killed run", entry)
+                fs.delete(path)
             elif (m := _LAYER.match(entry)) and fs.is_subvolume(path):
                 on_disk[int(m.group(1))] = path
         for layer_id, path in on_disk.items():
@@ -108,12 +102,10 @@ def check(target: Target, repair: bool) -> list[str]:
                     problems.pop()
         leftovers = os.listdir(store.tmp_dir) if os.path.isdir(store.tmp_dir) else []
         for entry in leftovers:
-            problems.append(f"left-over probe tmp/{entry}")
-            if repair:
-                path = os.path.join(store.tmp_dir, entry)
-                if fs.is_subvolume(path):
-                    fs.delete(path)
-                else:
-                    os.unlink(path)
-                problems.pop()
+            path = os.path.join(store.tmp_dir, entry)
+            log.info("removed tmp/%s left by a killed run", entry)
+            if fs.is_subvolume(path):
+                fs.delete(path)
+            else:
+                os.unlink(path)
     return problems

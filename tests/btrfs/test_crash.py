@@ -1,0 +1,131 @@
+"""Crash safety: SIGKILL at every step of begin and commit, and between them.
+
+After each kill, `doctor` closes what was left, the store is consistent (every snapshot has
+its record and every record its snapshot, manifests match), and the next transaction works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.btrfs.conftest import Image
+
+pytestmark = pytest.mark.btrfs
+
+
+def crashrun(img: Image, limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root", str(img.root), *args],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2],
+    )
+
+
+def assert_consistent(img: Image) -> None:
+    layers_dir = img.root / ".ash/layers"
+    records = {x["id"]: x for x in img.json("list")}  # type: ignore[union-attr]
+    snapshots = {int(p.name) for p in layers_dir.iterdir() if p.name.isdigit()}
+    assert snapshots == set(records), (snapshots, set(records))
+    for layer_id, record in records.items():
+        manifest = json.loads((layers_dir / f"{layer_id}.json").read_text())
+        assert manifest["uuid"] == record["uuid"]
+        assert manifest["status"] == record["status"]
+    assert not any(p.name.endswith(".partial") or p.name == "probe" for p in layers_dir.iterdir())
+    assert img.json("status")["pending"] is None  # type: ignore[index]
+
+
+def test_sigkill_at_every_step_of_begin_and_commit(ready: Image) -> None:
+    (ready.root / "etc/drift").write_text("0")
+    probe = crashrun(ready, 0, "run", "--name", "probe", "--", "true")
+    assert probe.returncode == 0, probe.stderr
+    total = int(probe.stderr.rsplit("LINES ", 1)[1])
+    assert total > 50
+    kills = 0
+    step = max(1, total // 60)
+    for limit in range(1, total + 1, step):
+        (ready.root / "etc/drift").write_text(str(limit))  # so that the drift path runs too
+        result = crashrun(ready, limit, "run", "--name", f"k{limit}", "--", "true")
+        if result.returncode == -signal.SIGKILL:
+            kills += 1
+        doctor = ready.ashctl("doctor")
+        assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
+        assert_consistent(ready)
+    assert kills >= 40
+    ready.ashctl("run", "--name", "after", "--", "true", check=True)
+    assert ready.json("list")[-1]["name"] == "after"  # type: ignore[index]
+    assert_consistent(ready)
+
+
+def test_sigkill_during_rollback(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
+    total = int(crashrun(ready, 0, "status").stderr.rsplit("LINES ", 1)[1])
+    assert total > 0
+    for limit in (5, 20, 40, 60):
+        crashrun(ready, limit, "rollback", "base")
+        assert ready.ashctl("doctor", "--repair").returncode == 0
+        assert_consistent(ready)
+
+
+def test_a_manager_killed_between_begin_and_commit_is_closed_as_interrupted(
+    ready: Image,
+) -> None:
+    manager = subprocess.Popen(["sleep", "60"])
+    code = (
+        "import sys; from ashcore.hook import begin_hook;"
+        f"sys.exit(begin_hook(root={str(ready.root)!r}, plugin='test', manager='test',"
+        f" argv=['test', 'install', 'x'], owner_pid={manager.pid}, database=lambda: None))"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    (ready.root / "etc/half-done").write_text("the manager changed this, then died")
+    status = ready.json("status")
+    assert status["pending"]["alive"] is True  # type: ignore[index]
+    manager.send_signal(signal.SIGKILL)
+    manager.wait()
+    assert ready.json("status")["pending"]["alive"] is False  # type: ignore[index]
+    # The next transaction closes it first.
+    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    found = ready.json("list")
+    assert [(x["name"], x["status"]) for x in found[1:]] == [  # type: ignore[index]
+        ("test install x", "interrupted"),
+        ("next", "committed"),
+    ]
+    assert (ready.root / ".ash/layers/2/etc/half-done").exists()
+    assert_consistent(ready)
+
+
+def test_doctor_closes_an_interrupted_transaction(ready: Image) -> None:
+    manager = subprocess.Popen(["sleep", "60"])
+    code = (
+        "import sys; from ashcore.hook import begin_hook;"
+        f"sys.exit(begin_hook(root={str(ready.root)!r}, plugin='test', manager='test',"
+        f" argv=['test'], owner_pid={manager.pid}, database=lambda: None))"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    os.kill(manager.pid, signal.SIGKILL)
+    manager.wait()
+    assert ready.ashctl("doctor").returncode == 0
+    assert ready.json("list")[-1]["status"] == "interrupted"  # type: ignore[index]
+    assert_consistent(ready)
+
+
+def test_doctor_repair_rebuilds_a_lost_database(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    before = ready.json("list")
+    for suffix in ("", "-wal", "-shm"):
+        (ready.root / f".ash/ash.db{suffix}").unlink(missing_ok=True)
+    (ready.root / ".ash/ash.db").write_bytes(b"garbage" * 100)
+    broken = ready.ashctl("list")
+    assert broken.returncode == 1 and "doctor --repair" in broken.stderr
+    assert ready.ashctl("doctor", "--repair").returncode == 1  # it had to mend things
+    assert ready.ashctl("doctor", "--repair").returncode == 0
+    after = ready.json("list")
+    assert [(x["id"], x["name"], x["status"], x["uuid"]) for x in after] == [  # type: ignore[union-attr]
+        (x["id"], x["name"], x["status"], x["uuid"]) for x in before  # type: ignore[union-attr]
+    ]
+    assert ready.json("status")["layer"] == 2  # type: ignore[index]
