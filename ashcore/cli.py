@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from ashcore.errors import AshError, UsageError
 from ashcore.lifecycle import Operation, Target, begin, check_name, commit
 from ashcore.model import Layer, PackageDelta
 from ashcore.process import owner_of
+from ashcore.store import explain
 
 log = logging.getLogger("ashctl")
 
@@ -357,7 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(args_list)
         target = Target(args.root)
-        return COMMANDS[args.command](target, args)
+        try:
+            return COMMANDS[args.command](target, args)
+        except sqlite3.Error as e:
+            raise explain(e, target.store.path) from e
     except AshError as e:
         if debug:
             log.exception("ashctl: error")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,7 @@ from ashcore.errors import AshError
 from ashcore.lifecycle import Operation, Target, begin, commit
 from ashcore.model import PackageDatabase
 from ashcore.process import owner_of
+from ashcore.store import explain
 
 log = logging.getLogger("ashlayers")
 
@@ -102,6 +104,8 @@ def commit_hook(
 
 
 def _report(error: Exception, on_error: str, when: str) -> int:
+    if isinstance(error, sqlite3.Error):
+        error = explain(error, "the store")
     if isinstance(error, AshError):
         message = str(error)
     else:

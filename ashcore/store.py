@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ashcore.errors import NotFoundError, StoreError
+from ashcore.errors import AshError, BackendError, NotFoundError, StoreError
 from ashcore.model import Layer, PackageDelta, Status
 
 SCHEMA_VERSION = 1
@@ -75,6 +75,26 @@ def layer_from_row(row: tuple[Any, ...]) -> Layer:
         packages=PackageDelta.from_json(json.loads(row[8]) if row[8] else None),
         pinned=bool(row[9]),
         uuid=row[10],
+    )
+
+
+def explain(error: sqlite3.Error, path: str) -> AshError:
+    """A database error as the user can act on it: a full disk is not a broken database."""
+    try:
+        st = os.statvfs(path)
+        full = st.f_bavail * st.f_frsize < (4 << 20)
+    except OSError:
+        full = False
+    if full or "full" in str(error):
+        return BackendError(
+            f"no space left on the filesystem of {path}",
+            hint="free space, e.g. `ashctl prune --keep 10`, then try again",
+        )
+    if isinstance(error, sqlite3.OperationalError):
+        return StoreError(f"cannot use the layer database in {path}: {error}")
+    return StoreError(
+        f"the layer database in {path} is unreadable: {error}",
+        hint="run `ashctl doctor --repair` to rebuild it from the manifests",
     )
 
 
@@ -135,11 +155,8 @@ class Store:
                         + SCHEMA
                         + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
                     )
-            except sqlite3.DatabaseError as e:
-                raise StoreError(
-                    f"the layer database in {self.path} is unreadable: {e}",
-                    hint="run `ashctl doctor --repair` to rebuild it from the manifests",
-                ) from e
+            except sqlite3.Error as e:
+                raise explain(e, self.path) from e
             self._db = db
         return self._db
 

@@ -37,11 +37,17 @@ class Image:
     top: Path  # the top level (subvolid 5)
     root: Path  # @root, the target root
 
-    def ashctl(self, *args: str, check: bool = False, env: dict[str, str] | None = None,
-               root: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def ashctl(
+        self,
+        *args: str,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+        root: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "ashcore.cli", "--root", str(root or self.root), *args]
-        result = subprocess.run(argv, capture_output=True, text=True,
-                                env={**os.environ, **(env or {})})
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env={**os.environ, **(env or {})}
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{argv} -> {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result

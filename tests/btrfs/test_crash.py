@@ -23,7 +23,9 @@ pytestmark = pytest.mark.btrfs
 def crashrun(img: Image, limit: int, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root", str(img.root), *args],
-        capture_output=True, text=True, cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
     )
 
 
@@ -126,6 +128,7 @@ def test_doctor_repair_rebuilds_a_lost_database(ready: Image) -> None:
     assert ready.ashctl("doctor", "--repair").returncode == 0
     after = ready.json("list")
     assert [(x["id"], x["name"], x["status"], x["uuid"]) for x in after] == [  # type: ignore[union-attr]
-        (x["id"], x["name"], x["status"], x["uuid"]) for x in before  # type: ignore[union-attr]
+        (x["id"], x["name"], x["status"], x["uuid"])
+        for x in before  # type: ignore[union-attr]
     ]
     assert ready.json("status")["layer"] == 2  # type: ignore[index]

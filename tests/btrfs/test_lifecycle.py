@@ -80,8 +80,12 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
     found = layers(ready)
     assert [x["status"] for x in found] == ["committed", "committed", "drift"]
     assert (ready.root / ".ash/layers/3/etc/by-hand").exists()  # the state left is kept
-    assert ready.json("status") == {"layer": 1, "pending_reboot": False, "drift": False,
-                                    "pending": None}
+    assert ready.json("status") == {
+        "layer": 1,
+        "pending_reboot": False,
+        "drift": False,
+        "pending": None,
+    }
     # The next operation branches from the layer rolled back to.
     ready.ashctl("run", "--name", "branch", "--", "true", check=True)
     assert layers(ready)[-1]["parent"] == 1
@@ -99,9 +103,23 @@ def test_rollback_to_a_named_layer(ready: Image) -> None:
 def test_concurrent_transactions_are_serialised_and_none_is_lost(ready: Image) -> None:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), "run", "--name",
-             f"t{i}", "--", "sh", "-c", f"sleep 0.3; touch {ready.root}/etc/t{i}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "ashcore.cli",
+                "--root",
+                str(ready.root),
+                "run",
+                "--name",
+                f"t{i}",
+                "--",
+                "sh",
+                "-c",
+                f"sleep 0.3; touch {ready.root}/etc/t{i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(3)
     ]
@@ -133,12 +151,23 @@ def test_prune_keeps_ancestry_pins_and_newest(ready: Image) -> None:
 
 
 def test_diff_lists_packages_and_files(ready: Image) -> None:
-    ready.ashctl("run", "--name", "f", "--", "sh", "-c",
-                 f"mkdir -p {ready.root}/opt/app && echo 1 > {ready.root}/opt/app/conf",
-                 check=True)
+    ready.ashctl(
+        "run",
+        "--name",
+        "f",
+        "--",
+        "sh",
+        "-c",
+        f"mkdir -p {ready.root}/opt/app && echo 1 > {ready.root}/opt/app/conf",
+        check=True,
+    )
     out = ready.json("diff", "f", "--files")
-    assert out == {"from": 1, "to": 2, "packages": {"packages": out["packages"]["packages"]},  # type: ignore[index]
-                   "files": ["opt", "opt/app", "opt/app/conf"]}
+    assert out == {
+        "from": 1,
+        "to": 2,
+        "packages": {"packages": out["packages"]["packages"]},  # type: ignore[index]
+        "files": ["opt", "opt/app", "opt/app/conf"],
+    }
 
 
 def test_remove_a_leaf(ready: Image) -> None:
@@ -152,8 +181,20 @@ def test_remove_a_leaf(ready: Image) -> None:
 
 def test_status_reports_a_running_transaction(ready: Image) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), "run", "--name",
-         "slow", "--", "sleep", "2"])
+        [
+            sys.executable,
+            "-m",
+            "ashcore.cli",
+            "--root",
+            str(ready.root),
+            "run",
+            "--name",
+            "slow",
+            "--",
+            "sleep",
+            "2",
+        ]
+    )
     try:
         deadline = time.monotonic() + 10
         while True:

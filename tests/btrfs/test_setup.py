@@ -20,8 +20,12 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
     assert " /.ash btrfs subvol=/@ash" in fstab
     layers = image.json("list")
     assert [(x["id"], x["name"], x["status"]) for x in layers] == [(1, "base", "committed")]
-    assert image.json("status") == {"layer": 1, "pending_reboot": False, "drift": False,
-                                    "pending": None}
+    assert image.json("status") == {
+        "layer": 1,
+        "pending_reboot": False,
+        "drift": False,
+        "pending": None,
+    }
 
 
 def test_setup_twice_changes_nothing(ready: Image) -> None:

@@ -1,0 +1,144 @@
+"""Bad input gets one clear line and loses nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.btrfs.conftest import Image, destroy_image, make_image
+
+pytestmark = pytest.mark.btrfs
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ashctl: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("on_error = [", "is not valid TOML"),
+        ('on_error = "explode"', 'on_error must be "abort" or "warn"'),
+        ("colour = 1", "unknown setting 'colour'"),
+        ('store = "relative"', "store must be an absolute path"),
+        ("noise = [1]", "'noise' must be a list of strings"),
+    ],
+)
+def test_malformed_config_is_refused_in_one_line(ready: Image, text: str, expected: str) -> None:
+    (ready.root / "etc/ash/ash.toml").write_text(text)
+    line = one_line_error(ready.ashctl("list"), 1)
+    assert expected in line
+    assert "ash.toml" in line
+
+
+@pytest.mark.parametrize("unsafe", ["group-writable", "not-root"])
+def test_unsafe_config_is_refused(ready: Image, unsafe: str) -> None:
+    config = ready.root / "etc/ash/hooks.d/run.toml"
+    config.write_text("enabled = false\n")
+    if unsafe == "group-writable":
+        config.chmod(0o664)
+        hint = "chmod go-w"
+    else:
+        os.chown(config, 1000, 1000)
+        hint = "chown root:root"
+    line = one_line_error(ready.ashctl("run", "--", "true"), 1)
+    assert f"refusing {config}" in line and hint in line
+    assert len(ready.json("list")) == 1  # type: ignore[arg-type]
+
+
+def test_hook_config_opts_a_plugin_out(ready: Image) -> None:
+    (ready.root / "etc/ash/hooks.d/run.toml").write_text("enabled = false\n")
+    ready.ashctl("run", "--", "true", check=True)
+    assert len(ready.json("list")) == 1  # type: ignore[arg-type]
+
+
+def test_ash_skip_opts_one_run_out(ready: Image) -> None:
+    ready.ashctl("run", "--", "true", check=True, env={"ASH_SKIP": "1"})
+    assert len(ready.json("list")) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ref", ["99", "no-such-layer", "../../etc"])
+def test_unknown_layers(ready: Image, ref: str) -> None:
+    for command in (["show", ref], ["rollback", ref], ["pin", ref], ["diff", ref]):
+        line = one_line_error(ready.ashctl(*command), 1)
+        assert "no layer" in line
+
+
+@pytest.mark.parametrize(
+    "name, code, expected",
+    [
+        ("a\nb", 2, "newline"),
+        ("x" * 10240, 2, "10240 characters"),
+        ("42", 2, "cannot be a number"),
+        ("  ", 2, "empty"),
+    ],
+)
+def test_bad_names_are_refused(ready: Image, name: str, code: int, expected: str) -> None:
+    line = one_line_error(ready.ashctl("run", "--name", name, "--", "true"), code)
+    assert expected in line
+    assert len(ready.json("list")) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["with/slash", "../../../etc/passwd", ".."])
+def test_names_are_never_paths(ready: Image, name: str) -> None:
+    ready.ashctl("run", "--name", name, "--", "true", check=True)
+    layer = ready.json("list")[-1]  # type: ignore[index]
+    assert layer["name"] == name
+    assert (ready.root / f".ash/layers/{layer['id']}").is_dir()
+    assert sorted(p.name for p in (ready.root / ".ash/layers").iterdir()) == [
+        "1",
+        "1.json",
+        "2",
+        "2.json",
+    ]
+    assert ready.json("show", name)["id"] == 2  # type: ignore[index]
+
+
+def test_usage_errors_exit_2(ready: Image) -> None:
+    one_line_error(ready.ashctl("frobnicate"), 2)
+    one_line_error(ready.ashctl("run"), 2)
+    one_line_error(ready.ashctl("prune", "--keep", "-1"), 2)
+
+
+def test_a_full_filesystem_is_reported_and_loses_nothing(tmp_path: object) -> None:
+    from pathlib import Path
+
+    img = make_image(Path(str(tmp_path)), size="256M")
+    try:
+        img.ashctl("setup", check=True)
+        img.ashctl("run", "--name", "before", "--", "true", check=True)
+        filler = img.root / "filler"
+        subprocess.run(
+            ["dd", "if=/dev/urandom", f"of={filler}", "bs=1M", "count=400"], capture_output=True
+        )
+        subprocess.run(["sync"])
+        results = [
+            img.ashctl(
+                "run",
+                "--name",
+                f"full{i}",
+                "--",
+                "sh",
+                "-c",
+                f"head -c 8M /dev/urandom > {img.root}/more{i} || true",
+            )
+            for i in range(3)
+        ]
+        for r in results:
+            assert "Traceback" not in r.stderr
+            if r.returncode != 0:
+                assert len(r.stderr.strip().splitlines()) == 1
+                assert "no space left" in r.stderr
+        filler.unlink()
+        subprocess.run(["sync"])
+        assert img.ashctl("doctor").returncode == 0
+        img.ashctl("run", "--name", "after", "--", "true", check=True)
+        names = [x["name"] for x in img.json("list")]  # type: ignore[union-attr]
+        assert names[:2] == ["base", "before"] and names[-1] == "after"
+    finally:
+        destroy_image(img)
