@@ -7,6 +7,7 @@ the path and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -101,10 +102,8 @@ class Btrfs:
             self._bu.create_snapshot(source, dest, read_only=read_only and not present)
             if present:
                 for rel in present:
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(dest, rel))
-                    except FileNotFoundError:
-                        pass
                 if read_only:
                     self._bu.set_subvolume_read_only(dest, True)
         except self._bu.BtrfsUtilError as e:

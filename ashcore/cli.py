@@ -240,7 +240,7 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
     from ashcore.rollback import default_target, rollback
 
     layer = target.store.find(args.layer) if args.layer else default_target(target)
-    path, at_reboot = rollback(target, layer)
+    _, at_reboot = rollback(target, layer)
     when = "at the next boot" if at_reboot else "now"
     print(f"rolled back to layer {layer.id} ({layer.name}): takes effect {when}")
     return 0

@@ -83,7 +83,7 @@ def check(target: Target, repair: bool) -> list[str]:
                         _layer_from_manifest(manifest, layer_id, uuid),
                         plugin=manifest.get("plugin")
                         if isinstance(manifest.get("plugin"), str)
-                        else None,  # type: ignore[arg-type]
+                        else None,
                     )
                     deployment = manifest.get("deployment")
                     if isinstance(deployment, str):

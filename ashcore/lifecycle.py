@@ -315,7 +315,7 @@ def capture_drift(
         return head
     probe = store.probe_path
     shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")
-    pending = {
+    pending: dict[str, Any] = {
         "name": f"drift: {shown}"[:MAX_NAME],
         "parent": head,
         "manager": None,

@@ -7,6 +7,7 @@ descendant, a pending transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -68,7 +69,5 @@ def delete_layer(target: Target, layer: Layer) -> None:
         store.delete_row(layer.id)
         store.reparent(layer.id, layer.parent)
     target.fs.delete(store.layer_path(layer.id))
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(store.manifest_path(layer.id))
-    except FileNotFoundError:
-        pass

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ashcore.config import load_config, load_hook_config
+from ashcore.errors import ConfigError
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+@pytest.fixture
+def as_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("config files must be owned by root: this check runs as root")
+
+
+def test_missing_or_comment_only_files_give_defaults(tmp_path: Path, as_root: None) -> None:
+    assert load_config(str(tmp_path)).on_error == "abort"
+    write(tmp_path, "etc/ash/ash.toml", "# on_error = 'warn'\n\n")
+    assert load_config(str(tmp_path)).on_error == "abort"
+
+
+def test_settings_are_read(tmp_path: Path, as_root: None) -> None:
+    write(
+        tmp_path,
+        "etc/ash/ash.toml",
+        'on_error = "warn"\nnoise = ["srv/cache"]\n[retention]\nkeep = 5\n',
+    )
+    config = load_config(str(tmp_path))
+    assert config.on_error == "warn"
+    assert "srv/cache" in config.noise and "var/log" in config.noise
+    assert config.retention.keep == 5
+    write(tmp_path, "etc/ash/hooks.d/apt.toml", 'enabled = false\nskip_packages = ["x*"]\n')
+    hooks = load_hook_config(str(tmp_path), "apt")
+    assert hooks.enabled is False and hooks.skip_packages == ("x*",)
+
+
+def test_wrong_types_are_refused(tmp_path: Path, as_root: None) -> None:
+    write(tmp_path, "etc/ash/hooks.d/apt.toml", 'enabled = "no"\n')
+    with pytest.raises(ConfigError, match="'enabled' has the wrong type"):
+        load_hook_config(str(tmp_path), "apt")
+
+
+def test_unsafe_files_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "etc/ash/ash.toml", 'on_error = "warn"\n')
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="refusing"):
+        load_config(str(tmp_path))
+    path.chmod(0o644)
+    link = tmp_path / "etc/ash/hooks.d/apt.toml"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(path)
+    with pytest.raises(ConfigError):
+        load_hook_config(str(tmp_path), "apt")

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from ashcore.config import DEFAULT_NOISE, HookConfig
+from ashcore.errors import UsageError
+from ashcore.lifecycle import Operation, auto_name, check_name, noise_filter, skip_reason
+from ashcore.model import Layer, Status
+from ashcore.prune import candidates, protected
+
+
+def test_noise_is_not_drift_but_a_hand_edit_is() -> None:
+    paths = {
+        "var/log/syslog",
+        "var",
+        "var/lib/pacman/sync/core.db",
+        "tmp/x",
+        "etc/motd",
+        "var/lib/pacman/db.lck",
+        "usr/bin/tool",
+    }
+    assert noise_filter(paths, DEFAULT_NOISE) == ["etc/motd", "usr/bin/tool"]
+    assert noise_filter({"opt/a/b.log"}, ("opt/*/*.log",)) == []
+
+
+def test_names() -> None:
+    assert auto_name(("/usr/bin/apt", "install", "htop")) == "apt install htop"
+    assert auto_name(("dpkg", "-i", "./foo bar.deb")) == "dpkg -i './foo bar.deb'"
+    assert len(auto_name(("x",) * 500)) == 200
+    assert check_name("my layer/with ..") == "my layer/with .."
+    for bad in ("a\nb", "x" * 201, "17", ""):
+        with pytest.raises(UsageError):
+            check_name(bad)
+
+
+def op(*argv: str, targets: tuple[str, ...] = ()) -> Operation:
+    return Operation(plugin="apt", manager="apt", argv=argv, owner="1:1", targets=targets)
+
+
+def test_skip_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASH_SKIP", raising=False)
+    assert skip_reason(op("apt", "install", "x"), HookConfig()) is None
+    assert skip_reason(op("apt"), HookConfig(enabled=False)) is not None
+    hooks = HookConfig(skip_packages=("linux-image-*",), skip_commands=("autoremove",))
+    assert skip_reason(op("apt", "install", targets=("linux-image-6",)), hooks) is not None
+    assert skip_reason(op("apt", "autoremove"), hooks) is not None
+    assert skip_reason(op("apt", "install", targets=("vim",)), hooks) is None
+    monkeypatch.setenv("ASH_SKIP", "1")
+    assert skip_reason(op("apt"), HookConfig()) == "ASH_SKIP is set"
+
+
+def layer(i: int, parent: int | None, pinned: bool = False) -> Layer:
+    return Layer(
+        i, f"l{i}", parent, None, "", Status.COMMITTED, "2026-01-01T00:00:00+0000", pinned=pinned
+    )
+
+
+def test_prune_never_takes_ancestry_pins_or_a_layer_with_kept_descendants() -> None:
+    # 1 - 2 - 3 - 4 (head)      2 - 5 - 6      1 - 7 (pinned)
+    layers = [
+        layer(1, None),
+        layer(2, 1),
+        layer(3, 2),
+        layer(4, 3),
+        layer(5, 2),
+        layer(6, 5),
+        layer(7, 1, pinned=True),
+    ]
+    assert protected(layers, [4]) == {1, 2, 3, 4, 7}
+    assert [x.id for x in candidates(layers, [4], keep=0, keep_days=None)] == [6, 5]
+    assert [x.id for x in candidates(layers, [4], keep=1, keep_days=None)] == [6, 5]
+    assert candidates(layers, [4], keep=10, keep_days=None) == []
+    # 6 is kept as newest: 5 stays too (6's base).
+    layers.append(layer(8, 1))
+    assert [x.id for x in candidates(layers, [4], keep=1, keep_days=None)] == [6, 5]
+    with pytest.raises(UsageError):
+        candidates(layers, [4], keep=None, keep_days=None)
