@@ -1,0 +1,94 @@
+"""What apt's and dpkg's hooks run: `python3 -I -m ashplugins.apt.hook PHASE`.
+
+Phases (see files/80ashlayers and files/ashlayers.dpkg.cfg):
+- `begin`  apt's DPkg::Pre-Install-Pkgs (protocol 3): the package actions arrive on stdin;
+           a non-zero exit stops apt before dpkg runs.
+- `commit` apt's DPkg::Post-Invoke (it fires after a failed dpkg run too).
+- `dpkg-begin`, `dpkg-commit`  dpkg's own pre-invoke / post-invoke, for dpkg run alone
+           (`dpkg -i ./foo.deb`) or by a front end that runs no apt hooks. Under apt they join
+           apt's transaction (the wrapper script skips them before Python starts).
+
+One apt run is one layer: apt can run its hooks more than once per run; the core reopens the
+layer its owner (the apt process) made. A run that changes no package makes none.
+
+Failure: a dpkg run failed when it left a package part-way (half-installed, unpacked,
+half-configured). Only the package database tells: neither apt's nor dpkg's post hook gets an
+exit status. A package already left part-way by an earlier run marks a later run failed too
+(apt retries it in every run and exits 100 while it fails).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ashplugins.apt.command import (
+    command_of,
+    dpkg_targets,
+    find_manager,
+    layer_name,
+    pre_install_targets,
+)
+from ashplugins.apt.database import AptDatabase, unfinished
+
+PLUGIN = "apt"
+PHASES = ("begin", "commit", "dpkg-begin", "dpkg-commit")
+USAGE = "usage: python3 -m ashplugins.apt.hook " + "|".join(PHASES) + " (run by apt and dpkg)"
+
+
+def _skipped() -> bool:
+    return os.environ.get("ASH_SKIP", "") not in ("", "0")
+
+
+def main(args: list[str]) -> int:
+    phase = args[0] if len(args) == 1 else ""
+    if phase not in PHASES:
+        print(USAGE, file=sys.stderr)
+        return 2
+    dpkg = phase.startswith("dpkg-")
+    if phase.endswith("commit") and _skipped():
+        return 0  # nothing was begun
+    # dpkg tells its hooks its root (--root, --instdir); apt's hooks run in apt's root.
+    root = (os.environ.get("DPKG_ROOT") or "/") if dpkg else "/"
+    owner = find_manager(os.getppid())
+    argv = command_of(owner, "dpkg" if dpkg else "apt")
+    manager = "dpkg" if dpkg else "apt"
+    os.environ.setdefault("ASH_NAME", layer_name(argv))  # the user's ASH_NAME wins
+
+    from ashcore.hook import begin_hook, commit_hook
+
+    if phase.endswith("begin"):
+        if dpkg:
+            targets = dpkg_targets(argv)
+        else:
+            targets = (
+                [] if sys.stdin is None or sys.stdin.isatty() else pre_install_targets(sys.stdin)
+            )
+        return begin_hook(
+            root=root,
+            plugin=PLUGIN,
+            manager=manager,
+            argv=argv,
+            owner_pid=owner,
+            database=AptDatabase,
+            targets=targets,
+        )
+    database = AptDatabase()
+    unpack_only = dpkg and os.environ.get("DPKG_HOOK_ACTION") == "unpack"
+    try:
+        broken = unfinished(database.read_installed(root), unpack_only=unpack_only)
+    except Exception:  # the core reads it again and reports what is wrong
+        database, broken = AptDatabase(), []
+    return commit_hook(
+        root=root,
+        plugin=PLUGIN,
+        manager=manager,
+        argv=argv,
+        owner_pid=owner,
+        database=lambda: database,
+        failed=bool(broken),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
