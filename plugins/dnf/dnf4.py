@@ -1,0 +1,83 @@
+"""The dnf4 hook face: a `dnf.Plugin`, loaded by dnf from its plugin path (`files/ashlayers.py`).
+
+It runs inside dnf's own process: that process owns the transaction. `pre_transaction` begins
+it, `transaction` commits it. dnf4 does not call `transaction` when the rpm transaction fails
+(a failing scriptlet): an exit handler then records the run as failed. dnf's own switches
+apply: `enabled=0` in ashlayers.conf, `--disableplugin=ashlayers`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from typing import Any
+
+import dnf
+import dnf.exceptions
+from ashplugins.dnf.command import PLUGIN_NAME
+from ashplugins.dnf.rpmdb import RpmDatabase
+
+PLUGIN = "dnf"
+MANAGER = "dnf4"
+
+
+class _ToDnfLogger(logging.Handler):
+    """Hands the core's records to dnf's logger, so they show (and are kept) as dnf's own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("dnf").handle(record)
+
+
+def _route_logging() -> None:
+    level = logging.DEBUG if os.environ.get("ASH_DEBUG") else logging.INFO
+    for name in ("ashlayers", "ashcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _ToDnfLogger) for h in logger.handlers):
+            logger.addHandler(_ToDnfLogger())
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+class AshLayers(dnf.Plugin):  # type: ignore[misc]
+    name = PLUGIN_NAME
+
+    def __init__(self, base: Any, cli: Any) -> None:
+        super().__init__(base, cli)
+        self._open = False
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "root": self.base.conf.installroot or "/",
+            "plugin": PLUGIN,
+            "manager": MANAGER,
+            "argv": list(sys.argv) or ["dnf"],
+            "owner_pid": os.getpid(),
+            "database": RpmDatabase,
+        }
+
+    def pre_transaction(self) -> None:
+        _route_logging()
+        targets = sorted({item.name for item in self.base.transaction})
+        from ashcore.hook import begin_hook
+
+        if begin_hook(**self._common(), targets=targets) != 0:
+            raise dnf.exceptions.Error("ashlayers: no layer could be made; nothing was changed")
+        self._open = True
+        atexit.register(self._ended_without_transaction_hook)
+
+    def transaction(self) -> None:
+        self._commit(failed=False)
+
+    def _ended_without_transaction_hook(self) -> None:
+        self._commit(failed=True)
+
+    def _commit(self, *, failed: bool) -> None:
+        if not self._open:
+            return
+        self._open = False
+        atexit.unregister(self._ended_without_transaction_hook)
+        from ashcore.hook import commit_hook
+
+        commit_hook(**self._common(), failed=failed)

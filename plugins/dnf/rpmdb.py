@@ -1,0 +1,65 @@
+"""The database face: the installed rpm set of any root, read with rpm's own bindings.
+
+The rpm module is imported on first use only: it costs the hook processes milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SEPARATOR = ", "
+"""Between the versions of a package installed more than once (install-only kernels)."""
+
+
+def _evr(version: str) -> tuple[str, str, str]:
+    epoch, _, rest = version.rpartition(":")
+    ver, _, release = rest.partition("-")
+    return (epoch or "0", ver, release)
+
+
+def installed_set(entries: list[tuple[str, str, str]], compare: Any) -> dict[str, str]:
+    """name -> EVR from (name, arch, evr) entries.
+
+    A name installed for several architectures is keyed `name.arch`; several versions of one
+    name and arch are joined, oldest first, with SEPARATOR.
+    """
+    arches: dict[str, set[str]] = {}
+    for name, arch, _ in entries:
+        arches.setdefault(name, set()).add(arch)
+    grouped: dict[str, list[str]] = {}
+    for name, arch, evr in entries:
+        key = f"{name}.{arch}" if len(arches[name]) > 1 else name
+        grouped.setdefault(key, []).append(evr)
+    result: dict[str, str] = {}
+    for key, versions in grouped.items():
+        if len(versions) > 1:
+            import functools
+
+            versions = sorted(set(versions), key=functools.cmp_to_key(compare))
+        result[key] = SEPARATOR.join(versions)
+    return result
+
+
+class RpmDatabase:
+    """The `PackageDatabase` of rpm: what `rpm --root ROOT -qa` shows, name -> [E:]V-R."""
+
+    def read_installed(self, root: str) -> dict[str, str]:
+        import rpm
+
+        ts = rpm.TransactionSet(root)
+        ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+        try:
+            entries = [
+                (str(h[rpm.RPMTAG_NAME]), str(h[rpm.RPMTAG_ARCH] or ""), str(h[rpm.RPMTAG_EVR]))
+                for h in ts.dbMatch()
+            ]
+        finally:
+            ts.closeDB()
+        return installed_set(entries, self.compare_versions)
+
+    def compare_versions(self, a: str, b: str) -> int:
+        """rpm's order of two EVRs (the newest of each, for packages installed more than once)."""
+        import rpm
+
+        left, right = a.split(SEPARATOR)[-1], b.split(SEPARATOR)[-1]
+        return int(rpm.labelCompare(_evr(left), _evr(right)))
