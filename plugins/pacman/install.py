@@ -1,0 +1,71 @@
+"""The installer face, called by `ashctl setup`: put the alpm hooks into a root.
+
+The hooks go into the first HookDir of the root's pacman.conf (default /etc/pacman.d/hooks/),
+with /etc/ash/hooks.d/pacman.toml (all settings commented out) when the root has none.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+
+from ashplugins.pacman import conf
+
+from ashcore.config import HOOKS_DIR
+from ashcore.ondisk import write_atomic
+
+HOOK_FILES = ("00-ashlayers-pre.hook", "zz-ashlayers-post.hook")
+CONFIG_FILE = "pacman.toml"
+PACMAN_BINARIES = ("usr/bin/pacman", "bin/pacman")
+
+
+def detect(root: str) -> bool:
+    """pacman is installed in `root`."""
+    return any(os.path.isfile(os.path.join(root, p)) for p in PACMAN_BINARIES)
+
+
+def _shipped(name: str) -> bytes:
+    return resources.files("ashplugins.pacman").joinpath("files", name).read_bytes()
+
+
+def _hook_paths(root: str) -> list[str]:
+    hookdir = conf.read(root).hookdirs[0]
+    return [os.path.join(hookdir, name) for name in HOOK_FILES]
+
+
+def _write(root: str, path: str, data: bytes, *, replace: bool) -> bool:
+    """Write `data` at `path` (inside root) unless it is there already; True if written."""
+    host = conf.in_root(root, path)
+    try:
+        with open(host, "rb") as f:
+            if not replace or f.read() == data:
+                return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(host), mode=0o755, exist_ok=True)
+    write_atomic(host, data)
+    os.chmod(host, 0o644)  # a group-writable config file would be refused
+    return True
+
+
+def install(root: str) -> list[str]:
+    """Write the hooks (and a commented pacman.toml); return the paths written. Idempotent."""
+    written = [
+        p for p in _hook_paths(root) if _write(root, p, _shipped(os.path.basename(p)), replace=True)
+    ]
+    config = os.path.join("/", HOOKS_DIR, CONFIG_FILE)
+    if _write(root, config, _shipped(CONFIG_FILE), replace=False):
+        written.append(config)
+    return written
+
+
+def uninstall(root: str) -> list[str]:
+    """Remove the hooks (the user's pacman.toml stays); return the paths removed."""
+    removed = []
+    for path in _hook_paths(root):
+        try:
+            os.unlink(conf.in_root(root, path))
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
