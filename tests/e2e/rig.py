@@ -55,7 +55,7 @@ PACKAGES = (
     *("dnf5", "python3-libdnf5", "python3-libdnf5-python-plugins-loader", "dnf", "python3-dnf"),
     *("rpm", "createrepo-c"),
     *("pacman-package-manager", "makepkg", "libarchive-tools", "zstd"),
-    *("python3-btrfsutil", "python3-pip", "python3-setuptools"),
+    *("python3-btrfsutil", "btrfs-progs", "python3-pip", "python3-setuptools"),
     # to build pyalpm
     *("libalpm-dev", "gcc", "libc6-dev", "pkgconf", "python3-pkgconfig", "python3-dev"),
     *("libssl-dev", "libarchive-dev", "libcurl4-openssl-dev", "libgpgme-dev"),

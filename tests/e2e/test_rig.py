@@ -6,6 +6,8 @@ plain command must succeed and the manager's own database must show it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.root import Root
@@ -87,3 +89,13 @@ def test_upgrade_and_downgrade(bare_root: Root, manager: str) -> None:
     for command, expected in zip(VERSIONS[manager], ["1.0", "2.0", "1.0"], strict=True):
         bare_root.run(command)
         assert version.read_text() == f"{expected}\n", command
+
+
+def test_subroot_for_installroot(bare_root: Root) -> None:
+    root = bare_root
+    sub = root.make_subroot("second")
+    assert sub == Path("/second")
+    root.run(["dnf5", "--installroot", str(sub), "install", "-y", "ashtest-a"])
+    assert root.run(["rpm", "--root", str(sub), "-q", "ashtest-a"]).returncode == 0
+    assert root.run(["rpm", "-q", "ashtest-a"], check=False).returncode != 0
+    assert (root.path / "second/usr/share/ashtest/a").read_text() == "1.0\n"
