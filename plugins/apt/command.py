@@ -56,17 +56,27 @@ def _stat(pid: int) -> tuple[str, int] | None:
 
 
 def find_manager(start: int) -> int:
-    """The nearest process from `start` upwards that is not a shell (`start` itself counts)."""
+    """The nearest process from `start` upwards that is not a shell (`start` itself counts).
+
+    apt runs DPkg::Post-Invoke from a fork of itself (which calls system()): a process whose
+    parent has the same name is that fork, and the manager is the parent.
+    """
     pid = start
     while pid > 1:
         found = _stat(pid)
         if found is None:
-            break
+            return start
         comm, parent = found
         if comm not in SHELLS:
-            return pid
+            break
         pid = parent
-    return start
+    else:
+        return start
+    while True:
+        above = _stat(parent)
+        if above is None or above[0] != comm or parent <= 1:
+            return pid
+        pid, parent = parent, above[1]
 
 
 def command_of(pid: int, fallback: str) -> tuple[str, ...]:

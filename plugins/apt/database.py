@@ -11,7 +11,7 @@ Packages in the config-files state (removed, not purged) are not installed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +75,19 @@ def installed_set(entries: Iterable[Entry]) -> dict[str, str]:
     return result
 
 
-def unfinished(installed: Mapping[str, str], *, unpack_only: bool = False) -> list[str]:
-    """Packages that dpkg left part-way: "name (state)". An unpack-only run (`dpkg --unpack`)
-    leaves packages unpacked on purpose."""
+def unfinished(
+    installed: Mapping[str, str],
+    *,
+    among: Collection[str] = (),
+    unpack_only: bool = False,
+) -> list[str]:
+    """Packages that dpkg left part-way: "name (state)"; only those named in `among` when it
+    is not empty. An unpack-only run (`dpkg --unpack`) leaves packages unpacked on purpose."""
     found = []
     for name, version in sorted(installed.items()):
         state = decode(version)[1]
+        if among and name.partition(":")[0] not in among:
+            continue
         if state in UNFINISHED and not (unpack_only and state == "unpacked"):
             found.append(f"{name} ({state})")
     return found

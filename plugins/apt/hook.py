@@ -11,10 +11,12 @@ Phases (see files/80ashlayers and files/ashlayers.dpkg.cfg):
 One apt run is one layer: apt can run its hooks more than once per run; the core reopens the
 layer its owner (the apt process) made. A run that changes no package makes none.
 
-Failure: a dpkg run failed when it left a package part-way (half-installed, unpacked,
+Failure: a run failed when it left a package part-way (half-installed, unpacked,
 half-configured). Only the package database tells: neither apt's nor dpkg's post hook gets an
-exit status. A package already left part-way by an earlier run marks a later run failed too
-(apt retries it in every run and exits 100 while it fails).
+exit status. For apt, any such package counts: apt retries every unfinished package in each
+run and exits 100 while one fails. For dpkg alone, only the packages its command line names
+count (`dpkg -i ./foo.deb` does not touch another half-configured package), or all of them
+when it names none (`dpkg --configure -a`).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def main(args: list[str]) -> int:
     database = AptDatabase()
     unpack_only = dpkg and os.environ.get("DPKG_HOOK_ACTION") == "unpack"
     try:
-        broken = unfinished(database.read_installed(root), unpack_only=unpack_only)
+        among = dpkg_targets(argv) if dpkg else ()
+        broken = unfinished(database.read_installed(root), among=among, unpack_only=unpack_only)
     except Exception:  # the core reads it again and reports what is wrong
         database, broken = AptDatabase(), []
     return commit_hook(
