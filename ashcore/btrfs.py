@@ -10,16 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import subprocess
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ashcore.errors import BackendError
-from ashcore.sendstream import changed_paths
 
 
-@dataclass(frozen=True)
-class SubvolumeInfo:
+class SubvolumeInfo(NamedTuple):
     id: int
     uuid: str
     parent_uuid: str | None
@@ -124,6 +120,8 @@ class Btrfs:
             raise _fail(e, "deleting subvolume", path) from e
 
     def changed_paths(self, old: str, new: str) -> set[str]:
+        import subprocess  # only on the drift path: keep the hooks' imports small
+
         argv = ["btrfs", "send", "--no-data", "-q", "-p", old, new]
         result = subprocess.run(
             argv, capture_output=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -134,6 +132,8 @@ class Btrfs:
                 f"`btrfs send` of {new} against {old} failed (exit {result.returncode}): "
                 + (message[-1] if message else "no message")
             )
+        from ashcore.sendstream import changed_paths
+
         return changed_paths(result.stdout)
 
     def set_default(self, path: str) -> None:

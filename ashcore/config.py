@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ashcore.errors import ConfigError
 
@@ -47,14 +46,12 @@ DEFAULT_LOCK_FILES = ("var/lib/pacman/db.lck",)
 """Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
 
 
-@dataclass(frozen=True)
-class Retention:
+class Retention(NamedTuple):
     keep: int | None = None
     keep_days: float | None = None
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     store: str = "/.ash"
     on_error: str = "abort"
     lock_timeout: float = 600.0
@@ -63,8 +60,7 @@ class Config:
     retention: Retention = Retention()
 
 
-@dataclass(frozen=True)
-class HookConfig:
+class HookConfig(NamedTuple):
     enabled: bool = True
     skip_packages: tuple[str, ...] = ()
     skip_commands: tuple[str, ...] = ()

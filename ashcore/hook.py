@@ -5,11 +5,13 @@ These never raise: they print one line and return the exit code the hook should 
 With `on_error = "abort"` (the default) a begin that cannot make its layer returns 1, so the
 manager stops before it changes anything; `commit_hook` returns 0 whatever happens, since
 the package transaction is over and must not be reported as failed because of us.
+
+This module is on the path of every package operation: it imports only what begin and
+commit need, and writes its one line to stderr itself.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import sys
@@ -21,19 +23,12 @@ from ashcore.model import PackageDatabase
 from ashcore.process import owner_of
 from ashcore.store import explain
 
-log = logging.getLogger("ashlayers")
-
 DatabaseFactory = Callable[[], PackageDatabase | None]
 
 
-def _setup_logging() -> None:
-    if not log.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.DEBUG if os.environ.get("ASH_DEBUG") else logging.INFO)
-        log.propagate = False
-        logging.getLogger("ashcore").parent = log  # route the core's loggers through ours
+def say(message: str) -> None:
+    sys.stderr.write(f"ashlayers: {message}\n")
+    sys.stderr.flush()
 
 
 def _operation(
@@ -60,9 +55,8 @@ def begin_hook(
     targets: Sequence[str] = (),
 ) -> int:
     """Pre-transaction. Returns 0 to let the manager go on, 1 to stop it (on_error=abort)."""
-    _setup_logging()
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
-        log.info("ashlayers: ASH_SKIP is set: no layer for this run")
+        say("ASH_SKIP is set: no layer for this run")
         return 0
     on_error = "abort"
     try:
@@ -71,7 +65,7 @@ def begin_hook(
         begin(target, _operation(plugin, manager, argv, owner_pid, targets), database())
         return 0
     except Exception as e:  # never let a crash of ours break the manager in a worse way
-        return _report(e, on_error, "before")
+        return _report(e, on_error, before=True)
 
 
 def commit_hook(
@@ -85,25 +79,19 @@ def commit_hook(
     failed: bool = False,
 ) -> int:
     """Post-transaction: make the layer. Always returns 0."""
-    _setup_logging()
     try:
         target = Target(root)
         op = _operation(plugin, manager, argv, owner_pid, ())
         layer = commit(target, op, database(), failed=failed)
         if layer is not None:
-            log.info(
-                "ashlayers: layer %d %r (%s%s)",
-                layer.id,
-                layer.name,
-                layer.packages.summary(),
-                ", failed" if failed else "",
-            )
+            state = ", failed" if failed else ""
+            say(f"layer {layer.id} {layer.name!r} ({layer.packages.summary()}{state})")
     except Exception as e:
-        _report(e, "warn", "after")
+        _report(e, "warn", before=False)
     return 0
 
 
-def _report(error: Exception, on_error: str, when: str) -> int:
+def _report(error: Exception, on_error: str, *, before: bool) -> int:
     if isinstance(error, sqlite3.Error):
         error = explain(error, "the store")
     if isinstance(error, AshError):
@@ -111,13 +99,14 @@ def _report(error: Exception, on_error: str, when: str) -> int:
     else:
         message = f"internal error: {type(error).__name__}: {error}"
     if os.environ.get("ASH_DEBUG"):
-        log.exception("ashlayers: %s", message)
-    if on_error == "abort" and when == "before":
-        log.error(
-            "ashlayers: cannot make a layer: %s. Stopped before any change; "
-            "run again with ASH_SKIP=1 to go on without a layer",
-            message,
+        import traceback
+
+        traceback.print_exception(error)
+    if on_error == "abort" and before:
+        say(
+            f"cannot make a layer: {message}. Stopped before any change; "
+            "run again with ASH_SKIP=1 to go on without a layer"
         )
         return 1
-    log.warning("ashlayers: no layer for this run: %s", message)
+    say(f"no layer for this run: {message}")
     return 0

@@ -17,24 +17,21 @@ the manifest (with the snapshot's uuid) is written; then the record is finalized
 from __future__ import annotations
 
 import enum
-import fnmatch
 import json
-import logging
 import os
-import shlex
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ashcore.btrfs import Btrfs, Filesystem, SubvolumeInfo
 from ashcore.config import Config, HookConfig, load_config, load_hook_config
 from ashcore.errors import StoreError, UsageError
+from ashcore.log import logger
 from ashcore.model import Layer, PackageDatabase, PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import ancestors, is_alive
 from ashcore.store import Store, now_iso
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 MAX_NAME = 200
 
@@ -45,8 +42,7 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(NamedTuple):
     plugin: str  # which /etc/ash/hooks.d/<plugin>.toml applies: apt, dnf, pacman, run
     manager: str | None  # what the layer records: apt, dpkg, dnf5, dnf4, pacman
     argv: tuple[str, ...]
@@ -86,9 +82,17 @@ def check_name(name: str) -> str:
 
 def auto_name(argv: tuple[str, ...]) -> str:
     words = [os.path.basename(argv[0]), *argv[1:]] if argv else ["?"]
+    import shlex
+
     name = shlex.join(words)
     name = "".join(c if c.isprintable() else " " for c in name)
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "\u2026"
+
+
+def auto_command(argv: tuple[str, ...]) -> str:
+    import shlex
+
+    return shlex.join(argv)
 
 
 def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
@@ -96,8 +100,10 @@ def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
         return "ASH_SKIP is set"
     if not hooks.enabled:
         return f"disabled in /etc/ash/hooks.d/{op.plugin}.toml"
+    from fnmatch import fnmatchcase
+
     for pattern in hooks.skip_packages:
-        if any(fnmatch.fnmatchcase(t, pattern) for t in op.targets):
+        if any(fnmatchcase(t, pattern) for t in op.targets):
             return f"a target matches skip_packages {pattern!r}"
     for word in hooks.skip_commands:
         if word in op.argv[1:]:
@@ -156,7 +162,7 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
         parent=head,
         manager=op.manager,
         plugin=op.plugin,
-        command=shlex.join(op.argv),
+        command=auto_command(op.argv),
         owner=op.owner,
         deployment=dep.uuid,
         generation=generation,
@@ -192,9 +198,7 @@ def commit(
             changed = [
                 n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded
             ]
-            skipped = [
-                p for p in hooks.skip_packages if any(fnmatch.fnmatchcase(n, p) for n in changed)
-            ]
+            skipped = [p for p in hooks.skip_packages if _matches(p, changed)]
             if (not delta and not failed and not amend) or skipped:
                 store.delete_row(pending["id"])
                 log.info(
@@ -264,6 +268,12 @@ def write_manifest(
     write_json(store.manifest_path(layer.id), manifest)
 
 
+def _matches(pattern: str, names: list[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(n, pattern) for n in names)
+
+
 # -- drift -----------------------------------------------------------------------------------
 def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
     prefixes = tuple(p.strip("/") + "/" for p in noise if not any(c in p for c in "*?["))
@@ -275,7 +285,7 @@ def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
         if p not in exact
         and not p.startswith(prefixes)
         and not any(n.startswith(p + "/") for n in exact)  # a folder made to hold noise
-        and not any(fnmatch.fnmatchcase(p, g) for g in globs)
+        and not any(_matches(g, [p]) for g in globs)
     )
 
 

@@ -123,6 +123,7 @@ def _ensure_fstab(target: Target, subvol: str) -> bool:
     uuid = _fs_uuid(root_mount.source)
     source = f"UUID={uuid}" if uuid else root_mount.source
     line = f"{source} {mountpoint} btrfs subvol={subvol},noatime 0 0\n"
+    os.makedirs(os.path.dirname(fstab), exist_ok=True)
     if text and not text.endswith("\n"):
         text += "\n"
     write_atomic(fstab, (text + "# ashlayers store: layers and their records\n" + line).encode())

@@ -1,0 +1,117 @@
+"""Benchmark of the core lifecycle, as a hook pays it: begin and commit as whole processes.
+
+Run as root: `python3 bench/bench_core.py [--runs 30] [--layers 10,10000]`. Makes a btrfs loop
+image, sets a root up, grows it to each layer count, then times `begin` + `commit` (two
+interpreter starts, as two hook processes do) and `ashctl list --json`. Prints medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TOP))
+
+HOOK = (
+    "import sys; sys.path.insert(0, sys.argv[3]); from ashcore.hook import {fn}_hook as h;"
+    "sys.exit(h(root=sys.argv[1], plugin='bench', manager='bench', argv=['bench', 'install', 'x'],"
+    " owner_pid=int(sys.argv[2]), database=lambda: None))"
+)
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def grow(root: str, count: int) -> None:
+    """Add layers in-process until the store holds `count` of them."""
+    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.process import owner_of
+
+    target = Target(root)
+    have = len(target.store.layers())
+    op = Operation("bench", "bench", ("bench", "grow"), owner_of(os.getpid()))
+    for _ in range(count - have):
+        begin(target, op, None)
+        commit(target, op, None)
+    target.store.close()
+
+
+def time_hooks(root: str, runs: int, python: str) -> list[float]:
+    owner = subprocess.Popen(["sleep", "3600"])
+    times = []
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            for fn in ("begin", "commit"):
+                subprocess.run(
+                    [python, "-I", "-c", HOOK.format(fn=fn), root, str(owner.pid), str(TOP)],
+                    check=True,
+                )
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        owner.kill()
+    return times
+
+
+def time_list(root: str, runs: int, python: str) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([python, "-m", "ashcore.cli", "--root", root, "list", "--json"],
+                       check=True, capture_output=True, cwd=TOP)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--layers", default="10,10000")
+    parser.add_argument("--python", default="/usr/bin/python3")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ash-bench-"))
+    img, top, root = work / "fs.img", work / "top", work / "root"
+    top.mkdir()
+    root.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(8 << 30)
+    sh("mkfs.btrfs", "-q", "-f", str(img))
+    dev = sh("losetup", "--find", "--show", str(img))
+    try:
+        sh("mount", dev, str(top))
+        sh("btrfs", "subvolume", "create", str(top / "@root"))
+        # A root of some size: 2,000 files in 100 folders.
+        for d in range(100):
+            p = top / "@root" / "usr" / f"d{d}"
+            p.mkdir(parents=True)
+            for i in range(20):
+                (p / f"f{i}").write_text("x" * 100)
+        sh("mount", "-o", "subvol=@root", dev, str(root))
+        sh(sys.executable, "-m", "ashcore.cli", "--root", str(root), "setup")
+        print(f"python: {args.python}; runs: {args.runs}")
+        for count in [int(c) for c in args.layers.split(",")]:
+            t0 = time.perf_counter()
+            grow(str(root), count)
+            grown = time.perf_counter() - t0
+            hooks = time_hooks(str(root), args.runs, args.python)
+            listing = time_list(str(root), max(5, args.runs // 3), args.python)
+            print(f"{count:>6} layers (grown in {grown:.0f} s): begin+commit median "
+                  f"{statistics.median(hooks):.1f} ms (min {min(hooks):.1f}, max {max(hooks):.1f});"
+                  f" list --json median {statistics.median(listing):.0f} ms")
+    finally:
+        subprocess.run(["umount", "-R", str(root)], check=False)
+        subprocess.run(["umount", str(top)], check=False)
+        subprocess.run(["losetup", "-d", dev], check=False)
+        img.unlink()
+
+
+if __name__ == "__main__":
+    main()
