@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import BinaryIO
 
 from ashplugins.dnf.command import PLUGIN_NAME, plugin_disabled, read_cmdline
 from ashplugins.dnf.rpmdb import RpmDatabase
@@ -25,13 +26,16 @@ MANAGER = "dnf5"
 USAGE = "usage: python3 -m ashplugins.dnf.dnf5 begin|commit INSTALLROOT PID HISTORY_DIR"
 
 
-def transaction_names() -> list[str]:
-    """The names of the transaction's packages, asked of the actions plugin (json mode)."""
+def transaction_names(out_fd: int = 1, reply: BinaryIO | None = None) -> list[str]:
+    """The names of the transaction's packages, asked of the actions plugin (json mode).
+
+    The request goes to stdout and the one-line reply comes on stdin; [] when that fails.
+    """
     request = {"op": "get", "domain": "trans_packages", "args": {"output": ["name"]}}
     try:
-        os.write(1, json.dumps(request).encode() + b"\n")
-        reply = json.loads(sys.stdin.buffer.readline() or b"{}")
-        packages = reply["return"]["trans_packages"] if reply.get("status") == "OK" else []
+        os.write(out_fd, json.dumps(request).encode() + b"\n")
+        answer = json.loads((reply or sys.stdin.buffer).readline() or b"{}")
+        packages = answer["return"]["trans_packages"] if answer.get("status") == "OK" else []
         return sorted({str(p["name"]) for p in packages})
     except (OSError, ValueError, KeyError, TypeError):
         return []

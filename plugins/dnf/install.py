@@ -9,8 +9,11 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
+import py_compile
+import sys
 from importlib import resources
 
 from ashcore.ondisk import write_atomic
@@ -83,9 +86,21 @@ def _wanted(root: str) -> list[tuple[str, str]]:
     return wanted
 
 
+def _precompile(root: str, relative: str) -> None:
+    """Compile dnf4's plugin file now when the root runs this Python version: else dnf writes
+    its __pycache__ on the first run, a change that would show as drift."""
+    version = f"usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    if relative.endswith(".py") and os.path.exists(os.path.join(root, version)):
+        path = os.path.join(root, relative)
+        py_compile.compile(path, cfile=importlib.util.cache_from_source(path), doraise=False)
+
+
 def install(root: str) -> list[str]:
     """Write the hook files for the dnf5 and dnf4 found in root; idempotent."""
-    written = [_ensure(root, relative, _file(name)) for relative, name in _wanted(root)]
+    written = []
+    for relative, name in _wanted(root):
+        written.append(_ensure(root, relative, _file(name)))
+        _precompile(root, relative)
     if has_dnf5(root) and not os.path.exists(os.path.join(root, ACTIONS_PLUGIN_CONF)):
         log.warning(
             "ashlayers: libdnf5's actions plugin is not installed in %s (libdnf5-plugin-actions):"
@@ -105,4 +120,7 @@ def uninstall(root: str) -> list[str]:
         if os.path.lexists(path):
             os.unlink(path)
             removed.append("/" + relative)
+            cached = importlib.util.cache_from_source(path)
+            if relative.endswith(".py") and os.path.lexists(cached):
+                os.unlink(cached)
     return removed

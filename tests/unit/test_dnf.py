@@ -1,0 +1,161 @@
+"""The dnf plugin's parts that need no root: command lines, names, history, package sets."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from ashplugins.dnf import dnf5
+from ashplugins.dnf.command import plugin_disabled, read_cmdline
+from ashplugins.dnf.history import last_transaction_failed
+from ashplugins.dnf.rpmdb import installed_set
+
+from ashcore.lifecycle import auto_name
+
+
+def _fake_proc(tmp_path: Path, pid: int, argv: list[str]) -> str:
+    (tmp_path / str(pid)).mkdir()
+    (tmp_path / str(pid) / "cmdline").write_bytes(b"".join(w.encode() + b"\0" for w in argv))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["dnf5", "install", "nginx"], "dnf5 install nginx"),
+        (["/usr/bin/dnf", "install", "nginx"], "dnf install nginx"),
+        (["dnf", "-y", "remove", "a b"], "dnf -y remove 'a b'"),
+        (["dnf5", "--installroot=/srv/r", "upgrade"], "dnf5 --installroot=/srv/r upgrade"),
+    ],
+)
+def test_layer_name_from_the_managers_argv(tmp_path: Path, argv: list[str], name: str) -> None:
+    proc = _fake_proc(tmp_path, 42, argv)
+    assert read_cmdline(42, proc) == argv
+    assert auto_name(tuple(read_cmdline(42, proc))) == name
+
+
+def test_cmdline_of_a_gone_process_is_empty(tmp_path: Path) -> None:
+    assert read_cmdline(99999, str(tmp_path)) == []
+
+
+def test_cmdline_keeps_undecodable_bytes(tmp_path: Path) -> None:
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7/cmdline").write_bytes(b"dnf5\0install\0caf\xe9\0")
+    assert read_cmdline(7, str(tmp_path))[2].encode("utf-8", "surrogateescape") == b"caf\xe9"
+
+
+@pytest.mark.parametrize(
+    ("argv", "disabled"),
+    [
+        (["dnf5", "install", "x"], False),
+        (["dnf5", "--disable-plugin=ashlayers", "install", "x"], True),
+        (["dnf5", "--disable-plugin", "ashlayers", "install", "x"], True),
+        (["dnf", "--disableplugin=ash*", "install", "x"], True),
+        (["dnf5", "--disable-plugin=foo,ashlayers", "install", "x"], True),
+        (["dnf5", "--disable-plugin=*", "--enable-plugin=ashlayers", "install"], False),
+        (["dnf5", "--disable-plugin=actions", "install", "x"], False),
+        (["dnf5", "install", "--", "--disable-plugin=ashlayers"], False),
+    ],
+)
+def test_plugin_switches_on_the_command_line(argv: list[str], disabled: bool) -> None:
+    assert plugin_disabled(argv) is disabled
+
+
+def _history(path: Path, states: list[str]) -> None:
+    path.mkdir(parents=True)
+    db = sqlite3.connect(path / "transaction_history.sqlite")
+    db.executescript(
+        "CREATE TABLE trans_state (id INTEGER PRIMARY KEY, name TEXT);"
+        "INSERT INTO trans_state VALUES (1, 'Started'), (2, 'Ok'), (3, 'Error');"
+        "CREATE TABLE trans (id INTEGER PRIMARY KEY, state_id INTEGER);"
+    )
+    ids = {"Started": 1, "Ok": 2, "Error": 3}
+    db.executemany("INSERT INTO trans (state_id) VALUES (?)", [(ids[s],) for s in states])
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("states", "failed"),
+    [(["Ok"], False), (["Ok", "Error"], True), (["Error", "Ok"], False), (["Started"], True)],
+)
+def test_dnf5_history_tells_a_failed_transaction(
+    tmp_path: Path, states: list[str], failed: bool
+) -> None:
+    _history(tmp_path / "usr/lib/sysimage/libdnf5", states)
+    assert last_transaction_failed(str(tmp_path), "/usr/lib/sysimage/libdnf5") is failed
+
+
+def test_no_dnf5_history_is_not_a_failure(tmp_path: Path) -> None:
+    assert last_transaction_failed(str(tmp_path), "/usr/lib/sysimage/libdnf5") is False
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h/transaction_history.sqlite").write_bytes(b"not a database")
+    assert last_transaction_failed(str(tmp_path), "/h") is False
+
+
+def test_transaction_names_asks_the_actions_plugin_in_json() -> None:
+    read_fd, write_fd = os.pipe()
+    reply = io.BytesIO(
+        b'{ "op": "reply", "requested_op": "get", "domain": "trans_packages", "status": "OK",'
+        b' "return": {"trans_packages": [{"name": "b"}, {"name": "a"}, {"name": "b"}]}}\n'
+    )
+    try:
+        assert dnf5.transaction_names(write_fd, reply) == ["a", "b"]
+        request = os.read(read_fd, 4096)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert request.endswith(b"\n") and b"\n" not in request[:-1]
+    assert b'"domain": "trans_packages"' in request and b'"op": "get"' in request
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"", b"garbage\n", b'{"status": "ERROR", "message": "no"}\n', b'{"status": "OK"}\n'],
+)
+def test_transaction_names_without_an_answer_is_empty(reply: bytes) -> None:
+    with open(os.devnull, "wb") as sink:
+        assert dnf5.transaction_names(sink.fileno(), io.BytesIO(reply)) == []
+
+
+def test_dnf5_entry_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert dnf5.main(["begin", "/"]) == 2
+    assert dnf5.main(["start", "/", "1", "/h"]) == 2
+    assert dnf5.main(["begin", "/", "x", "/h"]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def _by_order(a: str, b: str) -> int:
+    return (a > b) - (a < b)
+
+
+def test_installed_set_keys_and_versions() -> None:
+    entries = [
+        ("bash", "x86_64", "5.2-1"),
+        ("glibc", "x86_64", "2.40-1"),
+        ("glibc", "i686", "2.40-1"),
+        ("kernel", "x86_64", "6.9-1"),
+        ("kernel", "x86_64", "6.10-1"),
+        ("gpg-pubkey", "", "abc-1"),
+    ]
+    assert installed_set(entries, _by_order) == {
+        "bash": "5.2-1",
+        "glibc.x86_64": "2.40-1",
+        "glibc.i686": "2.40-1",
+        "kernel": "6.10-1, 6.9-1",
+        "gpg-pubkey": "abc-1",
+    }
+
+
+def test_rpm_version_order() -> None:
+    pytest.importorskip("rpm", reason="rpm's Python bindings are not installed here")
+    from ashplugins.dnf.rpmdb import RpmDatabase
+
+    db = RpmDatabase()
+    assert db.compare_versions("1.0-1", "2.0-1") < 0
+    assert db.compare_versions("1:1.0-1", "2.0-1") > 0
+    assert db.compare_versions("1.10-1", "1.9-1") > 0
+    assert db.compare_versions("6.9-1, 6.10-1", "6.9-1") > 0
