@@ -123,9 +123,14 @@ class Btrfs:
         import subprocess  # only on the drift path: keep the hooks' imports small
 
         argv = ["btrfs", "send", "--no-data", "-q", "-p", old, new]
-        result = subprocess.run(
-            argv, capture_output=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-        )
+        try:
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+            )
+        except FileNotFoundError as e:
+            raise BackendError("the `btrfs` command is missing", hint="install btrfs-progs") from e
         if result.returncode != 0:
             message = result.stderr.decode(errors="replace").strip().splitlines()
             raise BackendError(

@@ -33,23 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ashctl", description="Snapshot layers of package operations on btrfs.")
     p.add_argument("--root", default="/", help="the target root (default: /)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--json", action="store_true", help="print JSON (status, list, show, diff)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("setup", help="create the store and install the hooks")
     s = sub.add_parser("status", help="the deployment's layer, drift, pending reboot")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     s = sub.add_parser("list", help="all layers")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     sub.add_parser("tree", help="the layer tree, the deployment marked")
     s = sub.add_parser("show", help="one layer in full")
     s.add_argument("layer")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     s = sub.add_parser(
         "diff", help="package (and file) changes from A to B (default: A's parent to A)"
     )
     s.add_argument("a")
     s.add_argument("b", nargs="?")
     s.add_argument("--files", action="store_true", help="also list the changed files")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     s = sub.add_parser("run", help="one transaction around any command")
     s.add_argument("--name")
     s.add_argument("argv", nargs=argparse.REMAINDER)
@@ -87,7 +88,7 @@ def _head(target: Target) -> int | None:
 
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.lifecycle import drift_since_head
+    from ashcore.lifecycle import drift_since_head, late_writes_only
     from ashcore.process import is_alive
     from ashcore.rollback import pending_reboot
 
@@ -96,9 +97,11 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     drift = False
     if head is not None:
         with target.store.locked(target.config.lock_timeout):
-            drift = bool(drift_since_head(target, head, checked))
-            if drift:
+            changed = drift_since_head(target, head, checked)
+            if changed:
                 target.fs.delete(target.store.probe_path)
+                layer = target.store.get(head)
+                drift = layer.manager is None or not late_writes_only(changed)
     pending = target.store.pending()
     pending_json = None
     if pending is not None:

@@ -39,10 +39,31 @@ DEFAULT_NOISE = (
     "var/lib/systemd/timers",
     "var/lib/dhcp",
     "etc/mtab",
+    # What managers write after their post hook, or while only reading: not a change of state.
+    "var/lib/rpm/rpmdb.sqlite-shm",
+    "usr/lib/sysimage/rpm/rpmdb.sqlite-shm",
+    "var/lib/dnf/rpmdb_lock.pid",
+    "var/lib/dnf/system-repo.lock",
+    "var/lib/dnf/plugins/local",
+    "var/lib/dnf/plugins/local-nogpgcheck",
+    "*/__pycache__",
+    "*/__pycache__/*",
 )
 """Paths (relative to the root; a directory covers all below it) whose changes are not drift."""
 
 DEFAULT_LOCK_FILES = ("var/lib/pacman/db.lck",)
+
+MANAGER_STATE = (
+    "var/lib/dpkg",
+    "var/lib/apt",
+    "var/lib/rpm",
+    "usr/lib/sysimage/rpm",
+    "var/lib/dnf",
+    "usr/lib/sysimage/libdnf5",
+    "var/lib/pacman/local",
+)
+"""The managers' own databases. A manager may still write them after its post hook (rpm's
+sqlite checkpoint, dnf's history): such late writes are folded into that layer, not drift."""
 """Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
 
 

@@ -17,7 +17,8 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
-from ashcore.errors import AshError
+from ashcore.config import CONFIG_PATH
+from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import Operation, Target, begin, commit
 from ashcore.model import PackageDatabase
 from ashcore.process import owner_of
@@ -32,7 +33,13 @@ def say(message: str) -> None:
 
 
 def _operation(
-    plugin: str, manager: str, argv: Sequence[str], owner_pid: int, targets: Sequence[str]
+    plugin: str,
+    manager: str,
+    argv: Sequence[str],
+    owner_pid: int,
+    targets: Sequence[str] = (),
+    name: str | None = None,
+    reopen: bool = True,
 ) -> Operation:
     return Operation(
         plugin=plugin,
@@ -40,8 +47,23 @@ def _operation(
         argv=tuple(argv),
         owner=owner_of(owner_pid),
         targets=tuple(targets),
-        name=os.environ.get("ASH_NAME") or None,
+        name=os.environ.get("ASH_NAME") or name or None,
+        reopen=reopen,
     )
+
+
+def _set_up(target: Target) -> bool:
+    """Whether `ashctl setup` made this root ready. A root nobody set up (an image being
+    bootstrapped with --installroot / --root) is left alone; a set-up root whose store is
+    missing is an error, so that no layer is lost silently."""
+    if target.store.exists():
+        return True
+    if os.path.exists(os.path.join(target.root, CONFIG_PATH)):
+        raise StoreError(
+            f"the store {target.store.path} is missing (is it mounted?)",
+            hint="mount it (see /etc/fstab) or run `ashctl setup`",
+        )
+    return False
 
 
 def begin_hook(
@@ -53,8 +75,14 @@ def begin_hook(
     owner_pid: int,
     database: DatabaseFactory,
     targets: Sequence[str] = (),
+    name: str | None = None,
+    reopen: bool = True,
 ) -> int:
-    """Pre-transaction. Returns 0 to let the manager go on, 1 to stop it (on_error=abort)."""
+    """Pre-transaction. Returns 0 to let the manager go on, 1 to stop it (on_error=abort).
+
+    `name` is the plugin's name for the layer (ASH_NAME wins). `reopen=False` for a manager
+    whose one process may run several transactions (a libdnf5 daemon): each is a layer.
+    """
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
         say("ASH_SKIP is set: no layer for this run")
         return 0
@@ -62,7 +90,10 @@ def begin_hook(
     try:
         target = Target(root)
         on_error = target.config.on_error
-        begin(target, _operation(plugin, manager, argv, owner_pid, targets), database())
+        if not _set_up(target):
+            return 0
+        op = _operation(plugin, manager, argv, owner_pid, targets, name, reopen)
+        begin(target, op, database())
         return 0
     except Exception as e:  # never let a crash of ours break the manager in a worse way
         return _report(e, on_error, before=True)
@@ -81,7 +112,9 @@ def commit_hook(
     """Post-transaction: make the layer. Always returns 0."""
     try:
         target = Target(root)
-        op = _operation(plugin, manager, argv, owner_pid, ())
+        if not _set_up(target):
+            return 0
+        op = _operation(plugin, manager, argv, owner_pid)
         layer = commit(target, op, database(), failed=failed)
         if layer is not None:
             state = ", failed" if failed else ""

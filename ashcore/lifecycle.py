@@ -23,7 +23,7 @@ import time
 from typing import Any, NamedTuple
 
 from ashcore.btrfs import Btrfs, Filesystem, SubvolumeInfo
-from ashcore.config import Config, HookConfig, load_config, load_hook_config
+from ashcore.config import MANAGER_STATE, Config, HookConfig, load_config, load_hook_config
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDatabase, PackageDelta, Status
@@ -49,6 +49,7 @@ class Operation(NamedTuple):
     owner: str  # process.owner_of(the manager's pid)
     targets: tuple[str, ...] = ()
     name: str | None = None  # the user's name for the layer (ASH_NAME)
+    reopen: bool = True  # may a later begin of the same owner extend its layer?
 
 
 class Target:
@@ -148,7 +149,7 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
     dep = target.deployment()
     head = capture_drift(target, dep, database, op.plugin)
     generation = target.fs.info(target.root).generation
-    if head is not None and database is not None:
+    if head is not None and database is not None and op.reopen:
         owner, plugin = store.layer_owner(head)
         if owner == op.owner and plugin == op.plugin:
             before = _before_of(store, head)
@@ -311,6 +312,48 @@ def drift_since_head(target: Target, head: int, checked: int | None) -> list[str
     return changed
 
 
+def late_writes_only(changed: list[str]) -> bool:
+    """True when only the managers' own databases changed: what a manager writes after its
+    post hook (rpm's sqlite checkpoint, dnf's history) belongs to the layer it made."""
+    prefixes = tuple(p + "/" for p in MANAGER_STATE)
+    return all(p.startswith(prefixes) or p in MANAGER_STATE for p in changed)
+
+
+def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int) -> None:
+    """Replace the head layer's snapshot by the probe (same record, new uuid).
+
+    The record is reopened first (owner "0:0", never alive), so that a kill at any step is
+    finished by `recover`: from the manifest if it still names the snapshot on disk.
+    """
+    store, fs = target.store, target.fs
+    row = store.db.execute(
+        "SELECT name, parent, manager, plugin, command, status, packages, created, finished,"
+        " pinned FROM layers WHERE id = ?",
+        (head,),
+    ).fetchone()
+    manifest = read_json(store.manifest_path(head)) or {}
+    store.reopen(head, owner="0:0", generation=None, before=None)
+    os.rename(store.probe_path, store.partial_path(head))
+    fs.delete(store.layer_path(head))
+    os.rename(store.partial_path(head), store.layer_path(head))
+    layer = Layer(
+        id=head,
+        name=row[0],
+        parent=row[1],
+        manager=row[2],
+        command=row[4],
+        status=Status(row[5]),
+        created=row[7],
+        finished=row[8],
+        packages=PackageDelta.from_json(json.loads(row[6]) if row[6] else None),
+        pinned=bool(row[9]),
+        uuid=fs.info(store.layer_path(head)).uuid,
+    )
+    write_manifest(store, layer, row[3], dep.uuid, manifest.get("installed"))
+    store.finalize(layer, dep.uuid, fs.info(target.root).generation)
+    log.debug("folded the late writes of layer %d's manager into it", head)
+
+
 def capture_drift(
     target: Target, dep: SubvolumeInfo, database: PackageDatabase | None, plugin: str | None
 ) -> int | None:
@@ -322,6 +365,9 @@ def capture_drift(
     changed = drift_since_head(target, head, checked)
     if not changed:
         store.set_checked(dep.uuid, fs.info(target.root).generation)
+        return head
+    if late_writes_only(changed) and store.manager_of(head) is not None:
+        _fold_into_head(target, dep, head)
         return head
     probe = store.probe_path
     shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")

@@ -247,11 +247,18 @@ class Store:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def reopen(self, layer_id: int, *, owner: str, generation: int, before: dict[str, str]) -> None:
+    def reopen(
+        self,
+        layer_id: int,
+        *,
+        owner: str,
+        generation: int | None,
+        before: dict[str, str] | None,
+    ) -> None:
         self.db.execute(
             "UPDATE layers SET status = 'pending', owner = ?, generation = ?, before = ?"
             " WHERE id = ?",
-            (owner, generation, json.dumps(before), layer_id),
+            (owner, generation, json.dumps(before) if before is not None else None, layer_id),
         )
 
     def finalize(
@@ -324,6 +331,10 @@ class Store:
         return [
             r[0] for r in self.db.execute("SELECT head FROM deployments WHERE head IS NOT NULL")
         ]
+
+    def manager_of(self, layer_id: int) -> str | None:
+        row = self.db.execute("SELECT manager FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        return row[0] if row else None
 
     def layer_owner(self, layer_id: int) -> tuple[str | None, str | None]:
         row = self.db.execute(

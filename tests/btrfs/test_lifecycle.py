@@ -207,3 +207,70 @@ def test_status_reports_a_running_transaction(ready: Image) -> None:
         assert status["pending"]["alive"] is True
     finally:
         proc.wait(timeout=30)
+
+
+def hook(img: Image, fn: str, owner: int, **extra: object) -> None:
+    code = (
+        f"import sys; from ashcore.hook import {fn}_hook as h;"
+        f"sys.exit(h(root={str(img.root)!r}, plugin='test', manager='test',"
+        f" argv=['test', 'install', 'x'], owner_pid={owner}, database=lambda: None"
+        + "".join(f", {k}={v!r}" for k, v in extra.items())
+        + "))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_late_writes_of_a_manager_fold_into_its_layer_and_are_not_drift(ready: Image) -> None:
+    manager = subprocess.Popen(["sleep", "60"])
+    try:
+        hook(ready, "begin", manager.pid)
+        (ready.root / "usr").mkdir()
+        (ready.root / "usr/tool").write_text("installed")
+        hook(ready, "commit", manager.pid)
+        # The manager checkpoints its database after its post hook.
+        (ready.root / "var/lib/rpm").mkdir(parents=True)
+        (ready.root / "var/lib/rpm/rpmdb.sqlite").write_text("checkpointed")
+    finally:
+        manager.kill()
+        manager.wait()
+    assert ready.json("status")["drift"] is False  # type: ignore[index]
+    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    found = layers(ready)
+    assert [(x["name"], x["status"]) for x in found] == [
+        ("base", "committed"), ("test install x", "committed"), ("next", "committed")]
+    assert (ready.root / ".ash/layers/2/var/lib/rpm/rpmdb.sqlite").read_text() == "checkpointed"
+    assert ready.ashctl("doctor").returncode == 0
+    # A hand edit beside it is still drift.
+    (ready.root / "var/lib/rpm/rpmdb.sqlite").write_text("again")
+    (ready.root / "etc/edited").write_text("by hand")
+    ready.ashctl("run", "--name", "last", "--", "true", check=True)
+    assert layers(ready)[-2]["status"] == "drift"
+
+
+def test_a_root_never_set_up_is_left_alone_by_the_hooks(image: Image) -> None:
+    manager = subprocess.Popen(["sleep", "60"])
+    try:
+        hook(image, "begin", manager.pid)  # exits 0: the manager goes on
+        hook(image, "commit", manager.pid)
+    finally:
+        manager.kill()
+        manager.wait()
+    assert not (image.root / ".ash").exists()
+
+
+def test_a_set_up_root_whose_store_is_gone_stops_the_manager(ready: Image) -> None:
+    subprocess.run(["umount", str(ready.root / ".ash")], check=True)
+    manager = subprocess.Popen(["sleep", "60"])
+    try:
+        code = (
+            "import sys; from ashcore.hook import begin_hook as h;"
+            f"sys.exit(h(root={str(ready.root)!r}, plugin='test', manager='test',"
+            f" argv=['test'], owner_pid={manager.pid}, database=lambda: None))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    finally:
+        manager.kill()
+        manager.wait()
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "is missing (is it mounted?)" in result.stderr and "ASH_SKIP=1" in result.stderr
