@@ -38,10 +38,13 @@ def rig() -> Iterator[Rig]:
     if missing := missing_tools():
         pytest.fail(f"the e2e rig could not be built: host tools missing: {' '.join(missing)} "
                     "(run tests/host-deps.sh)", pytrace=False)
+    error: RigError | None = None
     try:
         built = open_rig()
     except RigError as exc:
-        pytest.fail(f"the e2e rig could not be built:\n{exc}", pytrace=False)
+        error = exc
+    if error is not None:
+        pytest.fail(f"the e2e rig could not be built: {error}", pytrace=False)
     try:
         yield built
     finally:

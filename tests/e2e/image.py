@@ -91,6 +91,8 @@ class Image:
         for leftover in [*(top / "build").iterdir(), *(top / "tests").iterdir()]:
             delete_tree(leftover, self.paths.top)
         self.paths.roots.mkdir(exist_ok=True)
+        for mount_point in self.paths.roots.iterdir():  # empty, as nothing is mounted
+            mount_point.rmdir()
 
     def detach(self) -> None:
         """Unmount all of the rig dir (roots, then the top level); the image file stays."""

@@ -56,6 +56,7 @@ PACKAGES = (
     *("rpm", "createrepo-c"),
     *("pacman-package-manager", "makepkg", "libarchive-tools", "zstd"),
     *("python3-btrfsutil", "btrfs-progs", "python3-pip", "python3-setuptools"),
+    "snapper",  # for the benchmarks: Debian's snapper apt hook and pre/post pairs
     # to build pyalpm
     *("libalpm-dev", "gcc", "libc6-dev", "pkgconf", "python3-pkgconfig", "python3-dev"),
     *("libssl-dev", "libarchive-dev", "libcurl4-openssl-dev", "libgpgme-dev"),
@@ -146,7 +147,9 @@ def retry(what: str, say: Say, step: Callable[[], None], undo: Callable[[], None
         except RigError as exc:
             undo()
             if attempt == ATTEMPTS:
-                raise RigError(f"{what} failed {ATTEMPTS} times; last failure:\n{exc}") from exc
+                raise RigError(
+                    f"{what} failed {ATTEMPTS} times ({reason(exc)}); last failure:\n{exc}"
+                ) from exc
             say(f"{what} failed (attempt {attempt}/{ATTEMPTS}), retrying: {reason(exc)}")
             time.sleep(10 * attempt)
 

@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,6 +54,30 @@ def mount_api(path: Path) -> None:
         raise RigError(f"{mtab} is not a link to ../proc/self/mounts (the golden is broken)")
 
 
+def kill_processes_in(path: Path) -> None:
+    """SIGKILL every process whose root or working directory is path or below (daemons a
+    package script left, commands that timed out), so that the root can be unmounted."""
+    for _ in range(10):
+        found = False
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                inside = any(
+                    Path(os.readlink(proc / link)) == path
+                    or path in Path(os.readlink(proc / link)).parents
+                    for link in ("root", "cwd")
+                )
+                if inside:
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    found = True
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        if not found:
+            return
+        time.sleep(0.1)
+
+
 class Root:
     """A writable snapshot of the golden, mounted at `path` with the API file systems.
 
@@ -86,6 +112,7 @@ class Root:
         When something cannot be unmounted nothing is deleted (RigError); the next attach of
         the image clears the leftovers.
         """
+        kill_processes_in(self.path)
         unmount_below(self.path)
         delete_tree(self.folder, self.top)
         if self.path.exists():
