@@ -11,9 +11,10 @@ import logging
 import os
 import re
 
-from ashcore.lifecycle import Target, recover_stale
+from ashcore.lifecycle import Target, recover_stale, write_manifest
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import read_json
+from ashcore.store import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,19 @@ def check(target: Target, repair: bool) -> list[str]:
                         head, _ = store.head(deployment)
                         if head is None or head < layer_id:
                             store.set_head(deployment, layer_id, None)
-                else:
-                    fs.delete(path)
+                else:  # never delete a snapshot: keep it, as what it is known to be
+                    recovered = Layer(
+                        id=layer_id,
+                        name=f"recovered snapshot {layer_id}",
+                        parent=None,
+                        manager=None,
+                        command="",
+                        status=Status.INTERRUPTED,
+                        created=now_iso(),
+                        uuid=uuid,
+                    )
+                    store.insert_layer(recovered)
+                    write_manifest(store, recovered, None, None, None)
                 problems.pop()
         for layer_id in records:
             if layer_id not in on_disk:

@@ -132,3 +132,16 @@ def test_doctor_repair_rebuilds_a_lost_database(ready: Image) -> None:
         for x in before  # type: ignore[union-attr]
     ]
     assert ready.json("status")["layer"] == 2  # type: ignore[index]
+
+
+def test_doctor_repair_keeps_a_snapshot_whose_manifest_was_lost(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
+    (ready.root / ".ash/layers/2.json").unlink()
+    for suffix in ("", "-wal", "-shm"):
+        (ready.root / f".ash/ash.db{suffix}").unlink(missing_ok=True)
+    ready.ashctl("doctor", "--repair")
+    assert ready.ashctl("doctor").returncode == 0
+    found = ready.json("list")
+    assert [(x["id"], x["status"]) for x in found] == [(1, "committed"), (2, "interrupted")]  # type: ignore[union-attr]
+    assert (ready.root / ".ash/layers/2/etc/one").exists()
+    assert_consistent(ready)

@@ -237,7 +237,10 @@ def test_late_writes_of_a_manager_fold_into_its_layer_and_are_not_drift(ready: I
     ready.ashctl("run", "--name", "next", "--", "true", check=True)
     found = layers(ready)
     assert [(x["name"], x["status"]) for x in found] == [
-        ("base", "committed"), ("test install x", "committed"), ("next", "committed")]
+        ("base", "committed"),
+        ("test install x", "committed"),
+        ("next", "committed"),
+    ]
     assert (ready.root / ".ash/layers/2/var/lib/rpm/rpmdb.sqlite").read_text() == "checkpointed"
     assert ready.ashctl("doctor").returncode == 0
     # A hand edit beside it is still drift.
