@@ -133,12 +133,11 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_list(target: Target, args: argparse.Namespace) -> int:
-    layers = target.store.layers()
     if args.json:
-        _print_json([layer.to_json() for layer in layers])
+        sys.stdout.write(target.store.layers_json() + "\n")
         return 0
     head = _head(target)
-    for layer in layers:
+    for layer in target.store.layers():
         print(_line(layer, head))
     return 0
 

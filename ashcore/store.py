@@ -356,6 +356,29 @@ class Store:
         ).fetchall()
         return [layer_from_row(r) for r in rows]
 
+    def layers_json(self) -> str:
+        """`list --json` without building a Layer per row: the stored delta is already JSON."""
+        dumps = json.dumps
+        empty = dumps(PackageDelta().to_json())
+        parts = []
+        for r in self.db.execute(
+            f"SELECT {COLUMNS} FROM layers WHERE status != 'pending' ORDER BY id"
+        ):
+            record = {
+                "id": r[0],
+                "name": r[1],
+                "parent": r[2],
+                "manager": r[3],
+                "command": r[4],
+                "status": r[5],
+                "created": r[6],
+                "finished": r[7],
+                "pinned": bool(r[9]),
+                "uuid": r[10],
+            }
+            parts.append(dumps(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
+        return "[" + ", ".join(parts) + "]"
+
     def find(self, ref: str) -> Layer:
         """A layer by id or by unique name."""
         if ref.isdigit():

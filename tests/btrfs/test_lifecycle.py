@@ -277,3 +277,13 @@ def test_a_set_up_root_whose_store_is_gone_stops_the_manager(ready: Image) -> No
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "is missing (is it mounted?)" in result.stderr and "ASH_SKIP=1" in result.stderr
+
+
+def test_list_json_fast_path_matches_the_records(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    import json as _json
+
+    from ashcore.store import Store
+
+    store = Store(str(ready.root / ".ash"))
+    assert _json.loads(store.layers_json()) == [x.to_json() for x in store.layers()]
