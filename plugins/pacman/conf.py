@@ -8,15 +8,14 @@ it runs on that root.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CONF = "etc/pacman.conf"
 DEFAULT_DBPATH = "/var/lib/pacman/"
 DEFAULT_HOOKDIR = "/etc/pacman.d/hooks/"
 
 
-@dataclass(frozen=True)
-class PacmanPaths:
+class PacmanPaths(NamedTuple):
     dbpath: str = DEFAULT_DBPATH
     hookdirs: tuple[str, ...] = (DEFAULT_HOOKDIR,)
 

@@ -95,7 +95,20 @@ def assert_layer(root: Root, run: Run, name: str, status: str = "committed") -> 
     snapshot = root.path / ".ash/layers" / str(layer["id"])
     assert snapshot.is_dir()
     assert not (snapshot / "var/lib/pacman/db.lck").exists()  # pacman held it during the hooks
+    assert_database_face_agrees(root)
     return layer
+
+
+AGREE = (
+    "import json; from ashplugins.pacman.database import PacmanDatabase, read_installed_pyalpm;"
+    "print(json.dumps([PacmanDatabase().read_installed('/'), read_installed_pyalpm('/')]))"
+)
+
+
+def assert_database_face_agrees(root: Root) -> None:
+    """The plugin's fast read of the local database == pyalpm's Handle == pacman -Q."""
+    fast, binding = json.loads(root.run(["python3", "-I", "-c", AGREE]).stdout)
+    assert fast == binding == query(root)
 
 
 def head(root: Root) -> int:

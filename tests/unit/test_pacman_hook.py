@@ -74,3 +74,21 @@ def test_the_database_face_of_a_root_without_pacman(tmp_path: Any) -> None:
     from ashplugins.pacman.database import PacmanDatabase
 
     assert PacmanDatabase().read_installed(str(tmp_path)) == {}
+
+
+def test_local_database_entries_as_alpm_splits_them(tmp_path: Any) -> None:
+    from ashplugins.pacman.database import PacmanDatabase, split_entry
+
+    assert split_entry("ashtest-a-1.0-1") == ("ashtest-a", "1.0-1")
+    assert split_entry("lib32-gcc-libs-1:14.2.1+r1-2") == ("lib32-gcc-libs", "1:14.2.1+r1-2")
+    assert split_entry("ALPM_DB_VERSION") is None
+    assert split_entry("a-1") is None
+    local = tmp_path / "var/lib/pacman/local"
+    for entry in ("ashtest-a-1.0-1", "ashtest-v-2.0-1", "python-foo-bar-0.1.r5.gabc-3"):
+        (local / entry).mkdir(parents=True)
+    (local / "ALPM_DB_VERSION").write_text("9\n")
+    assert PacmanDatabase().read_installed(str(tmp_path)) == {
+        "ashtest-a": "1.0-1",
+        "ashtest-v": "2.0-1",
+        "python-foo-bar": "0.1.r5.gabc-3",
+    }
