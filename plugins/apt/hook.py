@@ -55,7 +55,6 @@ def main(args: list[str]) -> int:
     owner = find_manager(os.getppid())
     argv = command_of(owner, "dpkg" if dpkg else "apt")
     manager = "dpkg" if dpkg else "apt"
-    os.environ.setdefault("ASH_NAME", layer_name(argv))  # the user's ASH_NAME wins
 
     from ashcore.hook import begin_hook, commit_hook
 
@@ -74,6 +73,7 @@ def main(args: list[str]) -> int:
             owner_pid=owner,
             database=AptDatabase,
             targets=targets,
+            name=layer_name(argv),  # the user's ASH_NAME wins
         )
     database = AptDatabase()
     unpack_only = dpkg and os.environ.get("DPKG_HOOK_ACTION") == "unpack"

@@ -275,7 +275,7 @@ def test_the_dpkg_snippet_names_both_invoke_hooks() -> None:
 # -- the guard: a leftover hook does nothing -----------------------------------------------
 def _guard_program() -> str:
     script = (FILES / "apt-hook").read_text()
-    return script.split("-I -c '", 1)[1].split('\n\' "$phase"', 1)[0]
+    return script.split("-I -S -c '", 1)[1].split('\n\' "$phase"', 1)[0]
 
 
 def test_a_leftover_hook_exits_0_when_ashlayers_is_gone(tmp_path: Path) -> None:
@@ -287,7 +287,7 @@ def test_a_leftover_hook_exits_0_when_ashlayers_is_gone(tmp_path: Path) -> None:
         pytest.skip("ashlayers is installed for /usr/bin/python3 here")
     for phase in ("begin", "commit", "dpkg-begin", "dpkg-commit"):
         done = subprocess.run(
-            [python, "-I", "-c", _guard_program(), phase],
+            [python, "-I", "-S", "-c", _guard_program(), phase],
             capture_output=True,
             text=True,
             cwd=tmp_path,
