@@ -12,6 +12,7 @@ devpts, /tmp and /etc/mtab, after `ashctl setup` ran in it; `bare_root` is the s
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,15 +24,23 @@ from tests.e2e.root import Root
 
 def pytest_configure(config: pytest.Config) -> None:
     # All mounts of this session go into a mount namespace of its own: invisible to the host,
-    # and gone with the process however it ends. ASH_RIG_HOST_NAMESPACE=1 opts out (debugging).
-    if os.geteuid() == 0 and os.environ.get("ASH_RIG_HOST_NAMESPACE") != "1":
+    # and gone with the process however it ends (look at them with `nsenter -t PID -m`).
+    if os.geteuid() == 0:
         from tests.e2e.mounts import enter_private_namespace
 
         enter_private_namespace()
 
 
+_figures: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _figures:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def rig() -> Iterator[Rig]:
+def rig(pytestconfig: pytest.Config) -> Iterator[Rig]:
     """The rig, built or reused; a failure to build it is an error of every e2e test."""
     if reason := unsupported():
         pytest.skip(reason)
@@ -39,12 +48,18 @@ def rig() -> Iterator[Rig]:
         pytest.fail(f"the e2e rig could not be built: host tools missing: {' '.join(missing)} "
                     "(run tests/host-deps.sh)", pytrace=False)
     error: RigError | None = None
+    started = time.monotonic()
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     try:
-        built = open_rig()
+        with capture.global_and_fixture_disabled():  # show the progress of a (long) build
+            built = open_rig()
     except RigError as exc:
         error = exc
     if error is not None:
         pytest.fail(f"the e2e rig could not be built: {error}", pytrace=False)
+    built_layers = ", ".join(f"{k} {v:.1f} s" for k, v in built.timings.items())
+    _figures.append(f"e2e rig ({built.paths.dir}): ready in {time.monotonic() - started:.1f} s"
+                    f" ({'built: ' + built_layers if built_layers else 'all layers cached'})")
     try:
         yield built
     finally:
