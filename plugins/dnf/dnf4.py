@@ -16,8 +16,9 @@ from typing import Any
 
 import dnf
 import dnf.exceptions
-from ashplugins.dnf.command import PLUGIN_NAME
-from ashplugins.dnf.rpmdb import RpmDatabase
+
+from .command import PLUGIN_NAME
+from .rpmdb import RpmDatabase
 
 PLUGIN = "dnf"
 MANAGER = "dnf4"

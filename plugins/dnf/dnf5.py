@@ -5,43 +5,27 @@
 The actions plugin is part of libdnf5 and enabled by default, so a stock `dnf5 install`
 (and every other libdnf5 front end) runs it with no environment variable set. It forks the
 command straight from the manager's process: PID (`${pid}`) is the owner of the transaction.
-`begin` runs in the actions plugin's json mode and asks it for the transaction's packages;
-`commit` reads how the transaction ended from dnf5's history (a failed scriptlet: failed).
+Both steps run in the plugin's json mode: they ask libdnf5 for the transaction and the
+installed packages (`libdnf5db.py`). `commit` reads how the transaction ended from dnf5's
+history: a failed scriptlet makes a failed layer.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from typing import BinaryIO
-
-from ashplugins.dnf.command import PLUGIN_NAME, plugin_disabled, read_cmdline
-from ashplugins.dnf.rpmdb import RpmDatabase
 
 from ashcore.hook import begin_hook, commit_hook
+
+from .actions import ActionsChannel
+from .command import PLUGIN_NAME, plugin_disabled, read_cmdline
+from .libdnf5db import Dnf5Database
 
 PLUGIN = "dnf"
 MANAGER = "dnf5"
 USAGE = "usage: python3 -m ashplugins.dnf.dnf5 begin|commit INSTALLROOT PID HISTORY_DIR"
 
 
-def transaction_names(out_fd: int = 1, reply: BinaryIO | None = None) -> list[str]:
-    """The names of the transaction's packages, asked of the actions plugin (json mode).
-
-    The request goes to stdout and the one-line reply comes on stdin; [] when that fails.
-    """
-    request = {"op": "get", "domain": "trans_packages", "args": {"output": ["name"]}}
-    try:
-        os.write(out_fd, json.dumps(request).encode() + b"\n")
-        answer = json.loads((reply or sys.stdin.buffer).readline() or b"{}")
-        packages = answer["return"]["trans_packages"] if answer.get("status") == "OK" else []
-        return sorted({str(p["name"]) for p in packages})
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
-def main(args: list[str]) -> int:
+def main(args: list[str], channel: ActionsChannel | None = None) -> int:
     if len(args) != 4 or args[0] not in ("begin", "commit") or not args[2].isdigit():
         print(USAGE, file=sys.stderr)
         return 2
@@ -49,26 +33,30 @@ def main(args: list[str]) -> int:
     argv = read_cmdline(pid) or [MANAGER]
     if plugin_disabled(argv, PLUGIN_NAME):
         return 0
+    channel = channel or ActionsChannel()
     if step == "begin":
+        transaction = channel.transaction() or []
         return begin_hook(
             root=root,
             plugin=PLUGIN,
             manager=MANAGER,
             argv=argv,
             owner_pid=pid,
-            database=RpmDatabase,
-            targets=transaction_names(),
+            database=lambda: Dnf5Database(channel, after_transaction=False),
+            targets=sorted({item["name"] for item in transaction}),
         )
-    from ashplugins.dnf.history import last_transaction_failed
+    from .history import last_transaction_failed
+    from .rpmdb import RpmDatabase
 
+    failed = last_transaction_failed(root, history_dir)
     return commit_hook(
         root=root,
         plugin=PLUGIN,
         manager=MANAGER,
         argv=argv,
         owner_pid=pid,
-        database=RpmDatabase,
-        failed=last_transaction_failed(root, history_dir),
+        database=RpmDatabase if failed else lambda: Dnf5Database(channel, after_transaction=True),
+        failed=failed,
     )
 
 

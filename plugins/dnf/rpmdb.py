@@ -17,12 +17,17 @@ def _evr(version: str) -> tuple[str, str, str]:
     return (epoch or "0", ver, release)
 
 
+NOT_PACKAGES = frozenset({"gpg-pubkey"})
+"""rpmdb entries that are keys, not packages (libdnf5 leaves them out too)."""
+
+
 def installed_set(entries: list[tuple[str, str, str]], compare: Any) -> dict[str, str]:
-    """name -> EVR from (name, arch, evr) entries.
+    """name -> EVR from (name, arch, evr) entries; an epoch of 0 is not shown.
 
     A name installed for several architectures is keyed `name.arch`; several versions of one
     name and arch are joined, oldest first, with SEPARATOR.
     """
+    entries = [(n, a, e.removeprefix("0:")) for n, a, e in entries if n not in NOT_PACKAGES]
     arches: dict[str, set[str]] = {}
     for name, arch, _ in entries:
         arches.setdefault(name, set()).add(arch)

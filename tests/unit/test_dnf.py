@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 from ashplugins.dnf import dnf5
+from ashplugins.dnf.actions import ActionsChannel, apply_transaction, transaction_order
 from ashplugins.dnf.command import plugin_disabled, read_cmdline
 from ashplugins.dnf.history import last_transaction_failed
+from ashplugins.dnf.libdnf5db import Dnf5Database
 from ashplugins.dnf.rpmdb import installed_set
 
 from ashcore.lifecycle import auto_name
@@ -96,29 +99,90 @@ def test_no_dnf5_history_is_not_a_failure(tmp_path: Path) -> None:
     assert last_transaction_failed(str(tmp_path), "/h") is False
 
 
-def test_transaction_names_asks_the_actions_plugin_in_json() -> None:
+def _reply(domain: str, items: list[dict[str, str]]) -> bytes:
+    body = {"op": "reply", "requested_op": "get", "domain": domain, "status": "OK"}
+    return json.dumps(body | {"return": {domain: items}}).encode() + b"\n"
+
+
+def test_channel_asks_the_actions_plugin_in_json() -> None:
     read_fd, write_fd = os.pipe()
-    reply = io.BytesIO(
-        b'{ "op": "reply", "requested_op": "get", "domain": "trans_packages", "status": "OK",'
-        b' "return": {"trans_packages": [{"name": "b"}, {"name": "a"}, {"name": "b"}]}}\n'
-    )
+    items = [{"name": "b", "arch": "noarch", "evr": "1-1", "action": "I"}]
+    channel = ActionsChannel(write_fd, io.BytesIO(_reply("trans_packages", items)))
     try:
-        assert dnf5.transaction_names(write_fd, reply) == ["a", "b"]
+        assert channel.transaction() == items
+        assert channel.transaction() == items  # asked once
         request = os.read(read_fd, 4096)
     finally:
         os.close(read_fd)
         os.close(write_fd)
-    assert request.endswith(b"\n") and b"\n" not in request[:-1]
-    assert b'"domain": "trans_packages"' in request and b'"op": "get"' in request
+    assert request.endswith(b"\n") and request.count(b"\n") == 1
+    sent = json.loads(request)
+    assert sent["op"] == "get" and sent["domain"] == "trans_packages"
+    assert sent["args"]["output"] == ["name", "arch", "evr", "action"]
 
 
 @pytest.mark.parametrize(
     "reply",
     [b"", b"garbage\n", b'{"status": "ERROR", "message": "no"}\n', b'{"status": "OK"}\n'],
 )
-def test_transaction_names_without_an_answer_is_empty(reply: bytes) -> None:
+def test_channel_without_an_answer(reply: bytes) -> None:
     with open(os.devnull, "wb") as sink:
-        assert dnf5.transaction_names(sink.fileno(), io.BytesIO(reply)) == []
+        assert ActionsChannel(sink.fileno(), io.BytesIO(reply)).installed() is None
+
+
+UPGRADE = [
+    {"name": "v", "arch": "noarch", "evr": "1.0-1", "action": "O"},
+    {"name": "v", "arch": "noarch", "evr": "2.0-1", "action": "U"},
+    {"name": "a", "arch": "noarch", "evr": "1.0-1", "action": "I"},
+    {"name": "gone", "arch": "x86_64", "evr": "3-1", "action": "E"},
+    {"name": "kept", "arch": "x86_64", "evr": "1-1", "action": "?"},
+]
+
+
+def test_apply_transaction() -> None:
+    before = [("v", "noarch", "1.0-1"), ("gone", "x86_64", "3-1"), ("kept", "x86_64", "1-1")]
+    assert sorted(apply_transaction(before, UPGRADE)) == [
+        ("a", "noarch", "1.0-1"),
+        ("kept", "x86_64", "1-1"),
+        ("v", "noarch", "2.0-1"),
+    ]
+
+
+def test_reinstall_keeps_the_package() -> None:
+    before = [("v", "noarch", "1.0-1")]
+    reinstall = [
+        {"name": "v", "arch": "noarch", "evr": "1.0-1", "action": "O"},
+        {"name": "v", "arch": "noarch", "evr": "1.0-1", "action": "R"},
+    ]
+    assert apply_transaction(before, reinstall) == before
+
+
+def test_transaction_order_is_libdnf5s_verdict() -> None:
+    assert transaction_order(UPGRADE) == {("1.0-1", "2.0-1"): -1, ("2.0-1", "1.0-1"): 1}
+    down = [dict(UPGRADE[0], evr="2.0-1"), dict(UPGRADE[1], evr="1.0-1", action="D")]
+    assert transaction_order(down) == {("2.0-1", "1.0-1"): 1, ("1.0-1", "2.0-1"): -1}
+
+
+def _channel(installed: list[dict[str, str]], transaction: list[dict[str, str]]) -> ActionsChannel:
+    """A channel that answers as the actions plugin would, in the order the hook asks."""
+    replies = _reply("packages", installed) + _reply("trans_packages", transaction)
+    return ActionsChannel(os.open(os.devnull, os.O_WRONLY), io.BytesIO(replies))
+
+
+def test_dnf5_database_after_the_transaction() -> None:
+    installed = [{"name": "v", "arch": "noarch", "evr": "1.0-1"}]
+    db = Dnf5Database(_channel(installed, UPGRADE[:3]), after_transaction=True)
+    assert db.read_installed("/") == {"v": "2.0-1", "a": "1.0-1"}
+    assert db.compare_versions("1.0-1", "2.0-1") < 0
+    assert db.compare_versions("2.0-1", "2.0-1") == 0
+
+
+def test_dnf5_database_before_the_transaction() -> None:
+    installed = [{"name": "v", "arch": "noarch", "evr": "0:1.0-1"}]
+    channel = ActionsChannel(
+        os.open(os.devnull, os.O_WRONLY), io.BytesIO(_reply("packages", installed))
+    )
+    assert Dnf5Database(channel, after_transaction=False).read_installed("/") == {"v": "1.0-1"}
 
 
 def test_dnf5_entry_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,13 +204,16 @@ def test_installed_set_keys_and_versions() -> None:
         ("kernel", "x86_64", "6.9-1"),
         ("kernel", "x86_64", "6.10-1"),
         ("gpg-pubkey", "", "abc-1"),
+        ("zero", "noarch", "0:1.0-1"),
+        ("one", "noarch", "1:1.0-1"),
     ]
     assert installed_set(entries, _by_order) == {
         "bash": "5.2-1",
         "glibc.x86_64": "2.40-1",
         "glibc.i686": "2.40-1",
         "kernel": "6.10-1, 6.9-1",
-        "gpg-pubkey": "abc-1",
+        "zero": "1.0-1",
+        "one": "1:1.0-1",
     }
 
 
