@@ -127,13 +127,17 @@ class Root:
         input: str | None = None,
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        """Run argv chrooted as root with a clean environment (a str runs via `sh -c`)."""
+        """Run argv chrooted as root with a clean environment (a str runs via `sh -c`).
+
+        stdin is /dev/null unless input is given: a command that asks never hangs a test.
+        """
         full = chroot_argv(self.path, argv)
         try:
             proc = subprocess.run(
                 full,
                 env=chroot_env(env),
                 input=input,
+                stdin=subprocess.DEVNULL if input is None else None,
                 timeout=timeout,
                 text=True,
                 capture_output=True,
