@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -69,10 +70,17 @@ def setup_snapper(root: Root) -> str | None:
     return None
 
 
-def timed(root: Root, argv: list[str]) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(root: Root, argv: list[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, of pacman and its hooks) in ms."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     root.run(argv)
-    return (time.perf_counter() - start) * 1000
+    return (time.perf_counter() - start) * 1000, (_children_cpu() - cpu) * 1000
 
 
 def check_ash(root: Root) -> None:
@@ -105,26 +113,42 @@ def main() -> int:
             root.run(REMOVE)
         check_ash(roots["ash"])
         times: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for i in range(args.runs):
             order = names[i % len(names) :] + names[: i % len(names)]
             for name in order:
-                times[name].append(timed(roots[name], INSTALL))
+                wall, used = timed(roots[name], INSTALL)
+                times[name].append(wall)
+                cpu[name].append(used)
             for name in order:
                 roots[name].run(REMOVE)
     finally:
         for root in roots.values():
             root.close()
         rig.close()
-    report(times, args.runs, why_no_snapper)
+    report(times, cpu, args.runs, why_no_snapper)
     return 0
 
 
-def report(times: dict[str, list[float]], runs: int, why_no_snapper: str | None) -> None:
+def report(
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    runs: int,
+    why_no_snapper: str | None,
+) -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"pacman -S of a tiny package, median of {runs} runs (wall time, ms):")
+    print(
+        f"pacman -S of a tiny package, median of {runs} runs, ms (load {os.getloadavg()[0]:.1f}):"
+    )
+    print(f"  {'':8s} {'wall':>7s}  {'quartiles':>15s}  {'cpu':>6s}")
     for name, value in median.items():
-        spread = statistics.quantiles(times[name], n=4)
-        print(f"  {name:8s} {value:7.1f}   (quartiles {spread[0]:.1f} .. {spread[2]:.1f})")
+        q = statistics.quantiles(times[name], n=4)
+        used = statistics.median(cpu[name])
+        print(f"  {name:8s} {value:7.1f}  {q[0]:6.1f} .. {q[2]:6.1f}  {used:6.1f}")
+    for name in median:
+        if name != "bare":
+            extra = statistics.median(cpu[name]) - statistics.median(cpu["bare"])
+            print(f"cpu time added by {name}: {extra:6.1f} ms")
     ash = median["ash"] - median["bare"]
     print(f"added by the ashlayers hooks: {ash:6.1f} ms (target < {TARGET_MS:.0f} ms)")
     if "snapper" in median:

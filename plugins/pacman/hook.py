@@ -1,4 +1,4 @@
-"""What the alpm hooks run: `python3 -I -m ashplugins.pacman.hook pre|post`.
+"""What the alpm hooks run (through /usr/libexec/ashlayers/pacman-hook pre|post).
 
 alpm runs a hook chrooted into pacman's root, so the root is always "/"; the hook's parent is
 pacman (the transaction's owner) and the targets arrive on stdin (NeedsTargets, pre only).
@@ -31,8 +31,6 @@ def main(args: list[str]) -> int:
         return 2
     owner = os.getppid()
     argv = command_of(owner)
-    # The name leaves out --noconfirm and the like; the user's ASH_NAME wins.
-    os.environ.setdefault("ASH_NAME", layer_name(argv))
     if when == "pre":
         targets = [] if sys.stdin is None or sys.stdin.isatty() else read_targets(sys.stdin)
         return begin_hook(
@@ -43,6 +41,7 @@ def main(args: list[str]) -> int:
             owner_pid=owner,
             database=PacmanDatabase,
             targets=targets,
+            name=layer_name(argv),  # without --noconfirm and the like; ASH_NAME wins
         )
     return commit_hook(
         root="/",

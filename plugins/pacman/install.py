@@ -15,6 +15,7 @@ from ashcore.config import HOOKS_DIR
 from ashcore.ondisk import write_atomic
 
 HOOK_FILES = ("00-ashlayers-pre.hook", "zz-ashlayers-post.hook")
+LAUNCHER = "/usr/libexec/ashlayers/pacman-hook"
 CONFIG_FILE = "pacman.toml"
 PACMAN_BINARIES = ("usr/bin/pacman", "bin/pacman")
 
@@ -33,24 +34,27 @@ def _hook_paths(root: str) -> list[str]:
     return [os.path.join(hookdir, name) for name in HOOK_FILES]
 
 
-def _write(root: str, path: str, data: bytes, *, replace: bool) -> bool:
+def _write(root: str, path: str, data: bytes, *, replace: bool, mode: int = 0o644) -> bool:
     """Write `data` at `path` (inside root) unless it is there already; True if written."""
     host = conf.in_root(root, path)
     try:
         with open(host, "rb") as f:
-            if not replace or f.read() == data:
-                return False
+            same = f.read() == data and (os.fstat(f.fileno()).st_mode & 0o7777) == mode
+        if same or not replace:
+            return False
     except FileNotFoundError:
         pass
     os.makedirs(os.path.dirname(host), mode=0o755, exist_ok=True)
     write_atomic(host, data)
-    os.chmod(host, 0o644)  # a group-writable config file would be refused
+    os.chmod(host, mode)  # a group-writable config file would be refused
     return True
 
 
 def install(root: str) -> list[str]:
     """Write the hooks (and a commented pacman.toml); return the paths written. Idempotent."""
-    written = [
+    launcher = _write(root, LAUNCHER, _shipped("pacman-hook"), replace=True, mode=0o755)
+    written = [LAUNCHER] if launcher else []
+    written += [
         p for p in _hook_paths(root) if _write(root, p, _shipped(os.path.basename(p)), replace=True)
     ]
     config = os.path.join("/", HOOKS_DIR, CONFIG_FILE)
@@ -62,7 +66,7 @@ def install(root: str) -> list[str]:
 def uninstall(root: str) -> list[str]:
     """Remove the hooks (the user's pacman.toml stays); return the paths removed."""
     removed = []
-    for path in _hook_paths(root):
+    for path in [*_hook_paths(root), LAUNCHER]:
         try:
             os.unlink(conf.in_root(root, path))
         except FileNotFoundError:

@@ -301,3 +301,42 @@ def test_rollback_leaves_pacman_q_exactly_as_before(root: Root) -> None:
     assert run.layer["parent"] == target["id"] or run.layer["parent"] in {
         layer["id"] for layer in run.new
     }
+
+
+# -- setup -----------------------------------------------------------------------------------
+def test_setup_installs_the_hooks_once(root: Root) -> None:
+    hooks = root.path / "etc/pacman.d/hooks"
+    assert sorted(p.name for p in hooks.iterdir()) == [
+        "00-ashlayers-pre.hook",
+        "zz-ashlayers-post.hook",
+    ]
+    assert (root.path / "usr/libexec/ashlayers/pacman-hook").stat().st_mode & 0o111
+    again = root.ashctl("setup").stdout
+    assert "pacman" not in again  # idempotent: nothing rewritten
+
+
+def test_another_root_nobody_set_up_is_left_alone(root: Root) -> None:
+    # `pacman --root` runs this root's hooks chrooted into the other root: no store there.
+    sub = root.make_subroot("sub")
+    known = layers(root)
+    done = root.run(["pacman", "--root", str(sub), "-U", "--noconfirm", V1_FILE])
+    assert "ashlayers: opening a layer" in done.stdout  # the hooks ran, and let pacman go on
+    assert root.run(["pacman", "--root", str(sub), "-Q"]).stdout == "ashtest-v 1.0-1\n"
+    assert layers(root) == known
+
+
+def test_a_set_up_root_without_the_launcher_stops_pacman(root: Root) -> None:
+    root.run(["rm", "/usr/libexec/ashlayers/pacman-hook"])
+    run = Run(root, ["-S", "ashtest-a"])
+    assert run.proc.returncode == 1
+    assert "pacman-hook is missing (run ashctl setup)" in run.proc.stdout
+    assert run.after == {}  # stopped before any change
+
+
+def test_leftover_hooks_never_stop_pacman_once_ashlayers_is_gone(root: Root) -> None:
+    root.run(
+        ["python3", "-m", "pip", "uninstall", "-q", "-y", "--break-system-packages", "ashlayers"]
+    )
+    done = root.run(["pacman", "-S", "--noconfirm", "ashtest-a"])
+    assert "ashlayers: opening a layer" in done.stdout
+    assert query(root) == {"ashtest-a": "1.0-1"}

@@ -15,7 +15,7 @@ class Recorder:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def begin(self, **kwargs: Any) -> int:
-        self.calls.append(("begin", kwargs | {"name": os.environ.get("ASH_NAME")}))
+        self.calls.append(("begin", kwargs))
         return 0
 
     def commit(self, **kwargs: Any) -> int:
@@ -29,8 +29,6 @@ def core(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     monkeypatch.setattr(hook, "begin_hook", recorder.begin)
     monkeypatch.setattr(hook, "commit_hook", recorder.commit)
     monkeypatch.setattr(hook, "command_of", lambda pid: ("pacman", "-S", "--noconfirm", "vim"))
-    monkeypatch.setenv("ASH_NAME", "")  # so that the hook's setdefault is undone afterwards
-    monkeypatch.delenv("ASH_NAME")
     return recorder
 
 
@@ -47,13 +45,6 @@ def test_pre_passes_pacman_its_targets_and_the_name(
     assert args["targets"] == ["vim", "vim-runtime"]
     assert args["name"] == "pacman -S vim"
     assert callable(args["database"])
-
-
-def test_the_users_ash_name_wins(core: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    monkeypatch.setenv("ASH_NAME", "my editor")
-    hook.main(["pre"])
-    assert core.calls[0][1]["name"] == "my editor"
 
 
 def test_post_commits(core: Recorder) -> None:
