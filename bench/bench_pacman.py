@@ -6,8 +6,9 @@ the rig dir, as for the e2e tier). Three fresh roots of the rig, on the same btr
   ash      after `ashctl setup` (the ashlayers alpm hooks; every run makes a layer)
   snapper  a snapper pre/post pair from alpm hooks, as snap-pac does (`snapper --no-dbus`,
            config `ashbench` on the root; needs snapper in the rig's root)
-Each round times `pacman -S --noconfirm ashtest-a` in every root (order rotated), then removes
-the package again untimed. Prints the medians and `added = variant - bare`.
+Each round times `pacman -S --noconfirm ashtest-a` in every root (order rotated, a sync before
+each, since all roots share one btrfs image), then removes the package again untimed. Prints
+the medians of wall time and of CPU time (pacman and its hooks), and `added = variant - bare`.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main() -> int:
         for i in range(args.runs):
             order = names[i % len(names) :] + names[: i % len(names)]
             for name in order:
+                os.sync()  # each run starts with nothing dirty (one btrfs image for all roots)
                 wall, used = timed(roots[name], INSTALL)
                 times[name].append(wall)
                 cpu[name].append(used)
