@@ -10,6 +10,7 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -47,16 +48,22 @@ class RigPaths:
         return self.dir / "roots"
 
 
-def lock_file(path: Path, timeout: float, what: str) -> int:
+def lock_file(
+    path: Path, timeout: float, what: str, on_wait: Callable[[str], None] | None = None
+) -> int:
     """Take an exclusive flock on path, waiting up to timeout seconds; return the fd."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     deadline = time.monotonic() + timeout
+    waiting = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError as exc:
+            if on_wait and not waiting:
+                on_wait(f"waiting for {what}, which another run holds ({path})")
+                waiting = True
             if time.monotonic() > deadline:
                 os.close(fd)
                 raise RigError(
@@ -73,13 +80,16 @@ def unlock_file(fd: int) -> None:
 class Image:
     """The sparse image file of one rig dir and the session's mount of its top level."""
 
-    def __init__(self, paths: RigPaths) -> None:
+    def __init__(self, paths: RigPaths, say: Callable[[str], None] | None = None) -> None:
         self.paths = paths
+        self.say = say
         self._lock: int | None = None
 
     def attach(self) -> None:
         """Lock the rig dir, create the image if needed, mount it, clear leftovers."""
-        self._lock = lock_file(self.paths.dir / "lock", 1800, f"rig dir {self.paths.dir}")
+        self._lock = lock_file(
+            self.paths.dir / "lock", 1800, f"the rig dir {self.paths.dir}", self.say
+        )
         unmount_below(self.paths.dir)  # leftovers of a run killed in the host namespace
         if not self.paths.image.exists() or not self._mount():
             self._create()

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -27,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.e2e import packages
+from tests.e2e.base import BaseContext, Say, base_key, build_base, digest
 from tests.e2e.command import RigError, run
 from tests.e2e.image import (
     Image,
@@ -45,47 +44,14 @@ from tests.e2e.mounts import (
     mount,
     unmount_below,
 )
-from tests.e2e.root import Root, chroot_argv, chroot_env, mount_api
+from tests.e2e.root import Root, chroot_env, mount_api, run_in
 
 PROJECT = Path(__file__).resolve().parents[2]
-SUITE = "sid"
-PYALPM = "pyalpm==0.10.12"
-PACKAGES = (
-    *("python3-apt", "apt-utils", "dpkg-dev"),
-    *("dnf5", "python3-libdnf5", "python3-libdnf5-python-plugins-loader", "dnf", "python3-dnf"),
-    *("rpm", "createrepo-c"),
-    *("pacman-package-manager", "makepkg", "libarchive-tools", "zstd"),
-    *("python3-btrfsutil", "btrfs-progs", "python3-pip", "python3-setuptools"),
-    "snapper",  # for the benchmarks: Debian's snapper apt hook and pre/post pairs
-    # to build pyalpm
-    *("libalpm-dev", "gcc", "libc6-dev", "pkgconf", "python3-pkgconfig", "python3-dev"),
-    *("libssl-dev", "libarchive-dev", "libcurl4-openssl-dev", "libgpgme-dev"),
-)
-MMDEBSTRAP_OPTIONS = (
-    "--variant=minbase",
-    '--aptopt=Acquire::Check-Valid-Until "false"',
-    '--aptopt=Acquire::Retries "5"',
-    '--aptopt=Acquire::http::Timeout "30"',
-    "--dpkgopt=force-unsafe-io",
-)
 PROJECT_FILES = ("pyproject.toml", "README.md", "ashcore", "plugins")
-ATTEMPTS = 3
-
-Say = Callable[[str], None]
 
 
 def say_stderr(message: str) -> None:
     print(f"[rig] {message}", file=sys.stderr, flush=True)
-
-
-def digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-
-
-def base_key() -> str:
-    recipe = {"suite": SUITE, "packages": sorted(PACKAGES), "options": MMDEBSTRAP_OPTIONS,
-              "pyalpm": PYALPM, "arch": platform.machine(), "recipe": 1}
-    return digest(json.dumps(recipe, sort_keys=True))
 
 
 def repos_key(base: str) -> str:
@@ -100,58 +66,9 @@ def project_key(repos: str) -> str:
         for path in files:
             if "__pycache__" in path.parts or path.suffix == ".pyc":
                 continue
-            parts += [str(path.relative_to(PROJECT)), path.read_bytes().hex()]
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+            parts += [str(path.relative_to(PROJECT)), content]
     return digest(*parts)
-
-
-def mirror() -> str:
-    """The Debian mirror the host's own apt sources name (ASH_RIG_MIRROR overrides it)."""
-    if url := os.environ.get("ASH_RIG_MIRROR"):
-        return url
-    sources = Path("/etc/apt/sources.list.d")
-    texts = [p.read_text() for p in sorted(sources.glob("*.sources"))]
-    for text in texts:
-        for line in text.splitlines():
-            for word in line.removeprefix("URIs:").split() if line.startswith("URIs:") else ():
-                if "security" not in word:
-                    return word
-    for path in [Path("/etc/apt/sources.list"), *sorted(sources.glob("*.list"))]:
-        for line in path.read_text().splitlines() if path.exists() else ():
-            words = line.split()
-            if words[:1] == ["deb"] and "security" not in line:
-                return next(w for w in words[1:] if not w.startswith("["))
-    return "http://deb.debian.org/debian"
-
-
-def in_root(path: Path, argv: list[str] | str, *, env: dict[str, str] | None = None,
-            timeout: float = 900) -> None:
-    """Run a build step chrooted into path; a failure is a RigError with the output."""
-    run(chroot_argv(path, argv), env=chroot_env(env), timeout=timeout)
-
-
-def reason(exc: Exception) -> str:
-    """The line of a failure's output most likely to say why."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "rror" in line or line.startswith(("E:", "W:")):
-            return line
-    return lines[-1] if lines else repr(exc)
-
-
-def retry(what: str, say: Say, step: Callable[[], None], undo: Callable[[], None]) -> None:
-    """A step that talks to the mirror or PyPI: retried, with the last reason on failure."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            step()
-            return
-        except RigError as exc:
-            undo()
-            if attempt == ATTEMPTS:
-                raise RigError(
-                    f"{what} failed {ATTEMPTS} times ({reason(exc)}); last failure:\n{exc}"
-                ) from exc
-            say(f"{what} failed (attempt {attempt}/{ATTEMPTS}), retrying: {reason(exc)}")
-            time.sleep(10 * attempt)
 
 
 class Rig:
@@ -159,7 +76,7 @@ class Rig:
 
     def __init__(self, paths: RigPaths, say: Say = say_stderr) -> None:
         self.paths = paths
-        self.image = Image(paths)
+        self.image = Image(paths, say)
         self.say = say
         self.golden = Path()
         self.device = ""
@@ -228,87 +145,14 @@ class Rig:
             target.rmdir()
 
     def _build_base(self, work: Path, key: str) -> None:
-        cache = self.paths.cache
-        tarball = cache / f"base-{key}.tar.zst"
-        lock = lock_file(cache / f"base-{key}.lock", 1800, f"the cache {tarball}")
-        try:
-            if tarball.exists():
-                self.say(f"restoring {tarball}")
-                if self._restore(tarball, work):
-                    return
-                self.say(f"{tarball} is damaged, building anew")
-                tarball.unlink()
-            self._bootstrap(work)
-            self._save(work, tarball)
-            for old in cache.glob("base-*.tar.zst"):
-                if old != tarball:
-                    old.unlink()
-        finally:
-            unlock_file(lock)
-
-    def _restore(self, tarball: Path, work: Path) -> bool:
-        proc = run(["tar", "-C", str(work), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-                    "--acls", "-I", "zstd -T0", "-xpf", str(tarball)], check=False)
-        if proc.returncode == 0:
-            return True
-        unmount_below(work)
-        for child in work.iterdir():
-            delete_tree(child, self.paths.top)
-        return False
-
-    def _save(self, work: Path, tarball: Path) -> None:
-        tarball.parent.mkdir(parents=True, exist_ok=True)
-        partial = tarball.with_name(f".{tarball.name}.{os.getpid()}")
-        try:
-            run(["tar", "-C", str(work), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-                 "--acls", "-I", "zstd -T0 -3", "-cf", str(partial), "."])
-            with open(partial, "rb") as f:
-                os.fsync(f.fileno())
-            partial.rename(tarball)
-        finally:
-            partial.unlink(missing_ok=True)
-
-    def _bootstrap(self, work: Path) -> None:
-        url = mirror()
-        self.say(f"mmdebstrap {SUITE} from {url} ({len(PACKAGES)} packages and their deps)")
-
-        def bootstrap() -> None:
-            run(["mmdebstrap", *MMDEBSTRAP_OPTIONS, f"--include={','.join(PACKAGES)}",
-                 SUITE, str(work), url], timeout=1200)
-
-        def empty() -> None:
-            unmount_below(work)
-            for child in work.iterdir():
-                delete_tree(child, self.paths.top)
-
-        retry(f"mmdebstrap of Debian {SUITE} from {url}", self.say, bootstrap, empty)
-        mtab = work / "etc/mtab"
-        mtab.unlink(missing_ok=True)
-        mtab.symlink_to("../proc/self/mounts")
-        self.say(f"pip install {PYALPM} (built in the root)")
-        resolv = work / "etc/resolv.conf"
-        resolv.unlink(missing_ok=True)
-        shutil.copyfile("/etc/resolv.conf", resolv)
-        shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", work / "root/host-ca.crt")
-        env = {"SSL_CERT_FILE": "/root/host-ca.crt", "PIP_CERT": "/root/host-ca.crt"}
-        try:
-            with self._mounted(work) as target:
-                retry(f"pip install {PYALPM} from PyPI", self.say, lambda: in_root(
-                    target,
-                    ["python3", "-m", "pip", "install", "--break-system-packages",
-                     "--no-cache-dir", "--no-build-isolation", "--retries", "5",
-                     "--timeout", "30", PYALPM],
-                    env=env), lambda: None)
-                in_root(target, ["python3", "-c", "import pyalpm"])
-        finally:
-            resolv.unlink(missing_ok=True)
-            (work / "root/host-ca.crt").unlink(missing_ok=True)
+        build_base(work, key, BaseContext(self.paths.cache, self.paths.top, self._mounted,
+                                          self.say))
 
     def _build_repos(self, work: Path, key: str) -> None:
         packages.write_repos(work)
         with self._mounted(work) as target:
-            in_root(target, ["sh", "-c", packages.BUILD_SCRIPT])
-            in_root(target, ["sh", "-c", packages.CONFIGURE_SCRIPT])
+            run_in(target, ["sh", "-c", packages.BUILD_SCRIPT])
+            run_in(target, ["sh", "-c", packages.CONFIGURE_SCRIPT])
 
     def _build_project(self, work: Path, key: str) -> None:
         src = work / "usr/src/ashlayers"
@@ -322,7 +166,7 @@ class Rig:
             elif path.exists():
                 shutil.copy2(path, src / name)
         with self._mounted(work) as target:
-            in_root(target, ["python3", "-m", "pip", "install", "--break-system-packages",
+            run_in(target, ["python3", "-m", "pip", "install", "--break-system-packages",
                              "--no-deps", "--no-build-isolation", "--no-index",
                              "--no-cache-dir", "/usr/src/ashlayers"])
         for leftover in ("build", "ashlayers.egg-info"):

@@ -39,6 +39,12 @@ def chroot_argv(path: Path, argv: Sequence[str] | str) -> list[str]:
     return ["/usr/sbin/chroot", str(path), *inner]
 
 
+def run_in(path: Path, argv: list[str] | str, *, env: dict[str, str] | None = None,
+            timeout: float = 900) -> None:
+    """Run a build step chrooted into path; a failure is a RigError with the output."""
+    run_host(chroot_argv(path, argv), env=chroot_env(env), timeout=timeout)
+
+
 def mount_api(path: Path) -> None:
     """proc, sys, a private bind of /dev, a devpts of its own, a tmpfs /tmp; /etc/mtab."""
     mount("proc", path / "proc", "nosuid,nodev,noexec", fstype="proc")
