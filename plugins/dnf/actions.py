@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 PACKAGE_FIELDS = ["name", "arch", "evr"]
 INBOUND = frozenset("IUDR")  # install, upgrade, downgrade, reinstall

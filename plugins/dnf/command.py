@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PLUGIN_NAME = "ashlayers"
 """The name `--disable-plugin` / `--disableplugin` matches, and dnf4's plugin name."""

@@ -1,8 +1,9 @@
 """The dnf4 hook face: a `dnf.Plugin`, loaded by dnf from its plugin path (`files/ashlayers.py`).
 
 It runs inside dnf's own process: that process owns the transaction. `pre_transaction` begins
-it, `transaction` commits it. dnf4 does not call `transaction` when the rpm transaction fails
-(a failing scriptlet): an exit handler then records the run as failed. dnf's own switches
+it, `transaction` commits it; the installed sets come from dnf's sack (`dnf4db.py`). dnf4
+does not call `transaction` when the rpm transaction fails (a failing scriptlet): an exit
+handler then records the run as failed, with the set read from the rpmdb. dnf's own switches
 apply: `enabled=0` in ashlayers.conf, `--disableplugin=ashlayers`.
 """
 
@@ -18,6 +19,7 @@ import dnf
 import dnf.exceptions
 
 from .command import PLUGIN_NAME
+from .dnf4db import Dnf4Database
 from .rpmdb import RpmDatabase
 
 PLUGIN = "dnf"
@@ -55,7 +57,6 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
             "manager": MANAGER,
             "argv": list(sys.argv) or ["dnf"],
             "owner_pid": os.getpid(),
-            "database": RpmDatabase,
         }
 
     def pre_transaction(self) -> None:
@@ -63,7 +64,8 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
         targets = sorted({item.name for item in self.base.transaction})
         from ashcore.hook import begin_hook
 
-        if begin_hook(**self._common(), targets=targets) != 0:
+        database = Dnf4Database(self.base, after_transaction=False)
+        if begin_hook(**self._common(), database=lambda: database, targets=targets) != 0:
             raise dnf.exceptions.Error("ashlayers: no layer could be made; nothing was changed")
         self._open = True
         atexit.register(self._ended_without_transaction_hook)
@@ -81,4 +83,5 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
         atexit.unregister(self._ended_without_transaction_hook)
         from ashcore.hook import commit_hook
 
-        commit_hook(**self._common(), failed=failed)
+        database = RpmDatabase() if failed else Dnf4Database(self.base, after_transaction=True)
+        commit_hook(**self._common(), database=lambda: database, failed=failed)

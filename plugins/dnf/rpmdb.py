@@ -5,7 +5,10 @@ The rpm module is imported on first use only: it costs the hook processes millis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 SEPARATOR = ", "
 """Between the versions of a package installed more than once (install-only kernels)."""
