@@ -43,6 +43,11 @@ class Filesystem(Protocol):
         """Paths that differ between two read-only snapshots (time-only changes excluded)."""
         ...
 
+    def changed_since(self, path: str, generation: int, since: float) -> set[str] | None:
+        """Paths of the subvolume at `path` changed after (generation, since), cheaply;
+        a removed file shows as its folder. None when the filesystem cannot tell."""
+        ...
+
     def set_default(self, path: str) -> None: ...
 
     def default_id(self, path: str) -> int: ...
@@ -140,6 +145,14 @@ class Btrfs:
         from ashcore.sendstream import changed_paths
 
         return changed_paths(result.stdout)
+
+    def changed_since(self, path: str, generation: int, since: float) -> set[str] | None:
+        from ashcore.treesearch import changed_paths_since
+
+        try:
+            return changed_paths_since(path, self.info(path).id, generation, since)
+        except OSError:
+            return None
 
     def set_default(self, path: str) -> None:
         try:

@@ -97,7 +97,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     drift = False
     if head is not None:
         with target.store.locked(target.config.lock_timeout):
-            changed = drift_since_head(target, head, checked)
+            changed, _ = drift_since_head(target, head, checked)
             if changed:
                 target.fs.delete(target.store.probe_path)
                 layer = target.store.get(head)

@@ -107,9 +107,10 @@ def commit_hook(
     argv: Sequence[str],
     owner_pid: int,
     database: DatabaseFactory,
-    failed: bool = False,
+    failed: bool | None = False,
 ) -> int:
-    """Post-transaction: make the layer. Always returns 0."""
+    """Post-transaction: make the layer. Always returns 0. failed=None: the database face's
+    optional `failed(before, after)` judges (see lifecycle.commit)."""
     try:
         target = Target(root)
         if not _set_up(target):
@@ -117,7 +118,7 @@ def commit_hook(
         op = _operation(plugin, manager, argv, owner_pid)
         layer = commit(target, op, database(), failed=failed)
         if layer is not None:
-            state = ", failed" if failed else ""
+            state = ", failed" if layer.status.value == "failed" else ""
             say(f"layer {layer.id} {layer.name!r} ({layer.packages.summary()}{state})")
     except Exception as e:
         _report(e, "warn", before=False)

@@ -29,7 +29,7 @@ from ashcore.log import logger
 from ashcore.model import Layer, PackageDatabase, PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import ancestors, is_alive
-from ashcore.store import Store, now_iso
+from ashcore.store import Checkpoint, Store, now_iso
 
 log = logger(__name__)
 
@@ -180,8 +180,18 @@ def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
 
 # -- commit ----------------------------------------------------------------------------------
 def commit(
-    target: Target, op: Operation, database: PackageDatabase | None, *, failed: bool = False
+    target: Target,
+    op: Operation,
+    database: PackageDatabase | None,
+    *,
+    failed: bool | None = False,
 ) -> Layer | None:
+    """End the owner's transaction with a layer (None when it changed no package).
+
+    failed=None lets the database face judge from the sets before and after, with its
+    optional method `failed(before, after) -> bool` (a manager that does not tell its hooks
+    how the transaction ended: apt, dpkg).
+    """
     store = target.store
     with store.locked(target.config.lock_timeout):
         pending = store.pending()
@@ -195,6 +205,9 @@ def commit(
             after = database.read_installed(target.root)
             before = json.loads(pending["before"]) if pending["before"] else {}
             delta = PackageDelta.between(before, after, database.compare_versions)
+            if failed is None:
+                judge = getattr(database, "failed", None)
+                failed = bool(judge(before, after)) if judge is not None else False
             hooks = load_hook_config(target.root, op.plugin)
             changed = [
                 n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded
@@ -229,6 +242,7 @@ def make_layer(
     partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
     if os.path.lexists(partial):
         fs.delete(partial)
+    checked = checkpoint(target)
     fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
     if os.path.lexists(final):  # a reopened layer: its new state replaces the old
         fs.delete(final)
@@ -247,7 +261,7 @@ def make_layer(
         uuid=info.uuid,
     )
     write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
-    store.finalize(layer, pending["deployment"], fs.info(target.root).generation)
+    store.finalize(layer, pending["deployment"], checked)
     return layer
 
 
@@ -266,7 +280,8 @@ def write_manifest(
     manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment}
     if installed is not None:
         manifest["installed"] = installed
-    write_json(store.manifest_path(layer.id), manifest)
+    # Not fsynced: a manifest lost to a power cut is told by its uuid and rebuilt by recovery.
+    write_json(store.manifest_path(layer.id), manifest, durable=False)
 
 
 def _matches(pattern: str, names: list[str]) -> bool:
@@ -290,13 +305,35 @@ def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
     )
 
 
-def drift_since_head(target: Target, head: int, checked: int | None) -> list[str]:
-    """Changed paths (noise excluded) since the head layer; leaves the probe at probe_path
-    when there are any, so that the caller can keep it as a layer."""
+def checkpoint(target: Target) -> Checkpoint:
+    """Now, as (generation, time): what a later drift check compares against. Take it before
+    the snapshot it stands for; the margin in `drift_since_head` covers clock jitter."""
+    return target.fs.info(target.root).generation, time.time()
+
+
+CTIME_MARGIN = 2.0
+
+
+def drift_since_head(
+    target: Target, head: int, checked: Checkpoint | None
+) -> tuple[list[str], Checkpoint]:
+    """Changed paths (noise excluded) since the head layer, and the checkpoint they were
+    looked at. When there are any, the probe snapshot is left at probe_path so that the
+    caller can keep it as a layer.
+
+    Fast path: nothing committed since the checkpoint, or btrfs's tree search names only
+    noise. Otherwise a probe snapshot and a send stream against the head tell exactly.
+    """
     store, fs = target.store, target.fs
+    when = time.time()
     fs.sync(target.root)  # writes still in memory do not show in the generation yet
-    if fs.info(target.root).generation == checked:
-        return []
+    now: Checkpoint = (fs.info(target.root).generation, when)
+    if checked is not None:
+        if now[0] == checked[0]:
+            return [], now
+        quick = fs.changed_since(target.root, checked[0], checked[1] - CTIME_MARGIN)
+        if quick is not None and not noise_filter(quick, target.config.noise):
+            return [], now
     # The probe lives beside the layers: a read-only subvolume cannot move to another folder.
     probe = store.probe_path
     if os.path.lexists(probe):  # left by a killed run (we hold the lock)
@@ -309,7 +346,7 @@ def drift_since_head(target: Target, head: int, checked: int | None) -> list[str
         changed = ["(the layer's snapshot is missing)"]
     if not changed:
         fs.delete(probe)
-    return changed
+    return changed, now
 
 
 def late_writes_only(changed: list[str]) -> bool:
@@ -319,7 +356,7 @@ def late_writes_only(changed: list[str]) -> bool:
     return all(p.startswith(prefixes) or p in MANAGER_STATE for p in changed)
 
 
-def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int) -> None:
+def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int, checked: Checkpoint) -> None:
     """Replace the head layer's snapshot by the probe (same record, new uuid).
 
     The record is reopened first (owner "0:0", never alive), so that a kill at any step is
@@ -350,7 +387,7 @@ def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int) -> None:
         uuid=fs.info(store.layer_path(head)).uuid,
     )
     write_manifest(store, layer, row[3], dep.uuid, manifest.get("installed"))
-    store.finalize(layer, dep.uuid, fs.info(target.root).generation)
+    store.finalize(layer, dep.uuid, checked)
     log.debug("folded the late writes of layer %d's manager into it", head)
 
 
@@ -362,12 +399,12 @@ def capture_drift(
     head, checked = store.head(dep.uuid)
     if head is None:
         return None
-    changed = drift_since_head(target, head, checked)
+    changed, now = drift_since_head(target, head, checked)
     if not changed:
-        store.set_checked(dep.uuid, fs.info(target.root).generation)
+        store.set_checked(dep.uuid, now)
         return head
     if late_writes_only(changed) and store.manager_of(head) is not None:
-        _fold_into_head(target, dep, head)
+        _fold_into_head(target, dep, head, now)
         return head
     probe = store.probe_path
     shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")
@@ -391,7 +428,7 @@ def capture_drift(
         before=None,
     )
     os.rename(probe, store.partial_path(pending["id"]))
-    layer = _promote_partial(target, pending, Status.DRIFT)
+    layer = _promote_partial(target, pending, Status.DRIFT, now)
     log.info(
         "ashlayers: kept %d paths changed outside package operations as layer %d",
         len(changed),
@@ -400,7 +437,7 @@ def capture_drift(
     return layer.id
 
 
-def _promote_partial(target: Target, pending: Any, status: Status) -> Layer:
+def _promote_partial(target: Target, pending: Any, status: Status, checked: Checkpoint) -> Layer:
     """Turn an already complete `<id>.partial` snapshot into the layer."""
     store, fs = target.store, target.fs
     layer_id = pending["id"]
@@ -417,7 +454,7 @@ def _promote_partial(target: Target, pending: Any, status: Status) -> Layer:
         uuid=fs.info(store.layer_path(layer_id)).uuid,
     )
     write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
-    store.finalize(layer, pending["deployment"], fs.info(target.root).generation)
+    store.finalize(layer, pending["deployment"], checked)
     return layer
 
 

@@ -15,7 +15,8 @@ PackageSet = Mapping[str, str]
 
 
 class PackageDatabase(Protocol):
-    """The database face of a plugin: reads any root's installed set with the manager's bindings."""
+    """The database face of a plugin: reads any root's installed set with the manager's
+    bindings. It may also have `failed(before, after) -> bool` (see lifecycle.commit)."""
 
     def read_installed(self, root: str) -> dict[str, str]: ...
 

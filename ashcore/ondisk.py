@@ -7,16 +7,25 @@ import os
 from typing import Any
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` by `data`: a reader sees the old file or the new one, never a torn one.
+
+    durable=False skips the fsyncs: for data the next run can tell is missing or stale and
+    rebuild (a layer's manifest names its snapshot's uuid), where a power loss may lose the
+    file but the fsyncs would cost every hook milliseconds.
+    """
     directory = os.path.dirname(path) or "."
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
+    if not durable:
+        return
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
@@ -24,8 +33,9 @@ def write_atomic(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
-def write_json(path: str, value: Any) -> None:
-    write_atomic(path, json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+def write_json(path: str, value: Any, *, durable: bool = True) -> None:
+    data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    write_atomic(path, data, durable=durable)
 
 
 def read_json(path: str) -> Any:

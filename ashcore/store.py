@@ -51,11 +51,16 @@ CREATE TABLE deployments (
     uuid TEXT PRIMARY KEY,
     head INTEGER,
     checked_generation INTEGER,
+    checked_time REAL,
     path TEXT
 );
 """
 
 COLUMNS = "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid"
+
+
+Checkpoint = tuple[int, float]
+"""(generation, time): every change to a deployment after it has a later transid and ctime."""
 
 
 def now_iso() -> str:
@@ -261,9 +266,7 @@ class Store:
             (owner, generation, json.dumps(before) if before is not None else None, layer_id),
         )
 
-    def finalize(
-        self, layer: Layer, deployment: str | None, checked_generation: int | None
-    ) -> None:
+    def finalize(self, layer: Layer, deployment: str | None, checked: Checkpoint | None) -> None:
         """Mark a layer done and make it the head of the deployment it was taken from."""
         with self.transaction(self.db) as db:
             db.execute(
@@ -279,7 +282,7 @@ class Store:
                 ),
             )
             if deployment is not None:
-                self.set_head(deployment, layer.id, checked_generation)
+                self.set_head(deployment, layer.id, checked)
 
     def delete_row(self, layer_id: int) -> None:
         self.db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
@@ -305,23 +308,30 @@ class Store:
             ),
         )
 
-    def head(self, deployment: str) -> tuple[int | None, int | None]:
+    def head(self, deployment: str) -> tuple[int | None, Checkpoint | None]:
+        """The deployment's layer, and up to when its changes since were last looked at."""
         row = self.db.execute(
-            "SELECT head, checked_generation FROM deployments WHERE uuid = ?", (deployment,)
+            "SELECT head, checked_generation, checked_time FROM deployments WHERE uuid = ?",
+            (deployment,),
         ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        if row is None:
+            return None, None
+        return row[0], (row[1], row[2]) if row[1] is not None and row[2] is not None else None
 
-    def set_head(self, deployment: str, layer_id: int | None, generation: int | None) -> None:
+    def set_head(self, deployment: str, layer_id: int | None, checked: Checkpoint | None) -> None:
+        generation, when = checked if checked is not None else (None, None)
         self.db.execute(
-            "INSERT INTO deployments (uuid, head, checked_generation) VALUES (?, ?, ?)"
-            " ON CONFLICT(uuid) DO UPDATE SET head = excluded.head,"
-            " checked_generation = excluded.checked_generation",
-            (deployment, layer_id, generation),
+            "INSERT INTO deployments (uuid, head, checked_generation, checked_time)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT(uuid) DO UPDATE SET head = excluded.head,"
+            " checked_generation = excluded.checked_generation,"
+            " checked_time = excluded.checked_time",
+            (deployment, layer_id, generation, when),
         )
 
-    def set_checked(self, deployment: str, generation: int) -> None:
+    def set_checked(self, deployment: str, checked: Checkpoint) -> None:
         self.db.execute(
-            "UPDATE deployments SET checked_generation = ? WHERE uuid = ?", (generation, deployment)
+            "UPDATE deployments SET checked_generation = ?, checked_time = ? WHERE uuid = ?",
+            (*checked, deployment),
         )
 
     def forget_deployment(self, deployment: str) -> None:
