@@ -395,7 +395,7 @@ def capture_drift(
     target: Target, dep: SubvolumeInfo, database: PackageDatabase | None, plugin: str | None
 ) -> int | None:
     """Keep changes made since the deployment's layer as a drift layer; return the head."""
-    store, fs = target.store, target.fs
+    store = target.store
     head, checked = store.head(dep.uuid)
     if head is None:
         return None

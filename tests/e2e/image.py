@@ -92,6 +92,8 @@ class Image:
         )
         unmount_below(self.paths.dir)  # leftovers of a run killed in the host namespace
         if not self.paths.image.exists() or not self._mount():
+            if self.paths.image.exists() and self.say:
+                self.say(f"cannot mount {self.paths.image}: making a new image")
             self._create()
             if not self._mount():
                 raise RigError(f"cannot mount the new image {self.paths.image}")

@@ -171,6 +171,17 @@ def test_ash_name_names_the_layer(root: Root, dnf: str) -> None:
     assert r.layer["name"] == "web server" and r.layer["manager"] == MANAGER[dnf]
 
 
+def test_a_begin_that_fails_stops_the_manager_before_any_change(root: Root, dnf: str) -> None:
+    known = layers(root)
+    root.run("cp /etc/ash/ash.toml /tmp/ash.toml && echo 'on_error = [' >> /etc/ash/ash.toml")
+    proc = root.run([dnf, "install", "-y", "ashtest-a"], check=False)
+    root.run("cp /tmp/ash.toml /etc/ash/ash.toml")  # not TOML above: the core could not begin
+    assert proc.returncode != 0
+    assert "cannot make a layer" in proc.stderr + proc.stdout
+    assert "ashtest-a" not in rpm_set(root)
+    assert layers(root) == known
+
+
 OPT_OUTS = ["ASH_SKIP", "hooks.d", "command line", "manager's switch"]
 
 
