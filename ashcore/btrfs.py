@@ -10,47 +10,57 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from typing import NamedTuple, Protocol
 
 from ashcore.errors import BackendError
+from ashcore.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
 
-class SubvolumeInfo(NamedTuple):
+class SubvolumeInfo(Value):
+    __slots__ = ("generation", "id", "parent_uuid", "uuid")
     id: int
     uuid: str
     parent_uuid: str | None
     generation: int
 
+    def __init__(self, id: int, uuid: str, parent_uuid: str | None, generation: int) -> None:
+        self._init(id=id, uuid=uuid, parent_uuid=parent_uuid, generation=generation)
 
-class Filesystem(Protocol):
-    def info(self, path: str) -> SubvolumeInfo: ...
 
-    def is_subvolume(self, path: str) -> bool: ...
+if TYPE_CHECKING:
 
-    def sync(self, path: str) -> None:
-        """Commit the filesystem's transaction, so that generations tell every write."""
+    class Filesystem(Protocol):
+        def info(self, path: str) -> SubvolumeInfo: ...
 
-    def snapshot(
-        self, source: str, dest: str, *, read_only: bool, drop: tuple[str, ...] = ()
-    ) -> None:
-        """Snapshot `source` to `dest`; remove the relative paths `drop` from the copy."""
+        def is_subvolume(self, path: str) -> bool: ...
 
-    def delete(self, path: str) -> None: ...
+        def sync(self, path: str) -> None:
+            """Commit the filesystem's transaction, so that generations tell every write."""
 
-    def create(self, path: str) -> None: ...
+        def snapshot(
+            self, source: str, dest: str, *, read_only: bool, drop: tuple[str, ...] = ()
+        ) -> None:
+            """Snapshot `source` to `dest`; remove the relative paths `drop` from the copy."""
 
-    def changed_paths(self, old: str, new: str) -> set[str]:
-        """Paths that differ between two read-only snapshots (time-only changes excluded)."""
-        ...
+        def delete(self, path: str) -> None: ...
 
-    def changed_since(self, path: str, generation: int, since: float) -> set[str] | None:
-        """Paths of the subvolume at `path` changed after (generation, since), cheaply;
-        a removed file shows as its folder. None when the filesystem cannot tell."""
-        ...
+        def create(self, path: str) -> None: ...
 
-    def set_default(self, path: str) -> None: ...
+        def changed_paths(self, old: str, new: str) -> set[str]:
+            """Paths that differ between two read-only snapshots (time-only changes excluded)."""
+            ...
 
-    def default_id(self, path: str) -> int: ...
+        def changed_since(self, path: str, generation: int, since: float) -> set[str] | None:
+            """Paths of the subvolume at `path` changed after (generation, since), cheaply;
+            a removed file shows as its folder. None when the filesystem cannot tell."""
+            ...
+
+        def set_default(self, path: str) -> None: ...
+
+        def default_id(self, path: str) -> int: ...
 
 
 def _fail(e: OSError, what: str, path: str) -> BackendError:

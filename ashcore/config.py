@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, NamedTuple
 
 from ashcore.errors import ConfigError
+from ashcore.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CONFIG_PATH = "etc/ash/ash.toml"
 HOOKS_DIR = "etc/ash/hooks.d"
@@ -67,24 +71,56 @@ sqlite checkpoint, dnf's history): such late writes are folded into that layer, 
 """Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
 
 
-class Retention(NamedTuple):
-    keep: int | None = None
-    keep_days: float | None = None
+class Retention(Value):
+    __slots__ = ("keep", "keep_days")
+    keep: int | None
+    keep_days: float | None
+
+    def __init__(self, keep: int | None = None, keep_days: float | None = None) -> None:
+        self._init(keep=keep, keep_days=keep_days)
 
 
-class Config(NamedTuple):
-    store: str = "/.ash"
-    on_error: str = "abort"
-    lock_timeout: float = 600.0
-    noise: tuple[str, ...] = DEFAULT_NOISE
-    lock_files: tuple[str, ...] = DEFAULT_LOCK_FILES
-    retention: Retention = Retention()
+class Config(Value):
+    __slots__ = ("lock_files", "lock_timeout", "noise", "on_error", "retention", "store")
+    store: str
+    on_error: str
+    lock_timeout: float
+    noise: tuple[str, ...]
+    lock_files: tuple[str, ...]
+    retention: Retention
+
+    def __init__(
+        self,
+        store: str = "/.ash",
+        on_error: str = "abort",
+        lock_timeout: float = 600.0,
+        noise: tuple[str, ...] = DEFAULT_NOISE,
+        lock_files: tuple[str, ...] = DEFAULT_LOCK_FILES,
+        retention: Retention | None = None,
+    ) -> None:
+        self._init(
+            store=store,
+            on_error=on_error,
+            lock_timeout=lock_timeout,
+            noise=noise,
+            lock_files=lock_files,
+            retention=retention or Retention(),
+        )
 
 
-class HookConfig(NamedTuple):
-    enabled: bool = True
-    skip_packages: tuple[str, ...] = ()
-    skip_commands: tuple[str, ...] = ()
+class HookConfig(Value):
+    __slots__ = ("enabled", "skip_commands", "skip_packages")
+    enabled: bool
+    skip_packages: tuple[str, ...]
+    skip_commands: tuple[str, ...]
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        skip_packages: tuple[str, ...] = (),
+        skip_commands: tuple[str, ...] = (),
+    ) -> None:
+        self._init(enabled=enabled, skip_packages=skip_packages, skip_commands=skip_commands)
 
 
 def _read_checked(path: str) -> str | None:

@@ -20,11 +20,14 @@ from collections.abc import Callable, Sequence
 from ashcore.config import CONFIG_PATH
 from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import Operation, Target, begin, commit
-from ashcore.model import PackageDatabase
 from ashcore.process import owner_of
 from ashcore.store import explain
 
-DatabaseFactory = Callable[[], PackageDatabase | None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ashcore.model import PackageDatabase
+
+DatabaseFactory = Callable[[], "PackageDatabase | None"]
 
 
 def say(message: str) -> None:

@@ -20,16 +20,23 @@ import enum
 import json
 import os
 import time
-from typing import Any, NamedTuple
 
-from ashcore.btrfs import Btrfs, Filesystem, SubvolumeInfo
+from ashcore.btrfs import Btrfs, SubvolumeInfo
 from ashcore.config import MANAGER_STATE, Config, HookConfig, load_config, load_hook_config
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDatabase, PackageDelta, Status
+from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import ancestors, is_alive
 from ashcore.store import Checkpoint, Store, now_iso
+from ashcore.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ashcore.btrfs import Filesystem
+    from ashcore.model import PackageDatabase
 
 log = logger(__name__)
 
@@ -42,14 +49,35 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
 
 
-class Operation(NamedTuple):
+class Operation(Value):
+    __slots__ = ("argv", "manager", "name", "owner", "plugin", "reopen", "targets")
     plugin: str  # which /etc/ash/hooks.d/<plugin>.toml applies: apt, dnf, pacman, run
     manager: str | None  # what the layer records: apt, dpkg, dnf5, dnf4, pacman
     argv: tuple[str, ...]
     owner: str  # process.owner_of(the manager's pid)
-    targets: tuple[str, ...] = ()
-    name: str | None = None  # the user's name for the layer (ASH_NAME)
-    reopen: bool = True  # may a later begin of the same owner extend its layer?
+    targets: tuple[str, ...]
+    name: str | None  # the user's name for the layer (ASH_NAME)
+    reopen: bool  # may a later begin of the same owner extend its layer?
+
+    def __init__(
+        self,
+        plugin: str,
+        manager: str | None,
+        argv: tuple[str, ...],
+        owner: str,
+        targets: tuple[str, ...] = (),
+        name: str | None = None,
+        reopen: bool = True,
+    ) -> None:
+        self._init(
+            plugin=plugin,
+            manager=manager,
+            argv=argv,
+            owner=owner,
+            targets=targets,
+            name=name,
+            reopen=reopen,
+        )
 
 
 class Target:

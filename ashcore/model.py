@@ -1,26 +1,31 @@
 """The domain values: layer status, layer records, package sets and their deltas.
 
-Values are immutable NamedTuples rather than dataclasses: this module is on every hook's
-path, and `dataclasses` alone costs a hook process 7 ms of imports.
+This module is on every hook's path: its values are `ashcore.value.Value`s, not dataclasses.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+
+from ashcore.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 PackageSet = Mapping[str, str]
 """Installed packages of one manager's database: name -> version."""
 
+if TYPE_CHECKING:
 
-class PackageDatabase(Protocol):
-    """The database face of a plugin: reads any root's installed set with the manager's
-    bindings. It may also have `failed(before, after) -> bool` (see lifecycle.commit)."""
+    class PackageDatabase(Protocol):
+        """The database face of a plugin: reads any root's installed set with the manager's
+        bindings. It may also have `failed(before, after) -> bool` (see lifecycle.commit)."""
 
-    def read_installed(self, root: str) -> dict[str, str]: ...
+        def read_installed(self, root: str) -> dict[str, str]: ...
 
-    def compare_versions(self, a: str, b: str) -> int: ...
+        def compare_versions(self, a: str, b: str) -> int: ...
 
 
 class Status(enum.StrEnum):
@@ -31,11 +36,21 @@ class Status(enum.StrEnum):
     DRIFT = "drift"
 
 
-class PackageDelta(NamedTuple):
-    added: tuple[tuple[str, str], ...] = ()
-    removed: tuple[tuple[str, str], ...] = ()
-    upgraded: tuple[tuple[str, str, str], ...] = ()
-    downgraded: tuple[tuple[str, str, str], ...] = ()
+class PackageDelta(Value):
+    __slots__ = ("added", "downgraded", "removed", "upgraded")
+    added: tuple[tuple[str, str], ...]
+    removed: tuple[tuple[str, str], ...]
+    upgraded: tuple[tuple[str, str, str], ...]
+    downgraded: tuple[tuple[str, str, str], ...]
+
+    def __init__(
+        self,
+        added: tuple[tuple[str, str], ...] = (),
+        removed: tuple[tuple[str, str], ...] = (),
+        upgraded: tuple[tuple[str, str, str], ...] = (),
+        downgraded: tuple[tuple[str, str, str], ...] = (),
+    ) -> None:
+        self._init(added=added, removed=removed, upgraded=upgraded, downgraded=downgraded)
 
     @classmethod
     def between(
@@ -100,7 +115,20 @@ class PackageDelta(NamedTuple):
         return ", ".join(parts) if parts else "no package change"
 
 
-class Layer(NamedTuple):
+class Layer(Value):
+    __slots__ = (
+        "command",
+        "created",
+        "finished",
+        "id",
+        "manager",
+        "name",
+        "packages",
+        "parent",
+        "pinned",
+        "status",
+        "uuid",
+    )
     id: int
     name: str
     parent: int | None
@@ -108,10 +136,38 @@ class Layer(NamedTuple):
     command: str
     status: Status
     created: str
-    finished: str | None = None
-    packages: PackageDelta = PackageDelta()
-    pinned: bool = False
-    uuid: str | None = None
+    finished: str | None
+    packages: PackageDelta
+    pinned: bool
+    uuid: str | None
+
+    def __init__(
+        self,
+        id: int,
+        name: str,
+        parent: int | None,
+        manager: str | None,
+        command: str,
+        status: Status,
+        created: str,
+        finished: str | None = None,
+        packages: PackageDelta | None = None,
+        pinned: bool = False,
+        uuid: str | None = None,
+    ) -> None:
+        self._init(
+            id=id,
+            name=name,
+            parent=parent,
+            manager=manager,
+            command=command,
+            status=status,
+            created=created,
+            finished=finished,
+            packages=packages or PackageDelta(),
+            pinned=pinned,
+            uuid=uuid,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -21,10 +21,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from ashcore.errors import AshError, BackendError, NotFoundError, StoreError
 from ashcore.model import Layer, PackageDelta, Status
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 1
 SCHEMA = """

@@ -20,7 +20,8 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 HOOK = (
-    "import sys; sys.path.insert(0, sys.argv[3]); from ashcore.hook import {fn}_hook as h;"
+    "import sys; sys.path[:0] = [sys.argv[3], '/usr/lib/python3/dist-packages'];"
+    " from ashcore.hook import {fn}_hook as h;"
     "sys.exit(h(root=sys.argv[1], plugin='bench', manager='bench', argv=['bench', 'install', 'x'],"
     " owner_pid=int(sys.argv[2]), database=lambda: None))"
 )
@@ -51,9 +52,11 @@ def time_hooks(root: str, runs: int, python: str) -> list[float]:
         for _ in range(runs):
             start = time.perf_counter()
             for fn in ("begin", "commit"):
+                # -I -S, as the plugins start their hooks: no site, the paths given by hand.
                 subprocess.run(
-                    [python, "-I", "-c", HOOK.format(fn=fn), root, str(owner.pid), str(TOP)],
+                    [python, "-I", "-S", "-c", HOOK.format(fn=fn), root, str(owner.pid), str(TOP)],
                     check=True,
+                    stderr=subprocess.DEVNULL,
                 )
             times.append((time.perf_counter() - start) * 1000)
     finally:
@@ -65,8 +68,12 @@ def time_list(root: str, runs: int, python: str) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([python, "-m", "ashcore.cli", "--root", root, "list", "--json"],
-                       check=True, capture_output=True, cwd=TOP)
+        subprocess.run(
+            [python, "-m", "ashcore.cli", "--root", root, "list", "--json"],
+            check=True,
+            capture_output=True,
+            cwd=TOP,
+        )
         times.append((time.perf_counter() - start) * 1000)
     return times
 
@@ -103,9 +110,11 @@ def main() -> None:
             grown = time.perf_counter() - t0
             hooks = time_hooks(str(root), args.runs, args.python)
             listing = time_list(str(root), max(5, args.runs // 3), args.python)
-            print(f"{count:>6} layers (grown in {grown:.0f} s): begin+commit median "
-                  f"{statistics.median(hooks):.1f} ms (min {min(hooks):.1f}, max {max(hooks):.1f});"
-                  f" list --json median {statistics.median(listing):.0f} ms")
+            print(
+                f"{count:>6} layers (grown in {grown:.0f} s): begin+commit median "
+                f"{statistics.median(hooks):.1f} ms (min {min(hooks):.1f}, max {max(hooks):.1f});"
+                f" list --json median {statistics.median(listing):.0f} ms"
+            )
     finally:
         subprocess.run(["umount", "-R", str(root)], check=False)
         subprocess.run(["umount", str(top)], check=False)
