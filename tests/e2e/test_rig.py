@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.command import RigError
+from tests.e2e.image import delete_tree
+from tests.e2e.mounts import mount, mounts_below, unmount_below
+from tests.e2e.rig import Rig
 from tests.e2e.root import Root
 
 pytestmark = pytest.mark.e2e
@@ -99,3 +103,32 @@ def test_subroot_for_installroot(bare_root: Root) -> None:
     assert root.run(["rpm", "--root", str(sub), "-q", "ashtest-a"]).returncode == 0
     assert root.run(["rpm", "-q", "ashtest-a"], check=False).returncode != 0
     assert (root.path / "second/usr/share/ashtest/a").read_text() == "1.0\n"
+
+
+def test_a_closed_root_leaves_nothing(rig: Rig) -> None:
+    root = rig.new_root("closing")
+    try:
+        root.setup()
+        root.make_subroot("sub")
+        root.run("sleep 600 >/dev/null 2>&1 &")  # a process left behind in the root
+        assert mounts_below(root.path)
+    finally:
+        root.close()
+    assert not mounts_below(root.path)
+    assert not root.path.exists()
+    assert not root.folder.exists()
+
+
+def test_delete_refuses_while_something_is_mounted_below(rig: Rig) -> None:
+    folder = rig.paths.top / "tests" / "guard"
+    (folder / "dev").mkdir(parents=True)
+    mount("tmpfs", folder / "dev", fstype="tmpfs")
+    try:
+        (folder / "dev/keep").write_text("the host's /dev, say\n")
+        with pytest.raises(RigError, match="still mounted"):
+            delete_tree(folder, rig.paths.top)
+        assert (folder / "dev/keep").exists()
+    finally:
+        unmount_below(folder)
+    delete_tree(folder, rig.paths.top)
+    assert not folder.exists()
