@@ -287,3 +287,27 @@ def test_list_json_fast_path_matches_the_records(ready: Image) -> None:
 
     store = Store(str(ready.root / ".ash"))
     assert _json.loads(store.layers_json()) == [x.to_json() for x in store.layers()]
+
+
+def test_rollback_of_the_booted_root_sets_the_default_subvolume(
+    ready: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the running system a rollback takes effect at reboot: the new deployment becomes
+    the filesystem's default subvolume (here: the test image's, never the host's)."""
+    import btrfsutil
+
+    from ashcore import rollback as rollback_module
+    from ashcore.lifecycle import Target
+
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
+    monkeypatch.setattr(rollback_module, "is_booted_root", lambda root: True)
+    target = Target(str(ready.root))
+    path, at_reboot = rollback_module.rollback(target, target.store.find("base"))
+    assert at_reboot is True
+    assert btrfsutil.get_default_subvolume(str(ready.root)) == btrfsutil.subvolume_id(path)
+    assert (ready.root / "etc/one").exists()  # nothing changes until the reboot
+    assert not os.path.exists(os.path.join(path, "etc/one"))
+    assert rollback_module.pending_reboot(target) is True
+    head, _ = target.store.head(target.fs.info(path).uuid)
+    assert head == 1
+    target.store.close()
