@@ -7,6 +7,7 @@ be written to stdout while the channel is open.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -41,6 +42,12 @@ class ActionsChannel:
             return [{str(k): str(v) for k, v in item.items()} for item in items]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def stop(self, message: str) -> None:
+        """Ask the manager to stop (libdnf5 throws a stop request; no reply comes)."""
+        request = {"op": "stop", "args": {"message": message}}
+        with contextlib.suppress(OSError):
+            os.write(self.out_fd, json.dumps(request).encode() + b"\n")
 
     def transaction(self) -> list[dict[str, str]] | None:
         """The transaction's packages: name, arch, evr and action letter (asked once)."""

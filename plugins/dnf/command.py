@@ -52,3 +52,53 @@ def plugin_disabled(argv: Sequence[str], name: str = PLUGIN_NAME) -> bool:
         if fnmatch.fnmatchcase(name, pattern):
             disabled = not enable
     return disabled
+
+
+# Options that change how dnf talks or where it looks, not what it does: left out of the
+# layer's name (the recorded command keeps them). The value says whether a value follows.
+QUIET_OPTIONS = {
+    "-y": False,
+    "--assumeyes": False,
+    "--assume-yes": False,
+    "-q": False,
+    "--quiet": False,
+    "-v": False,
+    "--verbose": False,
+    "-C": False,
+    "--cacheonly": False,
+    "--refresh": False,
+    "--nogpgcheck": False,
+    "--no-gpgchecks": False,
+    "--noplugins": False,
+    "--no-plugins": False,
+    "--use-host-config": False,
+    "--setopt": True,
+    "--installroot": True,
+    "--releasever": True,
+    "--color": True,
+    "--disableplugin": True,
+    "--disable-plugin": True,
+    "--enableplugin": True,
+    "--enable-plugin": True,
+}
+
+
+def name_words(argv: Sequence[str]) -> list[str]:
+    """argv without the options that do not change what the command does."""
+    words = [argv[0]] if argv else []
+    rest = iter(argv[1:])
+    for word in rest:
+        option, has_value, _ = word.partition("=")
+        if option in QUIET_OPTIONS:
+            if QUIET_OPTIONS[option] and not has_value:
+                next(rest, None)
+            continue
+        words.append(word)
+    return words
+
+
+def layer_name(argv: Sequence[str]) -> str:
+    """The layer's name: `dnf install nginx` for `/usr/bin/dnf install -y nginx`."""
+    from ashcore.lifecycle import auto_name
+
+    return auto_name(tuple(name_words(argv)))

@@ -18,7 +18,7 @@ from typing import Any
 import dnf
 import dnf.exceptions
 
-from .command import PLUGIN_NAME
+from .command import PLUGIN_NAME, layer_name
 from .dnf4db import Dnf4Database
 from .rpmdb import RpmDatabase
 
@@ -65,7 +65,14 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
         from ashcore.hook import begin_hook
 
         database = Dnf4Database(self.base, after_transaction=False)
-        if begin_hook(**self._common(), database=lambda: database, targets=targets) != 0:
+        rc = begin_hook(
+            **self._common(),
+            database=lambda: database,
+            targets=targets,
+            name=layer_name(sys.argv),
+            reopen=False,  # dnf used as a library may run several transactions in one process
+        )
+        if rc != 0:
             raise dnf.exceptions.Error("ashlayers: no layer could be made; nothing was changed")
         self._open = True
         atexit.register(self._ended_without_transaction_hook)

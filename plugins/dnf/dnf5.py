@@ -1,13 +1,14 @@
 """The dnf5 hook face, run by libdnf5's built-in actions plugin (`files/ashlayers.actions`).
 
-    python3 -I -m ashplugins.dnf.dnf5 begin|commit INSTALLROOT PID HISTORY_DIR
+    /usr/libexec/ashlayers/dnf5-hook begin|commit INSTALLROOT PID HISTORY_DIR
 
 The actions plugin is part of libdnf5 and enabled by default, so a stock `dnf5 install`
 (and every other libdnf5 front end) runs it with no environment variable set. It forks the
 command straight from the manager's process: PID (`${pid}`) is the owner of the transaction.
 Both steps run in the plugin's json mode: they ask libdnf5 for the transaction and the
 installed packages (`libdnf5db.py`). `commit` reads how the transaction ended from dnf5's
-history: a failed scriptlet makes a failed layer.
+history: a failed scriptlet makes a failed layer. A begin that fails stops dnf5 with the
+channel's `stop` (the action is not `raise_error=1`: a leftover hook never breaks dnf5).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from ashcore.hook import begin_hook, commit_hook
 
 from .actions import ActionsChannel
-from .command import PLUGIN_NAME, plugin_disabled, read_cmdline
+from .command import PLUGIN_NAME, layer_name, plugin_disabled, read_cmdline
 from .libdnf5db import Dnf5Database
 
 PLUGIN = "dnf"
@@ -36,7 +37,7 @@ def main(args: list[str], channel: ActionsChannel | None = None) -> int:
     channel = channel or ActionsChannel()
     if step == "begin":
         transaction = channel.transaction() or []
-        return begin_hook(
+        rc = begin_hook(
             root=root,
             plugin=PLUGIN,
             manager=MANAGER,
@@ -44,7 +45,12 @@ def main(args: list[str], channel: ActionsChannel | None = None) -> int:
             owner_pid=pid,
             database=lambda: Dnf5Database(channel, after_transaction=False),
             targets=sorted({item["name"] for item in transaction}),
+            name=layer_name(argv),
+            reopen=False,  # one libdnf5 process (a daemon, a script) may run many transactions
         )
+        if rc != 0:
+            channel.stop("ashlayers: no layer could be made; stopped before any change")
+        return rc
     from .history import last_transaction_failed
     from .rpmdb import RpmDatabase
 

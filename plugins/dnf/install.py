@@ -1,7 +1,8 @@
 """The installer face: `ashctl setup` writes the hook files into a root that has dnf5 or dnf.
 
 - dnf5 (libdnf5): /etc/dnf/libdnf5-plugins/actions.d/ashlayers.actions, read by libdnf5's
-  built-in actions plugin (Fedora ships that plugin as libdnf5-plugin-actions).
+  built-in actions plugin (Fedora ships that plugin as libdnf5-plugin-actions), which runs
+  /usr/libexec/ashlayers/dnf5-hook.
 - dnf4: ashlayers.py in dnf's plugin path (`dnf-plugins` beside the `dnf` package) and
   /etc/dnf/plugins/ashlayers.conf.
 """
@@ -21,6 +22,7 @@ from ashcore.ondisk import write_atomic
 log = logging.getLogger(__name__)
 
 ACTIONS = "etc/dnf/libdnf5-plugins/actions.d/ashlayers.actions"
+LAUNCHER = "usr/libexec/ashlayers/dnf5-hook"
 ACTIONS_PLUGIN_CONF = "etc/dnf/libdnf5-plugins/actions.conf"
 DNF4_CONF = "etc/dnf/plugins/ashlayers.conf"
 DNF4_PLUGIN = "ashlayers.py"
@@ -60,16 +62,18 @@ def _file(name: str) -> bytes:
     return resources.files("ashplugins.dnf").joinpath("files", name).read_bytes()
 
 
-def _ensure(root: str, relative: str, data: bytes) -> str:
+def _ensure(root: str, relative: str, data: bytes, mode: int) -> str:
     path = os.path.join(root, relative)
     try:
         with open(path, "rb") as f:
-            if f.read() == data:
-                return "/" + relative
+            same = f.read() == data
     except FileNotFoundError:
-        pass
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    write_atomic(path, data)
+        same = False
+    if not same:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        write_atomic(path, data)
+    if os.stat(path).st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
     return "/" + relative
 
 
@@ -77,6 +81,7 @@ def _wanted(root: str) -> list[tuple[str, str]]:
     """(path relative to the root, file name in files/) of every hook file for this root."""
     wanted: list[tuple[str, str]] = []
     if has_dnf5(root):
+        wanted.append((LAUNCHER, "dnf5-hook"))
         wanted.append((ACTIONS, "ashlayers.actions"))
     plugin_dirs = dnf4_plugin_dirs(root)
     for plugin_dir in plugin_dirs:
@@ -99,7 +104,8 @@ def install(root: str) -> list[str]:
     """Write the hook files for the dnf5 and dnf4 found in root; idempotent."""
     written = []
     for relative, name in _wanted(root):
-        written.append(_ensure(root, relative, _file(name)))
+        mode = 0o755 if relative == LAUNCHER else 0o644
+        written.append(_ensure(root, relative, _file(name), mode))
         _precompile(root, relative)
     if has_dnf5(root) and not os.path.exists(os.path.join(root, ACTIONS_PLUGIN_CONF)):
         log.warning(
@@ -112,7 +118,7 @@ def install(root: str) -> list[str]:
 
 def uninstall(root: str) -> list[str]:
     removed: list[str] = []
-    candidates = [ACTIONS, DNF4_CONF] + [
+    candidates = [ACTIONS, LAUNCHER, DNF4_CONF] + [
         os.path.join(d, DNF4_PLUGIN) for d in dnf4_plugin_dirs(root)
     ]
     for relative in candidates:

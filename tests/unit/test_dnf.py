@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 from ashplugins.dnf import dnf5
 from ashplugins.dnf.actions import ActionsChannel, apply_transaction, transaction_order
-from ashplugins.dnf.command import plugin_disabled, read_cmdline
+from ashplugins.dnf.command import layer_name, plugin_disabled, read_cmdline
 from ashplugins.dnf.history import last_transaction_failed
 from ashplugins.dnf.libdnf5db import Dnf5Database
 from ashplugins.dnf.rpmdb import installed_set
-
-from ashcore.lifecycle import auto_name
 
 
 def _fake_proc(tmp_path: Path, pid: int, argv: list[str]) -> str:
@@ -29,15 +27,18 @@ def _fake_proc(tmp_path: Path, pid: int, argv: list[str]) -> str:
     ("argv", "name"),
     [
         (["dnf5", "install", "nginx"], "dnf5 install nginx"),
-        (["/usr/bin/dnf", "install", "nginx"], "dnf install nginx"),
-        (["dnf", "-y", "remove", "a b"], "dnf -y remove 'a b'"),
-        (["dnf5", "--installroot=/srv/r", "upgrade"], "dnf5 --installroot=/srv/r upgrade"),
+        (["/usr/bin/dnf", "install", "-y", "nginx"], "dnf install nginx"),
+        (["dnf", "-y", "remove", "a b"], "dnf remove 'a b'"),
+        (["dnf5", "--installroot=/srv/r", "upgrade", "-q"], "dnf5 upgrade"),
+        (["dnf5", "--setopt", "x=1", "--releasever", "43", "install", "vim"], "dnf5 install vim"),
+        (["dnf5", "--disable-plugin=x", "--best", "install", "vim"], "dnf5 --best install vim"),
+        (["python3", "/tmp/front.py", "vim"], "python3 /tmp/front.py vim"),
     ],
 )
 def test_layer_name_from_the_managers_argv(tmp_path: Path, argv: list[str], name: str) -> None:
     proc = _fake_proc(tmp_path, 42, argv)
     assert read_cmdline(42, proc) == argv
-    assert auto_name(tuple(read_cmdline(42, proc))) == name
+    assert layer_name(read_cmdline(42, proc)) == name
 
 
 def test_cmdline_of_a_gone_process_is_empty(tmp_path: Path) -> None:
@@ -119,6 +120,17 @@ def test_channel_asks_the_actions_plugin_in_json() -> None:
     sent = json.loads(request)
     assert sent["op"] == "get" and sent["domain"] == "trans_packages"
     assert sent["args"]["output"] == ["name", "arch", "evr", "action"]
+
+
+def test_channel_stop_sends_one_request() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        ActionsChannel(write_fd, io.BytesIO()).stop("no")
+        sent = json.loads(os.read(read_fd, 4096))
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert sent == {"op": "stop", "args": {"message": "no"}}
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from ashplugins.dnf import install
 ACTIONS = "etc/dnf/libdnf5-plugins/actions.d/ashlayers.actions"
 DNF4_PLUGIN = "usr/lib/python3/dist-packages/dnf-plugins/ashlayers.py"
 DNF4_CONF = "etc/dnf/plugins/ashlayers.conf"
+LAUNCHER = "usr/libexec/ashlayers/dnf5-hook"
 CALLBACKS = {"pre_transaction", "post_transaction"}
 VARIABLES = {"pid", "conf.installroot", "conf.transaction_history_dir"}
 
@@ -40,20 +41,23 @@ def test_detect(tmp_path: Path) -> None:
 def test_install_both_and_idempotent(tmp_path: Path) -> None:
     root = _dnf4(_dnf5(tmp_path))
     written = install.install(str(root))
-    assert sorted(written) == sorted(["/" + ACTIONS, "/" + DNF4_PLUGIN, "/" + DNF4_CONF])
+    assert sorted(written) == sorted(
+        ["/" + ACTIONS, "/" + LAUNCHER, "/" + DNF4_PLUGIN, "/" + DNF4_CONF]
+    )
     for path in (ACTIONS, DNF4_PLUGIN, DNF4_CONF):
         assert (root / path).stat().st_mode & 0o777 == 0o644
+    assert (root / LAUNCHER).stat().st_mode & 0o777 == 0o755
     stamp = (root / ACTIONS).stat().st_mtime_ns
     assert install.install(str(root)) == written
     assert (root / ACTIONS).stat().st_mtime_ns == stamp
     assert sorted(install.uninstall(str(root))) == sorted(written)
-    assert not any((root / p).exists() for p in (ACTIONS, DNF4_PLUGIN, DNF4_CONF))
+    assert not any((root / p).exists() for p in (ACTIONS, LAUNCHER, DNF4_PLUGIN, DNF4_CONF))
     assert install.uninstall(str(root)) == []
 
 
 def test_install_dnf5_only(tmp_path: Path) -> None:
     root = _dnf5(tmp_path)
-    assert install.install(str(root)) == ["/" + ACTIONS]
+    assert install.install(str(root)) == ["/" + LAUNCHER, "/" + ACTIONS]
     assert not (root / "etc/dnf/plugins").exists()
 
 
@@ -70,7 +74,10 @@ def test_install_mends_a_changed_file(tmp_path: Path) -> None:
     install.install(str(root))
     (root / ACTIONS).write_text("# edited\n")
     install.install(str(root))
-    assert "ashplugins.dnf.dnf5 begin" in (root / ACTIONS).read_text()
+    assert "dnf5-hook begin" in (root / ACTIONS).read_text()
+    (root / LAUNCHER).chmod(0o644)
+    install.install(str(root))
+    assert (root / LAUNCHER).stat().st_mode & 0o777 == 0o755
 
 
 def _split_command(command: str) -> list[str]:
@@ -103,23 +110,23 @@ def test_actions_lines_have_the_libdnf5_format() -> None:
     for callback, package_filter, direction, options, command in actions:
         assert callback in CALLBACKS
         assert package_filter == "" and direction == ""  # once per transaction
-        for option in options.split():
-            key, _, value = option.partition("=")
-            assert (key, value) in {("mode", "json"), ("mode", "plain"), ("raise_error", "1")}
-            assert key != "enabled"  # enabled=0 is not a value libdnf5 accepts
+        # json: the hook asks libdnf5 for the transaction and the installed set, and stops
+        # dnf5 with `stop`; no raise_error=1, so a leftover hook never breaks dnf5.
+        assert options.split() == ["mode=json"]
         words = _split_command(command)
-        assert words[:4] == ["/usr/bin/python3", "-I", "-m", "ashplugins.dnf.dnf5"]
-        assert importlib.util.find_spec(words[3]) is not None
-        assert words[4] == ("begin" if callback == "pre_transaction" else "commit")
-        assert [re.fullmatch(r"\$\{([a-z_.]+)\}", w) is not None for w in words[5:]] == [True] * 3
-        assert {w[2:-1] for w in words[5:]} == VARIABLES
-        assert words[5:] == ["${conf.installroot}", "${pid}", "${conf.transaction_history_dir}"]
+        assert words[0] == "/" + LAUNCHER
+        assert words[1] == ("begin" if callback == "pre_transaction" else "commit")
+        assert all(re.fullmatch(r"\$\{[a-z_.]+\}", w) for w in words[2:])
+        assert words[2:] == ["${conf.installroot}", "${pid}", "${conf.transaction_history_dir}"]
+        assert {w[2:-1] for w in words[2:]} == VARIABLES
 
 
-def test_pre_action_stops_dnf5_and_both_talk_json() -> None:
-    pre, post = _actions()
-    assert set(pre[3].split()) == {"mode=json", "raise_error=1"}
-    assert set(post[3].split()) == {"mode=json"}  # a commit never fails the finished run
+def test_launcher_runs_the_dnf5_hook_module() -> None:
+    text = (Path(install.__file__).parent / "files/dnf5-hook").read_text()
+    assert text.startswith("#!/bin/sh\n")
+    assert "from ashplugins.dnf.dnf5 import main" in text
+    assert importlib.util.find_spec("ashplugins.dnf.dnf5") is not None
+    assert "sys.exit(0)  # ashlayers is gone" in text
 
 
 def test_dnf4_shim_names_the_plugin() -> None:

@@ -1,3 +1,7 @@
 # ashlayers: every dnf (dnf4) transaction leaves a named, read-only snapshot layer.
-# Installed by `ashctl setup`; the plugin lives in the ashplugins.dnf package.
-from ashplugins.dnf.dnf4 import AshLayers  # noqa: F401
+# Installed by `ashctl setup`; the plugin lives in the ashplugins.dnf package. Once ashlayers
+# is uninstalled this file defines no plugin (dnf goes on as if it were not here).
+import contextlib
+
+with contextlib.suppress(ImportError):
+    from ashplugins.dnf.dnf4 import AshLayers  # noqa: F401
