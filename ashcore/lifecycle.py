@@ -241,7 +241,7 @@ def commit(
                 n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded
             ]
             skipped = [p for p in hooks.skip_packages if _matches(p, changed)]
-            if (not delta and not failed and not amend) or skipped:
+            if skipped or (not delta and not failed and not amend and not _files_changed(target)):
                 store.delete_row(pending["id"])
                 log.info(
                     "ashlayers: no layer: %s",
@@ -255,6 +255,19 @@ def commit(
             delta,
             after,
         )
+
+
+def _files_changed(target: Target) -> bool:
+    """Whether a run that changed no package still changed files (a reinstall rewrites
+    them): then it gets a layer, or its changes would become drift at the next run."""
+    dep = target.deployment()
+    head, checked = target.store.head(dep.uuid)
+    if head is None:
+        return False
+    changed, _ = drift_since_head(target, head, checked)
+    if changed:
+        target.fs.delete(target.store.probe_path)
+    return bool(changed) and not late_writes_only(changed)
 
 
 def make_layer(
@@ -334,12 +347,16 @@ def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
 
 
 def checkpoint(target: Target) -> Checkpoint:
-    """Now, as (generation, time): what a later drift check compares against. Take it before
-    the snapshot it stands for; the margin in `drift_since_head` covers clock jitter."""
-    return target.fs.info(target.root).generation, time.time()
+    """Now, as (generation, time), for a later drift check to start from; take it just
+    before the snapshot it stands for. The time is read before the sync: a write after it has
+    a later ctime, a write before the sync is in the generation."""
+    when = time.time()
+    target.fs.sync(target.root)
+    return target.fs.info(target.root).generation, when
 
 
-CTIME_MARGIN = 2.0
+CTIME_MARGIN = 0.05
+"""The kernel stamps ctime from a coarse clock that may lag time.time() by a few ticks."""
 
 
 def drift_since_head(

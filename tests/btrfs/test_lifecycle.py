@@ -311,3 +311,34 @@ def test_rollback_of_the_booted_root_sets_the_default_subvolume(
     head, _ = target.store.head(target.fs.info(path).uuid)
     assert head == 1
     target.store.close()
+
+
+class SameSet:
+    """A database face whose installed set never changes (a reinstall, a no-op)."""
+
+    def read_installed(self, root: str) -> dict[str, str]:
+        return {"tool": "1.0"}
+
+    def compare_versions(self, a: str, b: str) -> int:
+        return (a > b) - (a < b)
+
+
+def test_a_run_that_changes_no_package_makes_no_layer_unless_it_changed_files(
+    ready: Image,
+) -> None:
+    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.process import owner_of
+
+    target = Target(str(ready.root))
+    op = Operation("test", "test", ("test", "install", "tool"), owner_of(os.getpid()))
+    begin(target, op, SameSet())
+    (ready.root / "var/log").mkdir(parents=True)
+    (ready.root / "var/log/test.log").write_text("noise only")
+    assert commit(target, op, SameSet()) is None
+    begin(target, op, SameSet())
+    (ready.root / "usr").mkdir()
+    (ready.root / "usr/tool").write_text("rewritten by a reinstall")
+    layer = commit(target, op, SameSet())
+    assert layer is not None and not layer.packages and layer.status.value == "committed"
+    target.store.close()
+    assert ready.json("status")["drift"] is False  # type: ignore[index]
