@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from typing import Any
 
+from ashcore.entries import same_entry
 from ashcore.lifecycle import Target, noise_filter
 from ashcore.model import Layer, PackageDelta
 from ashcore.ondisk import read_json
@@ -48,16 +48,6 @@ def diff_layers(
     return packages, changed
 
 
-def _entry(path: str) -> tuple[Any, ...]:
-    st = os.lstat(path)
-    target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
-    content = None
-    if stat.S_ISREG(st.st_mode):
-        with open(path, "rb") as f:
-            content = f.read()
-    return (st.st_mode, st.st_uid, st.st_gid, target, content)
-
-
 def tree_changes(old: str, new: str) -> set[str]:
     """Paths added, removed, or changed in type, mode, owner, link target or content."""
     changed: set[str] = set()
@@ -85,7 +75,7 @@ def tree_changes(old: str, new: str) -> set[str]:
                                     )
                                 )
                 continue
-            if _entry(pa) != _entry(pb):
+            if not same_entry(pa, pb):
                 changed.add(path)
             if os.path.isdir(pb) and not os.path.islink(pb):
                 walk(path)

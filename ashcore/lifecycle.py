@@ -386,7 +386,14 @@ def drift_since_head(
     fs.snapshot(target.root, probe, read_only=True, drop=target.config.lock_files)
     head_path = store.layer_path(head)
     if os.path.isdir(head_path):
-        changed = noise_filter(fs.changed_paths(head_path, probe), target.config.noise)
+        from ashcore.entries import same_entry
+
+        candidates = noise_filter(fs.changed_paths(head_path, probe), target.config.noise)
+        changed = [
+            p
+            for p in candidates
+            if not same_entry(os.path.join(head_path, p), os.path.join(probe, p))
+        ]
     else:
         changed = ["(the layer's snapshot is missing)"]
     if not changed:

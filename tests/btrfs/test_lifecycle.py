@@ -342,3 +342,16 @@ def test_a_run_that_changes_no_package_makes_no_layer_unless_it_changed_files(
     assert layer is not None and not layer.packages and layer.status.value == "committed"
     target.store.close()
     assert ready.json("status")["drift"] is False  # type: ignore[index]
+
+
+def test_a_file_rewritten_with_the_same_bytes_is_not_drift(ready: Image) -> None:
+    (ready.root / "usr").mkdir()
+    ready.ashctl(
+        "run", "--name", "one", "--", "sh", "-c", f"echo same > {ready.root}/usr/file", check=True
+    )
+    tmp = ready.root / "usr/file.new"
+    tmp.write_text("same\n")
+    tmp.rename(ready.root / "usr/file")  # as a package manager replaces a file
+    assert ready.json("status")["drift"] is False  # type: ignore[index]
+    (ready.root / "usr/file").write_text("other\n")
+    assert ready.json("status")["drift"] is True  # type: ignore[index]

@@ -193,11 +193,6 @@ def test_a_run_that_changes_no_package_makes_no_layer(root: Root) -> None:
     assert "no layer" in again.proc.stdout  # alpm passes a hook's output to pacman's stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a run that makes no layer leaves its file changes to be taken as drift "
-    "(/work/notes/core-requests-pacman.md #6)",
-)
 def test_what_a_reinstall_rewrote_is_not_drift(root: Root) -> None:
     pacman(root, "-S", "ashtest-a")
     pacman(root, "-S", "ashtest-a")
