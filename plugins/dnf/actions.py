@@ -7,12 +7,11 @@ be written to stdout while the channel is open.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # no typing import on the hot path
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
@@ -46,8 +45,10 @@ class ActionsChannel:
     def stop(self, message: str) -> None:
         """Ask the manager to stop (libdnf5 throws a stop request; no reply comes)."""
         request = {"op": "stop", "args": {"message": message}}
-        with contextlib.suppress(OSError):
+        try:
             os.write(self.out_fd, json.dumps(request).encode() + b"\n")
+        except OSError:
+            return  # the manager is gone or stopped listening
 
     def transaction(self) -> list[dict[str, str]] | None:
         """The transaction's packages: name, arch, evr and action letter (asked once)."""

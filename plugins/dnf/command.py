@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # no typing import on the hot path
 if TYPE_CHECKING:
     from collections.abc import Sequence
 

@@ -5,8 +5,7 @@ The rpm module is imported on first use only: it costs the hook processes millis
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # no typing import on the hot path
 if TYPE_CHECKING:
     from typing import Any
 
