@@ -221,6 +221,17 @@ def test_installroot_from_outside(root: Root, dnf: str) -> None:
     assert rpm_qa(root) == host_rpms
 
 
+def test_installroot_nobody_set_up_is_left_alone(root: Root, dnf: str) -> None:
+    sub = str(root.make_subroot("fresh"))  # e.g. an image being bootstrapped
+    host_layers = layers(root)
+    argv = [dnf, f"--installroot={sub}", "--releasever=sid", "install", "-y", "ashtest-a"]
+    proc = root.run(argv, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ashtest-a" in rpm_set(root, sub)
+    assert layers(root) == host_layers
+    assert not (root.path / "fresh/.ash").exists() or not any((root.path / "fresh/.ash").iterdir())
+
+
 def test_other_libdnf5_front_end(root: Root) -> None:
     script = (
         "import sys, libdnf5\n"
