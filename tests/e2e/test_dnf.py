@@ -291,3 +291,22 @@ def test_leftover_hooks_do_nothing_once_ashlayers_is_gone(root: Root, dnf: str) 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ashtest-a" in rpm_set(root)
     assert "Traceback" not in proc.stderr
+
+
+def test_a_killed_dnf5_is_kept_as_interrupted(root: Root) -> None:
+    # An action that runs before ours at post_transaction kills dnf5: the rpm transaction is
+    # done, the commit never comes. The next run closes the transaction as interrupted.
+    kill = "/etc/dnf/libdnf5-plugins/actions.d/00-kill.actions"
+    root.run(f"echo 'post_transaction::::/bin/kill -KILL ${{pid}}' > {kill}")
+    before = rpm_set(root)
+    killed = root.run(["dnf5", "install", "-y", "ashtest-a"], check=False)
+    assert killed.returncode != 0
+    root.run(["rm", kill])
+    after = rpm_set(root)
+    assert after.get("ashtest-a") == "1.0-1"
+    r = run(root, ["dnf5", "install", "-y", "ashtest-v"])
+    interrupted, committed = r.new  # closed by this run's begin, then this run's layer
+    assert interrupted["status"] == "interrupted" and interrupted["manager"] == "dnf5"
+    assert interrupted["packages"] == expected_delta(before, after)
+    assert committed["status"] == "committed" and committed["parent"] == interrupted["id"]
+    assert committed["packages"]["added"] == [{"name": "ashtest-v", "version": "2.0-1"}]
