@@ -5,6 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="mmdebstrap btrfs-progs python3-btrfsutil python3-venv zstd tar util-linux coreutils
+          python3-apt python3-rpm python3-dnf
           ca-certificates debian-archive-keyring"
 missing=""
 for p in $packages; do
