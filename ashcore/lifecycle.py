@@ -346,6 +346,16 @@ def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
     )
 
 
+def _take_probe(target: Target) -> str:
+    # The probe lives beside the layers: a read-only subvolume cannot move to another folder.
+    store, fs = target.store, target.fs
+    probe = store.probe_path
+    if os.path.lexists(probe):  # left by a killed run (we hold the lock)
+        fs.delete(probe)
+    fs.snapshot(target.root, probe, read_only=True, drop=target.config.lock_files)
+    return probe
+
+
 def checkpoint(target: Target) -> Checkpoint:
     """Now, as (generation, time), for a later drift check to start from; take it just
     before the snapshot it stands for. The time is read before the sync: a write after it has
@@ -360,7 +370,7 @@ CTIME_MARGIN = 0.05
 
 
 def drift_since_head(
-    target: Target, head: int, checked: Checkpoint | None
+    target: Target, head: int, checked: Checkpoint | None, *, fold_late: bool = False
 ) -> tuple[list[str], Checkpoint]:
     """Changed paths (noise excluded) since the head layer, and the checkpoint they were
     looked at. When there are any, the probe snapshot is left at probe_path so that the
@@ -377,13 +387,15 @@ def drift_since_head(
         if now[0] == checked[0]:
             return [], now
         quick = fs.changed_since(target.root, checked[0], checked[1] - CTIME_MARGIN)
-        if quick is not None and not noise_filter(quick, target.config.noise):
-            return [], now
-    # The probe lives beside the layers: a read-only subvolume cannot move to another folder.
-    probe = store.probe_path
-    if os.path.lexists(probe):  # left by a killed run (we hold the lock)
-        fs.delete(probe)
-    fs.snapshot(target.root, probe, read_only=True, drop=target.config.lock_files)
+        if quick is not None:
+            candidates = noise_filter(quick, target.config.noise)
+            if not candidates:
+                return [], now
+            if fold_late and late_writes_only(candidates):
+                # Only the managers' databases: folded into the head as they are, no diff.
+                _take_probe(target)
+                return candidates, now
+    probe = _take_probe(target)
     head_path = store.layer_path(head)
     if os.path.isdir(head_path):
         from ashcore.entries import same_entry
@@ -451,11 +463,12 @@ def capture_drift(
     head, checked = store.head(dep.uuid)
     if head is None:
         return None
-    changed, now = drift_since_head(target, head, checked)
+    manager_layer = store.manager_of(head) is not None
+    changed, now = drift_since_head(target, head, checked, fold_late=manager_layer)
     if not changed:
         store.set_checked(dep.uuid, now)
         return head
-    if late_writes_only(changed) and store.manager_of(head) is not None:
+    if late_writes_only(changed) and manager_layer:
         _fold_into_head(target, dep, head, now)
         return head
     probe = store.probe_path
