@@ -276,19 +276,25 @@ def make_layer(
     status: Status,
     delta: PackageDelta,
     installed: dict[str, str] | None,
+    *,
+    taken: Checkpoint | None = None,
 ) -> Layer:
-    """Snapshot the deployment into the pending record's layer and finalize the record."""
+    """Snapshot the deployment into the pending record's layer and finalize the record.
+
+    With `taken`, `<id>.partial` already holds the snapshot (a drift probe taken then).
+    """
     store, fs = target.store, target.fs
     layer_id = pending["id"]
     partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
-    if os.path.lexists(partial):
-        fs.delete(partial)
-    checked = checkpoint(target)
-    fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
+    checked = taken
+    if checked is None:
+        if os.path.lexists(partial):
+            fs.delete(partial)
+        checked = checkpoint(target)
+        fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
     if os.path.lexists(final):  # a reopened layer: its new state replaces the old
         fs.delete(final)
     os.rename(partial, final)
-    info = fs.info(final)
     layer = Layer(
         id=layer_id,
         name=pending["name"],
@@ -299,7 +305,7 @@ def make_layer(
         created=_created(store, layer_id),
         finished=now_iso(),
         packages=delta,
-        uuid=info.uuid,
+        uuid=fs.info(final).uuid,
     )
     write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
     store.finalize(layer, pending["deployment"], checked)
@@ -493,34 +499,13 @@ def capture_drift(
         before=None,
     )
     os.rename(probe, store.partial_path(pending["id"]))
-    layer = _promote_partial(target, pending, Status.DRIFT, now)
+    layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
     log.info(
         "ashlayers: kept %d paths changed outside package operations as layer %d",
         len(changed),
         layer.id,
     )
     return layer.id
-
-
-def _promote_partial(target: Target, pending: Any, status: Status, checked: Checkpoint) -> Layer:
-    """Turn an already complete `<id>.partial` snapshot into the layer."""
-    store, fs = target.store, target.fs
-    layer_id = pending["id"]
-    os.rename(store.partial_path(layer_id), store.layer_path(layer_id))
-    layer = Layer(
-        id=layer_id,
-        name=pending["name"],
-        parent=pending["parent"],
-        manager=pending["manager"],
-        command=pending["command"],
-        status=status,
-        created=_created(store, layer_id),
-        finished=now_iso(),
-        uuid=fs.info(store.layer_path(layer_id)).uuid,
-    )
-    write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
-    store.finalize(layer, pending["deployment"], checked)
-    return layer
 
 
 # -- recovery --------------------------------------------------------------------------------
