@@ -20,14 +20,19 @@ if TYPE_CHECKING:
 
 
 class SubvolumeInfo(Value):
-    __slots__ = ("generation", "id", "parent_uuid", "uuid")
+    __slots__ = ("generation", "id", "otransid", "parent_uuid", "uuid")
     id: int
     uuid: str
     parent_uuid: str | None
-    generation: int
+    generation: int  # the last transaction that changed it
+    otransid: int  # the transaction that created it: a snapshot holds every older write
 
-    def __init__(self, id: int, uuid: str, parent_uuid: str | None, generation: int) -> None:
-        self._init(id=id, uuid=uuid, parent_uuid=parent_uuid, generation=generation)
+    def __init__(
+        self, id: int, uuid: str, parent_uuid: str | None, generation: int, otransid: int = 0
+    ) -> None:
+        self._init(
+            id=id, uuid=uuid, parent_uuid=parent_uuid, generation=generation, otransid=otransid
+        )
 
 
 if TYPE_CHECKING:
@@ -91,7 +96,7 @@ class Btrfs:
         except self._bu.BtrfsUtilError as e:
             raise _fail(e, "reading subvolume", path) from e
         parent = info.parent_uuid.hex() if any(info.parent_uuid) else None
-        return SubvolumeInfo(info.id, info.uuid.hex(), parent, info.generation)
+        return SubvolumeInfo(info.id, info.uuid.hex(), parent, info.generation, info.otransid)
 
     def sync(self, path: str) -> None:
         try:

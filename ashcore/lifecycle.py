@@ -290,8 +290,11 @@ def make_layer(
     if checked is None:
         if os.path.lexists(partial):
             fs.delete(partial)
-        checked = checkpoint(target)
+        when = ctime_now()
         fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
+        # Every write the snapshot holds is in its transaction or before; any later one has
+        # a later transid and a ctime after `when`.
+        checked = (fs.info(partial).otransid, when)
     if os.path.lexists(final):  # a reopened layer: its new state replaces the old
         fs.delete(final)
     os.rename(partial, final)
@@ -338,7 +341,12 @@ def _matches(pattern: str, names: list[str]) -> bool:
 
 
 # -- drift -----------------------------------------------------------------------------------
-def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
+def noise_filter(
+    paths: set[str], noise: tuple[str, ...], *, noise_folders: bool = True
+) -> list[str]:
+    """The paths that are not noise. With `noise_folders`, a folder above a noise path is
+    noise too (one made to hold a log): right for a send stream, which names what a folder
+    lost, not for the tree search, where a folder stands for its removed entries."""
     prefixes = tuple(p.strip("/") + "/" for p in noise if not any(c in p for c in "*?["))
     exact = {p.strip("/") for p in noise}
     globs = [p.strip("/") for p in noise if any(c in p for c in "*?[")]
@@ -347,9 +355,27 @@ def noise_filter(paths: set[str], noise: tuple[str, ...]) -> list[str]:
         for p in paths
         if p not in exact
         and not p.startswith(prefixes)
-        and not any(n.startswith(p + "/") for n in exact)  # a folder made to hold noise
+        and not (noise_folders and any(n.startswith(p + "/") for n in exact))
         and not any(_matches(g, [p]) for g in globs)
     )
+
+
+def _same_folder(old: str, new: str, rel: str, noise: tuple[str, ...]) -> bool:
+    """A folder the tree search named is unchanged if it holds the same entries (noise
+    aside) with the same mode and owner: what changed was inside a noise path."""
+    from ashcore.entries import same_entry
+
+    a, b = os.path.join(old, rel), os.path.join(new, rel)
+    if not (os.path.isdir(a) and os.path.isdir(b)) or os.path.islink(b):
+        return False
+    if rel and not same_entry(a, b):
+        return False
+
+    def entries(folder: str) -> set[str]:
+        names = {os.path.join(rel, n) if rel else n for n in os.listdir(folder)}
+        return set(noise_filter(names, noise, noise_folders=False))
+
+    return entries(a) == entries(b)
 
 
 def _take_probe(target: Target) -> str:
@@ -362,17 +388,13 @@ def _take_probe(target: Target) -> str:
     return probe
 
 
-def checkpoint(target: Target) -> Checkpoint:
-    """Now, as (generation, time), for a later drift check to start from; take it just
-    before the snapshot it stands for. The time is read before the sync: a write after it has
-    a later ctime, a write before the sync is in the generation."""
-    when = time.time()
-    target.fs.sync(target.root)
-    return target.fs.info(target.root).generation, when
+def ctime_now() -> float:
+    """Now, on the clock the kernel stamps ctime from (coarse: a write after this moment
+    has a ctime >= it; a write in the same tick before it may too, which only costs a probe)."""
+    return time.clock_gettime(CLOCK_REALTIME_COARSE)
 
 
-CTIME_MARGIN = 0.05
-"""The kernel stamps ctime from a coarse clock that may lag time.time() by a few ticks."""
+CLOCK_REALTIME_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)  # Linux's clock id 5
 
 
 def drift_since_head(
@@ -386,15 +408,21 @@ def drift_since_head(
     noise. Otherwise a probe snapshot and a send stream against the head tell exactly.
     """
     store, fs = target.store, target.fs
-    when = time.time()
+    when = ctime_now()
     fs.sync(target.root)  # writes still in memory do not show in the generation yet
     now: Checkpoint = (fs.info(target.root).generation, when)
     if checked is not None:
         if now[0] == checked[0]:
             return [], now
-        quick = fs.changed_since(target.root, checked[0], checked[1] - CTIME_MARGIN)
+        quick = fs.changed_since(target.root, checked[0], checked[1])
         if quick is not None:
-            candidates = noise_filter(quick, target.config.noise)
+            noise = target.config.noise
+            head_path = store.layer_path(head)
+            candidates = [
+                p
+                for p in noise_filter(quick, noise, noise_folders=False)
+                if not _same_folder(head_path, target.root, p, noise)
+            ]
             if not candidates:
                 return [], now
             if fold_late and late_writes_only(candidates):

@@ -116,3 +116,36 @@ def test_tree_search_sees_nothing_when_nothing_changed(image: Image) -> None:
     generation, since = fs.info(root).generation, time.time()
     btrfsutil.sync(root)
     assert fs.changed_since(root, generation, since) == set()
+
+
+def test_after_a_layer_only_noise_takes_the_fast_path(ready: Image) -> None:
+    """The drift check after a package run needs no probe snapshot when only noise changed:
+    the (transaction, time) checkpoint of the layer's snapshot is exact."""
+    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.process import owner_of
+
+    (ready.root / "var/log").mkdir(parents=True)  # as in any root
+    target = Target(str(ready.root))
+    op = Operation("test", "test", ("test", "install", "x"), owner_of(os.getpid()))
+    begin(target, op, None)
+    (ready.root / "usr").mkdir()
+    (ready.root / "usr/x").write_text("installed")
+    time.sleep(0.05)  # a package manager's files are not written in the tick of its post hook
+    commit(target, op, None)
+    (ready.root / "var/log/after").write_text("noise")
+    with open(ready.root / "usr/x") as f:  # a read: atime only
+        f.read()
+    snapshots: list[str] = []
+    real = target.fs.snapshot
+
+    def counting(source: str, dest: str, **kw: object) -> None:
+        snapshots.append(dest)
+        real(source, dest, **kw)  # type: ignore[arg-type]
+
+    target.fs.snapshot = counting  # type: ignore[method-assign]
+    begin(target, op.replace(owner="1:1"), None)
+    assert snapshots == []  # no probe
+    (ready.root / "etc/hand-edit").write_text("x")
+    commit(target, op.replace(owner="1:1"), None)  # the layer of the second run
+    assert len(snapshots) == 1
+    target.store.close()
