@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+
+from ashcore.value import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATUS_FILE = "var/lib/dpkg/status"
 
@@ -23,14 +27,18 @@ FINISHED = ("triggers-awaited", "triggers-pending", "installed")  # configured, 
 STATE_RANK = {state: rank for rank, state in enumerate((*UNFINISHED, "installed"))}
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One package of the status file, as far as the layers care."""
+class Entry(Value):
+    """One package of the status file, as far as the layers care. (A Value, not a dataclass:
+    this module is on the hook's path.)"""
 
+    __slots__ = ("arch", "name", "state", "version")
     name: str
     arch: str
     version: str
     state: str
+
+    def __init__(self, name: str, arch: str, version: str, state: str) -> None:
+        self._init(name=name, arch=arch, version=version, state=state)
 
 
 def _apt_pkg() -> Any:

@@ -8,16 +8,23 @@ it runs on that root.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+
+from ashcore.value import Value
 
 CONF = "etc/pacman.conf"
 DEFAULT_DBPATH = "/var/lib/pacman/"
 DEFAULT_HOOKDIR = "/etc/pacman.d/hooks/"
 
 
-class PacmanPaths(NamedTuple):
-    dbpath: str = DEFAULT_DBPATH
-    hookdirs: tuple[str, ...] = (DEFAULT_HOOKDIR,)
+class PacmanPaths(Value):
+    __slots__ = ("dbpath", "hookdirs")
+    dbpath: str
+    hookdirs: tuple[str, ...]
+
+    def __init__(
+        self, dbpath: str = DEFAULT_DBPATH, hookdirs: tuple[str, ...] = (DEFAULT_HOOKDIR,)
+    ) -> None:
+        self._init(dbpath=dbpath, hookdirs=hookdirs)
 
 
 def parse(text: str) -> PacmanPaths:

@@ -13,9 +13,12 @@ needs an order (a version changed).
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ashplugins.pacman import conf
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _pyalpm() -> Any:
