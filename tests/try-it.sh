@@ -5,4 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh tests/host-deps.sh >/dev/null
+# `.venv/bin/ashctl --root ROOT rollback ID`, from outside, is how that root rolls back.
+.venv/bin/pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
+    || .venv/bin/pip install --quiet --no-deps -e .
 exec .venv/bin/python -m tests.e2e.rig shell
