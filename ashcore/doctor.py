@@ -12,7 +12,7 @@ import os
 import re
 
 from ashcore.lifecycle import Target, recover_stale, write_manifest
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
 from ashcore.store import now_iso
 
@@ -20,23 +20,6 @@ log = logging.getLogger(__name__)
 
 _LAYER = re.compile(r"^(\d+)$")
 _PARTIAL = re.compile(r"^(\d+)\.partial$")
-
-
-def _layer_from_manifest(manifest: dict[str, object], layer_id: int, uuid: str) -> Layer:
-    status = str(manifest.get("status") or "interrupted")
-    return Layer(
-        id=layer_id,
-        name=str(manifest.get("name") or f"layer {layer_id}"),
-        parent=manifest.get("parent") if isinstance(manifest.get("parent"), int) else None,  # type: ignore[arg-type]
-        manager=manifest.get("manager") if isinstance(manifest.get("manager"), str) else None,  # type: ignore[arg-type]
-        command=str(manifest.get("command") or ""),
-        status=Status(status) if status in Status._value2member_map_ else Status.INTERRUPTED,
-        created=str(manifest.get("created") or ""),
-        finished=manifest.get("finished") if isinstance(manifest.get("finished"), str) else None,  # type: ignore[arg-type]
-        packages=PackageDelta.from_json(manifest.get("packages")),  # type: ignore[arg-type]
-        pinned=bool(manifest.get("pinned")),
-        uuid=uuid,
-    )
 
 
 def check(target: Target, repair: bool) -> list[str]:
@@ -81,7 +64,7 @@ def check(target: Target, repair: bool) -> list[str]:
                 uuid = fs.info(path).uuid
                 if isinstance(manifest, dict) and manifest.get("uuid") == uuid:
                     store.insert_layer(
-                        _layer_from_manifest(manifest, layer_id, uuid),
+                        Layer.from_manifest(manifest, layer_id, uuid),
                         plugin=manifest.get("plugin")
                         if isinstance(manifest.get("plugin"), str)
                         else None,

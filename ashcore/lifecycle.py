@@ -461,30 +461,15 @@ def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int, checked: Chec
     finished by `recover`: from the manifest if it still names the snapshot on disk.
     """
     store, fs = target.store, target.fs
-    row = store.db.execute(
-        "SELECT name, parent, manager, plugin, command, status, packages, created, finished,"
-        " pinned FROM layers WHERE id = ?",
-        (head,),
-    ).fetchone()
+    layer = store.get(head)
+    plugin = store.layer_owner(head)[1]
     manifest = read_json(store.manifest_path(head)) or {}
     store.reopen(head, owner="0:0", generation=None, before=None)
     os.rename(store.probe_path, store.partial_path(head))
     fs.delete(store.layer_path(head))
     os.rename(store.partial_path(head), store.layer_path(head))
-    layer = Layer(
-        id=head,
-        name=row[0],
-        parent=row[1],
-        manager=row[2],
-        command=row[4],
-        status=Status(row[5]),
-        created=row[7],
-        finished=row[8],
-        packages=PackageDelta.from_json(json.loads(row[6]) if row[6] else None),
-        pinned=bool(row[9]),
-        uuid=fs.info(store.layer_path(head)).uuid,
-    )
-    write_manifest(store, layer, row[3], dep.uuid, manifest.get("installed"))
+    layer = layer.replace(uuid=fs.info(store.layer_path(head)).uuid)
+    write_manifest(store, layer, plugin, dep.uuid, manifest.get("installed"))
     store.finalize(layer, dep.uuid, checked)
     log.debug("folded the late writes of layer %d's manager into it", head)
 
@@ -551,18 +536,7 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
         uuid = fs.info(final).uuid
         manifest = read_json(store.manifest_path(layer_id))
         if manifest and manifest.get("uuid") == uuid and manifest.get("status") != "pending":
-            layer = Layer(
-                id=layer_id,
-                name=manifest["name"],
-                parent=manifest.get("parent"),
-                manager=manifest.get("manager"),
-                command=manifest.get("command", ""),
-                status=Status(manifest["status"]),
-                created=manifest.get("created") or now_iso(),
-                finished=manifest.get("finished"),
-                packages=PackageDelta.from_json(manifest.get("packages")),
-                uuid=uuid,
-            )
+            layer = Layer.from_manifest(manifest, layer_id, uuid)
         else:
             layer = Layer(
                 id=layer_id,

@@ -183,3 +183,27 @@ class Layer(Value):
             "pinned": self.pinned,
             "uuid": self.uuid,
         }
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any], layer_id: int, uuid: str) -> Layer:
+        """The layer a manifest describes, read defensively (it may be old or hand-edited)."""
+
+        def text(key: str) -> str | None:
+            value = manifest.get(key)
+            return value if isinstance(value, str) else None
+
+        status = text("status") or ""
+        parent = manifest.get("parent")
+        return cls(
+            id=layer_id,
+            name=text("name") or f"layer {layer_id}",
+            parent=parent if isinstance(parent, int) else None,
+            manager=text("manager"),
+            command=text("command") or "",
+            status=Status(status) if status in Status._value2member_map_ else Status.INTERRUPTED,
+            created=text("created") or text("finished") or "",
+            finished=text("finished"),
+            packages=PackageDelta.from_json(manifest.get("packages")),
+            pinned=bool(manifest.get("pinned")),
+            uuid=uuid,
+        )

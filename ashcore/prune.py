@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def _epoch(iso: str) -> float:
-    return time.mktime(time.strptime(iso, "%Y-%m-%dT%H:%M:%S%z"))
+    """Seconds since the epoch; a time that cannot be read counts as the oldest."""
+    try:
+        return time.mktime(time.strptime(iso, "%Y-%m-%dT%H:%M:%S%z"))
+    except ValueError:
+        return 0.0
 
 
 def protected(layers: Iterable[Layer], heads: Iterable[int]) -> set[int]:
