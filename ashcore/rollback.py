@@ -102,10 +102,28 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
         if booted:
             fs.set_default(path)
             return path, True
+    retired = _deployment_in_store(target)
     _swap_mount(target.root, path)
     with store.locked(target.config.lock_timeout):
         store.forget_deployment(dep.uuid)  # no longer mounted: its layers are not its base
+        if retired is not None:  # one this store made: its state is a layer, it can go
+            try:
+                fs.delete(retired)
+            except BackendError as e:  # still in use (a process kept it open): leave it
+                log.warning("kept the previous deployment %s: %s", retired, e)
     return path, False
+
+
+def _deployment_in_store(target: Target) -> str | None:
+    """The path of the deployment mounted at the root when a rollback of this store made it
+    (under its deployments/ folder), else None: a root the user made is never deleted."""
+    root, store = mount_at(target.root), mount_at(target.store.path)
+    if root is None or store is None or root.source != store.source:
+        return None
+    prefix = store.fs_root.rstrip("/") + "/deployments/"
+    if not root.fs_root.startswith(prefix):
+        return None
+    return os.path.join(target.store.deployments_dir, root.fs_root[len(prefix) :])
 
 
 def pending_reboot(target: Target) -> bool:

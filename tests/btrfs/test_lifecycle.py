@@ -355,3 +355,16 @@ def test_a_file_rewritten_with_the_same_bytes_is_not_drift(ready: Image) -> None
     assert ready.json("status")["drift"] is False  # type: ignore[index]
     (ready.root / "usr/file").write_text("other\n")
     assert ready.json("status")["drift"] is True  # type: ignore[index]
+
+
+def test_a_deployment_made_by_a_rollback_goes_when_rolled_away_from(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
+    ready.ashctl("rollback", "base", check=True)
+    first = sorted(os.listdir(ready.root / ".ash/deployments"))
+    assert len(first) == 1
+    ready.ashctl("rollback", "one", check=True)
+    second = sorted(os.listdir(ready.root / ".ash/deployments"))
+    assert len(second) == 1 and second != first  # the one rolled away from is gone
+    assert (ready.root / "etc/one").exists()
+    assert (ready.top / "@root").is_dir()  # the root the user made is kept
+    assert ready.ashctl("doctor").returncode == 0
