@@ -26,6 +26,7 @@ from ashcore.run import run
 log = logging.getLogger(__name__)
 
 STORE_SUBVOLUME = "@ash"
+TOP_LEVEL_ID = 5
 
 DEFAULT_CONFIG = """\
 # ashlayers configuration. Every setting is shown with its default.
@@ -70,6 +71,11 @@ def _check_root(target: Target) -> None:
         )
     if not target.fs.is_subvolume(root):
         raise BackendError(f"{root} is not a btrfs subvolume", hint="mount a subvolume there")
+    if target.fs.info(root).id == TOP_LEVEL_ID:
+        raise BackendError(
+            f"{root} is the top level of its btrfs filesystem, not a subvolume in it",
+            hint="ashlayers needs the root in a subvolume, e.g. @, so that rollbacks can swap it",
+        )
 
 
 def _fs_uuid(device: str) -> str | None:

@@ -63,3 +63,11 @@ def test_commands_before_setup_say_what_to_do(image: Image) -> None:
     assert result.returncode == 1
     assert "run `ashctl setup`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_setup_refuses_the_top_level_of_the_filesystem(image: Image) -> None:
+    result = image.ashctl("setup", root=image.top)
+    assert result.returncode == 1
+    assert "is the top level of its btrfs filesystem" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (image.top / "@ash").exists()
