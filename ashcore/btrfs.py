@@ -67,6 +67,10 @@ if TYPE_CHECKING:
 
         def default_id(self, path: str) -> int: ...
 
+        def path_of(self, path: str, subvolume_id: int) -> str:
+            """The path of a subvolume of `path`'s filesystem, from its top level."""
+            ...
+
 
 def _fail(e: OSError, what: str, path: str) -> BackendError:
     code = e.errno
@@ -132,11 +136,19 @@ class Btrfs:
             raise _fail(e, "creating subvolume", path) from e
 
     def delete(self, path: str) -> None:
+        """Delete one subvolume, never one that holds others: a snapshot does not contain
+        the subvolumes nested in its source (a container's, a nested /home), so deleting
+        them with it would lose data no layer has."""
         try:
-            self._bu.delete_subvolume(path, recursive=True)
+            self._bu.delete_subvolume(path)
         except self._bu.BtrfsUtilError as e:
             if e.errno == errno.ENOENT:
                 return
+            if e.errno == errno.ENOTEMPTY:
+                raise BackendError(
+                    f"{path} holds other subvolumes: not deleted",
+                    hint="move or delete the subvolumes inside it first",
+                ) from e
             raise _fail(e, "deleting subvolume", path) from e
 
     def changed_paths(self, old: str, new: str) -> set[str]:
@@ -180,3 +192,9 @@ class Btrfs:
             return int(self._bu.get_default_subvolume(path))
         except self._bu.BtrfsUtilError as e:
             raise _fail(e, "reading the default subvolume", path) from e
+
+    def path_of(self, path: str, subvolume_id: int) -> str:
+        try:
+            return str(self._bu.subvolume_path(path, subvolume_id))
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "reading a subvolume's path", path) from e

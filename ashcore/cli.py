@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ashcore.errors import AshError, UsageError
-from ashcore.lifecycle import Operation, Target, begin, check_name, commit
+from ashcore.lifecycle import Operation, Target, begin, check_name, commit, require_idle
 from ashcore.model import Layer, PackageDelta
 from ashcore.process import owner_of
 from ashcore.store import explain
@@ -100,8 +100,8 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             changed, _ = drift_since_head(target, head, checked)
             if changed:
                 target.fs.delete(target.store.probe_path)
-                layer = target.store.get(head)
-                drift = layer.manager is None or not late_writes_only(changed)
+                manager = target.store.manager_of(head)
+                drift = manager is None or not late_writes_only(changed)
     pending = target.store.pending()
     pending_json = None
     if pending is not None:
@@ -251,9 +251,10 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
 def cmd_remove(target: Target, args: argparse.Namespace) -> int:
     from ashcore.prune import delete_layer, protected
 
-    layer = target.store.find(args.layer)
-    layers = target.store.layers()
     with target.store.locked(target.config.lock_timeout):
+        require_idle(target)
+        layer = target.store.find(args.layer)
+        layers = target.store.layers()
         if layer.id in protected(layers, target.store.heads()):
             raise UsageError(
                 f"layer {layer.id} is pinned or the base of a deployment",
@@ -277,6 +278,7 @@ def cmd_prune(target: Target, args: argparse.Namespace) -> int:
     if keep is not None and keep < 0:
         raise UsageError("--keep must be 0 or more", hint="e.g. --keep 10")
     with target.store.locked(target.config.lock_timeout):
+        require_idle(target)
         doomed = candidates(target.store.layers(), target.store.heads(), keep, days)
         for layer in doomed:
             print(

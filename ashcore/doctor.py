@@ -11,7 +11,7 @@ import logging
 import os
 import re
 
-from ashcore.lifecycle import Target, recover_stale, write_manifest
+from ashcore.lifecycle import Target, require_idle, write_manifest
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
 from ashcore.store import now_iso
@@ -42,9 +42,7 @@ def check(target: Target, repair: bool) -> list[str]:
     if not db_ok:
         return problems
     with store.locked(target.config.lock_timeout):
-        layer = recover_stale(target)
-        if layer is not None:
-            log.info("closed an interrupted transaction as layer %d", layer.id)
+        require_idle(target)  # closes a transaction whose owner is gone
         records = {layer.id: layer for layer in store.layers()}
         on_disk: dict[int, str] = {}
         for entry in sorted(os.listdir(store.layers_dir)):

@@ -572,9 +572,17 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     return layer
 
 
-def recover_stale(target: Target, database: PackageDatabase | None = None) -> Layer | None:
-    """Close the pending transaction if its owner is gone (for doctor and the CLI)."""
+def require_idle(target: Target) -> None:
+    """For commands that change or judge the set of layers (prune, remove, doctor): no
+    package operation may be running (its layer may be reopened, half made). One whose owner
+    is gone is closed first. Call with the store lock held."""
     pending = target.store.pending()
-    if pending is None or is_alive(pending["owner"]):
-        return None
-    return recover(target, pending, database)
+    if pending is None:
+        return
+    if is_alive(pending["owner"]):
+        pid = pending["owner"].partition(":")[0]
+        raise UsageError(
+            f"a package operation is running: {pending['command']} (pid {pid})",
+            hint="wait for it to finish, then run this again",
+        )
+    recover(target, pending, None)

@@ -13,10 +13,9 @@ import os
 import tempfile
 
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import Target, capture_drift, recover
+from ashcore.lifecycle import Target, capture_drift, require_idle
 from ashcore.model import Layer
 from ashcore.mounts import mount_at, mount_subvolume, move_mount, submounts, unmount
-from ashcore.process import is_alive
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,10 @@ def _swap_mount(root: str, new_path: str) -> None:
 
 
 def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
-    """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot)."""
+    """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot).
+
+    All under the store lock: no package operation begins against a root being swapped.
+    """
     store, fs = target.store, target.fs
     booted = is_booted_root(target.root)
     if not booted and os.path.realpath(target.root) == "/":
@@ -85,31 +87,22 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
             hint="run `ashctl --root PATH rollback` from outside the chroot",
         )
     with store.locked(target.config.lock_timeout):
-        pending = store.pending()
-        if pending is not None:
-            if is_alive(pending["owner"]):
-                raise UsageError(
-                    f"a package operation is running: {pending['command']}",
-                    hint="wait for it to finish",
-                )
-            recover(target, pending, None)
+        require_idle(target)
         dep = target.deployment()
         capture_drift(target, dep, None, None)
         path = _new_deployment_path(target, layer)
         fs.snapshot(store.layer_path(layer.id), path, read_only=False)
-        new = fs.info(path)
-        store.set_head(new.uuid, layer.id, None)
+        store.set_head(fs.info(path).uuid, layer.id, None)
         if booted:
             fs.set_default(path)
             return path, True
-    retired = _deployment_in_store(target)
-    _swap_mount(target.root, path)
-    with store.locked(target.config.lock_timeout):
+        retired = _deployment_in_store(target)
+        _swap_mount(target.root, path)  # the lock's file moves with the store's mount
         store.forget_deployment(dep.uuid)  # no longer mounted: its layers are not its base
         if retired is not None:  # one this store made: its state is a layer, it can go
             try:
                 fs.delete(retired)
-            except BackendError as e:  # still in use (a process kept it open): leave it
+            except BackendError as e:  # in use, or holds a nested subvolume: leave it
                 log.warning("kept the previous deployment %s: %s", retired, e)
     return path, False
 
@@ -127,9 +120,17 @@ def _deployment_in_store(target: Target) -> str | None:
 
 
 def pending_reboot(target: Target) -> bool:
+    """A rollback of the running system waits for a reboot: the default subvolume is a
+    deployment this store made, and not the one running. (Systems that mount `subvol=@`
+    leave the default at the top level: that is no pending rollback.)"""
     if not is_booted_root(target.root):
         return False
     try:
-        return target.fs.default_id(target.root) != target.deployment().id
+        default = target.fs.default_id(target.root)
+        if default == target.deployment().id:
+            return False
+        store = mount_at(target.store.path)
+        prefix = (store.fs_root.rstrip("/") if store else "/@ash") + "/deployments/"
+        return ("/" + target.fs.path_of(target.root, default)).startswith(prefix)
     except BackendError:
         return False

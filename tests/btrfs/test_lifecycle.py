@@ -302,6 +302,8 @@ def test_rollback_of_the_booted_root_sets_the_default_subvolume(
     ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
     monkeypatch.setattr(rollback_module, "is_booted_root", lambda root: True)
     target = Target(str(ready.root))
+    # Mounted with subvol=@root, default subvolume still the top level: no rollback pending.
+    assert rollback_module.pending_reboot(target) is False
     path, at_reboot = rollback_module.rollback(target, target.store.find("base"))
     assert at_reboot is True
     assert btrfsutil.get_default_subvolume(str(ready.root)) == btrfsutil.subvolume_id(path)
@@ -368,3 +370,21 @@ def test_a_deployment_made_by_a_rollback_goes_when_rolled_away_from(ready: Image
     assert (ready.root / "etc/one").exists()
     assert (ready.top / "@root").is_dir()  # the root the user made is kept
     assert ready.ashctl("doctor").returncode == 0
+
+
+def test_a_rollback_never_deletes_a_nested_subvolume(ready: Image) -> None:
+    import btrfsutil
+
+    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    ready.ashctl("rollback", "base", check=True)  # the deployment is now one of the store's
+    btrfsutil.create_subvolume(str(ready.root / "srv-data"))
+    (ready.root / "srv-data/precious").write_text("in no layer")
+    result = ready.ashctl("rollback", "one")
+    assert result.returncode == 0, result.stderr
+    assert "holds other subvolumes" in result.stderr
+    kept = [
+        d
+        for d in os.listdir(ready.root / ".ash/deployments")
+        if (ready.root / ".ash/deployments" / d / "srv-data/precious").exists()
+    ]
+    assert len(kept) == 1
