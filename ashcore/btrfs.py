@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
         def is_subvolume(self, path: str) -> bool: ...
 
+        def is_read_only(self, path: str) -> bool: ...
+
         def sync(self, path: str) -> None:
             """Commit the filesystem's transaction, so that generations tell every write."""
 
@@ -107,6 +109,12 @@ class Btrfs:
             self._bu.sync(path)
         except self._bu.BtrfsUtilError as e:
             raise _fail(e, "sync", path) from e
+
+    def is_read_only(self, path: str) -> bool:
+        try:
+            return bool(self._bu.get_subvolume_read_only(path))
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "reading a subvolume's flags", path) from e
 
     def is_subvolume(self, path: str) -> bool:
         try:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logger(__name__)
 
 MAX_NAME = 200
+NO_OWNER = "0:0"  # owns what the core does on its own (drift, folding): never alive
 
 
 class Outcome(enum.Enum):
@@ -457,14 +458,14 @@ def late_writes_only(changed: list[str]) -> bool:
 def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int, checked: Checkpoint) -> None:
     """Replace the head layer's snapshot by the probe (same record, new uuid).
 
-    The record is reopened first (owner "0:0", never alive), so that a kill at any step is
+    The record is reopened first (owner NO_OWNER, never alive), so that a kill at any step is
     finished by `recover`: from the manifest if it still names the snapshot on disk.
     """
     store, fs = target.store, target.fs
     layer = store.get(head)
     plugin = store.layer_owner(head)[1]
     manifest = read_json(store.manifest_path(head)) or {}
-    store.reopen(head, owner="0:0", generation=None, before=None)
+    store.reopen(head, owner=NO_OWNER, generation=None, before=None)
     os.rename(store.probe_path, store.partial_path(head))
     fs.delete(store.layer_path(head))
     os.rename(store.partial_path(head), store.layer_path(head))
@@ -506,7 +507,7 @@ def capture_drift(
         manager=None,
         plugin=None,
         command=pending["command"],
-        owner="0:0",
+        owner=NO_OWNER,
         deployment=dep.uuid,
         generation=None,
         before=None,
@@ -529,14 +530,36 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     """
     store, fs = target.store, target.fs
     layer_id = pending["id"]
-    if os.path.lexists(store.partial_path(layer_id)):
-        fs.delete(store.partial_path(layer_id))
-    final = store.layer_path(layer_id)
+    partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
+    # A manifest exists before the commit only for a reopened layer (apt's second dpkg run,
+    # late writes folded in): its record is known, only its snapshot was being replaced.
+    manifest = read_json(store.manifest_path(layer_id))
+    known = isinstance(manifest, dict) and manifest.get("status") not in (None, "pending")
+    if (
+        known
+        and not os.path.lexists(final)
+        and os.path.lexists(partial)
+        and fs.is_read_only(partial)  # complete: killed between the delete and the rename
+    ):
+        os.rename(partial, final)
+    if os.path.lexists(partial):
+        fs.delete(partial)
     if os.path.lexists(final):
         uuid = fs.info(final).uuid
-        manifest = read_json(store.manifest_path(layer_id))
-        if manifest and manifest.get("uuid") == uuid and manifest.get("status") != "pending":
+        if known:
+            assert isinstance(manifest, dict)
             layer = Layer.from_manifest(manifest, layer_id, uuid)
+            if manifest.get("uuid") != uuid and pending["owner"] != NO_OWNER:
+                # The new state of a reopened layer whose new record was never written.
+                layer = layer.replace(status=Status.INTERRUPTED)
+            if manifest.get("uuid") != uuid:
+                write_manifest(
+                    store,
+                    layer,
+                    pending["plugin"],
+                    pending["deployment"],
+                    manifest.get("installed"),
+                )
         else:
             layer = Layer(
                 id=layer_id,

@@ -145,3 +145,44 @@ def test_doctor_repair_keeps_a_snapshot_whose_manifest_was_lost(ready: Image) ->
     assert [(x["id"], x["status"]) for x in found] == [(1, "committed"), (2, "interrupted")]  # type: ignore[union-attr]
     assert (ready.root / ".ash/layers/2/etc/one").exists()
     assert_consistent(ready)
+
+
+def manager_layer(img: Image, name: str) -> None:
+    """A layer made by a (pretend) package manager through the hooks, as plugins make them."""
+    manager = subprocess.Popen(["sleep", "60"])
+    try:
+        for fn in ("begin", "commit"):
+            code = (
+                f"import sys; from ashcore.hook import {fn}_hook as h;"
+                f"sys.exit(h(root={str(img.root)!r}, plugin='test', manager='test',"
+                f" argv=['test', {name!r}], owner_pid={manager.pid}, database=lambda: None))"
+            )
+            assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+            if fn == "begin":
+                (img.root / "usr").mkdir(exist_ok=True)
+                (img.root / "usr" / name).write_text(name)
+    finally:
+        manager.kill()
+        manager.wait()
+
+
+def test_sigkill_while_folding_late_writes_into_a_layer(ready: Image) -> None:
+    late = ready.root / "var/lib/rpm/rpmdb.sqlite"
+    late.parent.mkdir(parents=True)
+    manager_layer(ready, "probe")
+    late.write_text("probe")
+    total = int(
+        crashrun(ready, 0, "run", "--name", "r0", "--", "true").stderr.rsplit("LINES ", 1)[1]
+    )
+    kills = 0
+    for limit in range(1, total + 1, max(1, total // 40)):
+        manager_layer(ready, f"m{limit}")
+        late.write_text(str(limit))  # the manager's database, written after its post hook
+        result = crashrun(ready, limit, "run", "--name", f"r{limit}", "--", "true")
+        kills += result.returncode == -signal.SIGKILL
+        assert ready.ashctl("doctor").returncode == 0
+        assert_consistent(ready)
+        layer = next(x for x in ready.json("list") if x["name"] == f"test m{limit}")  # type: ignore[union-attr]
+        assert layer["status"] == "committed", (limit, layer)
+        assert (ready.root / f".ash/layers/{layer['id']}/usr/m{limit}").exists()
+    assert kills >= 20
