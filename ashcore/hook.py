@@ -17,7 +17,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
-from ashcore.config import CONFIG_PATH
+from ashcore.config import CONFIG_PATH, load_config
 from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import Operation, Target, begin, commit
 from ashcore.process import owner_of
@@ -91,8 +91,10 @@ def begin_hook(
         return 0
     on_error = "abort"
     try:
-        target = Target(root)
-        on_error = target.config.on_error
+        # The policy first: even a core that cannot start (btrfsutil gone) must honour "warn".
+        config = load_config(root)
+        on_error = config.on_error
+        target = Target(root, config=config)
         if not _set_up(target):
             return 0
         op = _operation(plugin, manager, argv, owner_pid, targets, name, reopen)

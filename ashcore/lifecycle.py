@@ -84,9 +84,11 @@ class Operation(Value):
 class Target:
     """An opened target root: its config, its store and its filesystem."""
 
-    def __init__(self, root: str = "/", fs: Filesystem | None = None) -> None:
+    def __init__(
+        self, root: str = "/", fs: Filesystem | None = None, config: Config | None = None
+    ) -> None:
         self.root = os.path.abspath(root)
-        self.config: Config = load_config(self.root)
+        self.config: Config = config if config is not None else load_config(self.root)
         self.fs: Filesystem = fs if fs is not None else Btrfs()
         self.store = Store(os.path.join(self.root, self.config.store.lstrip("/")))
 
@@ -241,7 +243,8 @@ def commit(
             changed = [
                 n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded
             ]
-            skipped = [p for p in hooks.skip_packages if _matches(p, changed)]
+            # A reopened layer is kept whatever it touched: it is a layer already.
+            skipped = [] if amend else [p for p in hooks.skip_packages if _matches(p, changed)]
             if skipped or (not delta and not failed and not amend and not _files_changed(target)):
                 store.delete_row(pending["id"])
                 log.info(

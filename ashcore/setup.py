@@ -29,16 +29,16 @@ STORE_SUBVOLUME = "@ash"
 TOP_LEVEL_ID = 5
 
 DEFAULT_CONFIG = """\
-# ashlayers configuration. Every setting is shown with its default.
+# ashlayers configuration. Every setting is shown with its default, but [retention].
 # store = "/.ash"              # where the store subvolume is mounted, inside this root
 # on_error = "abort"           # "abort": stop a package operation whose layer cannot be made
 #                              # "warn": go on without a layer
 # lock_timeout = 600           # seconds to wait for another package operation
 # noise = []                   # more paths whose changes are not drift (dirs cover below)
 # lock_files = []              # more lock files never kept inside a layer
-# [retention]                  # what `ashctl prune` keeps
-# keep = 50                    # the newest N layers
-# keep_days = 30               # layers newer than this
+# [retention]                  # what a plain `ashctl prune` keeps; no default: without
+# keep = 50                    #   these, prune needs --keep or --keep-days. The newest N,
+# keep_days = 30               #   and those newer than D days, stay.
 """
 
 

@@ -388,3 +388,21 @@ def test_a_rollback_never_deletes_a_nested_subvolume(ready: Image) -> None:
         if (ready.root / ".ash/deployments" / d / "srv-data/precious").exists()
     ]
     assert len(kept) == 1
+
+
+def test_on_error_warn_lets_the_manager_go_on_when_no_layer_can_be_made(ready: Image) -> None:
+    subprocess.run(["umount", str(ready.root / ".ash")], check=True)  # the store is gone
+    (ready.root / "etc/ash/ash.toml").write_text('on_error = "warn"\n')
+    manager = subprocess.Popen(["sleep", "60"])
+    try:
+        code = (
+            "import sys; from ashcore.hook import begin_hook as h;"
+            f"sys.exit(h(root={str(ready.root)!r}, plugin='test', manager='test',"
+            f" argv=['test'], owner_pid={manager.pid}, database=lambda: None))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    finally:
+        manager.kill()
+        manager.wait()
+    assert result.returncode == 0
+    assert result.stderr.startswith("ashlayers: no layer for this run: ")
