@@ -130,6 +130,19 @@ def commit_hook(
     return 0
 
 
+def guarded(step: Callable[[], int], *, before: bool, root: str = "/") -> int:
+    """Run a hook face's own work (reading the manager's command line, its stdin): an error
+    of its own is one line, not a traceback, and before the transaction it follows on_error."""
+    try:
+        return step()
+    except Exception as e:
+        try:
+            on_error = load_config(root).on_error
+        except Exception:
+            on_error = "abort"
+        return _report(e, on_error, before=before)
+
+
 def _report(error: Exception, on_error: str, *, before: bool) -> int:
     if isinstance(error, sqlite3.Error):
         error = explain(error, "the store")

@@ -43,6 +43,14 @@ def _skipped() -> bool:
 
 
 def main(args: list[str]) -> int:
+    """The hook's entry point: an error of the hook's own is one line (ashcore.hook.guarded)."""
+    from ashcore.hook import guarded
+
+    phase = args[0] if len(args) == 1 else ""
+    return guarded(lambda: _main(args), before=phase.endswith("begin"))
+
+
+def _main(args: list[str]) -> int:
     phase = args[0] if len(args) == 1 else ""
     if phase not in PHASES:
         print(USAGE, file=sys.stderr)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from ashcore.hook import begin_hook, commit_hook
+from ashcore.hook import begin_hook, commit_hook, guarded
 
 from .actions import ActionsChannel
 from .command import PLUGIN_NAME, layer_name, plugin_disabled, read_cmdline
@@ -27,6 +27,17 @@ USAGE = "usage: python3 -m ashplugins.dnf.dnf5 begin|commit INSTALLROOT PID HIST
 
 
 def main(args: list[str], channel: ActionsChannel | None = None) -> int:
+    """The hook's entry point: an error of the hook's own is one line (ashcore.hook.guarded)."""
+    root = args[1] if len(args) == 4 and args[1] else "/"
+    begin = args[:1] == ["begin"]
+    channel = channel or ActionsChannel()
+    rc = guarded(lambda: _main(args, channel), before=begin, root=root)
+    if begin and rc == 1:  # dnf5 runs its actions without raise_error: ask it to stop
+        channel.stop("ashlayers: no layer could be made; stopped before any change")
+    return rc
+
+
+def _main(args: list[str], channel: ActionsChannel | None = None) -> int:
     if len(args) != 4 or args[0] not in ("begin", "commit") or not args[2].isdigit():
         print(USAGE, file=sys.stderr)
         return 2
@@ -34,7 +45,7 @@ def main(args: list[str], channel: ActionsChannel | None = None) -> int:
     argv = read_cmdline(pid) or [MANAGER]
     if plugin_disabled(argv, PLUGIN_NAME):
         return 0
-    channel = channel or ActionsChannel()
+    assert channel is not None
     if step == "begin":
         transaction = channel.transaction() or []
         rc = begin_hook(
@@ -48,8 +59,6 @@ def main(args: list[str], channel: ActionsChannel | None = None) -> int:
             name=layer_name(argv),
             reopen=False,  # one libdnf5 process (a daemon, a script) may run many transactions
         )
-        if rc != 0:
-            channel.stop("ashlayers: no layer could be made; stopped before any change")
         return rc
     from .history import last_transaction_failed
     from .rpmdb import RpmDatabase

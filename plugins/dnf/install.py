@@ -25,6 +25,7 @@ ACTIONS = "etc/dnf/libdnf5-plugins/actions.d/ashlayers.actions"
 LAUNCHER = "usr/libexec/ashlayers/dnf5-hook"
 ACTIONS_PLUGIN_CONF = "etc/dnf/libdnf5-plugins/actions.conf"
 DNF4_CONF = "etc/dnf/plugins/ashlayers.conf"
+HOOK_CONFIG = "etc/ash/hooks.d/dnf.toml"
 DNF4_PLUGIN = "ashlayers.py"
 DNF5_BINARIES = ("usr/bin/dnf5", "usr/bin/microdnf")
 DNF_PACKAGES = (
@@ -107,6 +108,10 @@ def install(root: str) -> list[str]:
         mode = 0o755 if relative == LAUNCHER else 0o644
         written.append(_ensure(root, relative, _file(name), mode))
         _precompile(root, relative)
+    if written:  # the user's settings: written once, never replaced, kept by uninstall
+        if not os.path.exists(os.path.join(root, HOOK_CONFIG)):
+            _ensure(root, HOOK_CONFIG, _file("dnf.toml"), 0o644)
+        written.append("/" + HOOK_CONFIG)
     if has_dnf5(root) and not os.path.exists(os.path.join(root, ACTIONS_PLUGIN_CONF)):
         log.warning(
             "ashlayers: libdnf5's actions plugin is not installed in %s (libdnf5-plugin-actions):"

@@ -18,13 +18,18 @@ import sys
 from ashplugins.pacman.command import command_of, layer_name, read_targets
 from ashplugins.pacman.database import PacmanDatabase
 
-from ashcore.hook import begin_hook, commit_hook
+from ashcore.hook import begin_hook, commit_hook, guarded
 
 PLUGIN = "pacman"
 USAGE = "usage: python3 -m ashplugins.pacman.hook pre|post (run by pacman's alpm hooks)"
 
 
 def main(args: list[str]) -> int:
+    """The hook's entry point: an error of the hook's own is one line (ashcore.hook.guarded)."""
+    return guarded(lambda: _main(args), before=args[:1] == ["pre"])
+
+
+def _main(args: list[str]) -> int:
     when = args[0] if len(args) == 1 else ""
     if when not in ("pre", "post"):
         print(USAGE, file=sys.stderr)

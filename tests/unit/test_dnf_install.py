@@ -13,6 +13,7 @@ ACTIONS = "etc/dnf/libdnf5-plugins/actions.d/ashlayers.actions"
 DNF4_PLUGIN = "usr/lib/python3/dist-packages/dnf-plugins/ashlayers.py"
 DNF4_CONF = "etc/dnf/plugins/ashlayers.conf"
 LAUNCHER = "usr/libexec/ashlayers/dnf5-hook"
+HOOK_CONFIG = "etc/ash/hooks.d/dnf.toml"
 CALLBACKS = {"pre_transaction", "post_transaction"}
 VARIABLES = {"pid", "conf.installroot", "conf.transaction_history_dir"}
 
@@ -42,22 +43,24 @@ def test_install_both_and_idempotent(tmp_path: Path) -> None:
     root = _dnf4(_dnf5(tmp_path))
     written = install.install(str(root))
     assert sorted(written) == sorted(
-        ["/" + ACTIONS, "/" + LAUNCHER, "/" + DNF4_PLUGIN, "/" + DNF4_CONF]
+        ["/" + ACTIONS, "/" + LAUNCHER, "/" + DNF4_PLUGIN, "/" + DNF4_CONF, "/" + HOOK_CONFIG]
     )
+    assert "# enabled = true" in (root / HOOK_CONFIG).read_text()
     for path in (ACTIONS, DNF4_PLUGIN, DNF4_CONF):
         assert (root / path).stat().st_mode & 0o777 == 0o644
     assert (root / LAUNCHER).stat().st_mode & 0o777 == 0o755
     stamp = (root / ACTIONS).stat().st_mtime_ns
     assert install.install(str(root)) == written
     assert (root / ACTIONS).stat().st_mtime_ns == stamp
-    assert sorted(install.uninstall(str(root))) == sorted(written)
+    assert sorted(install.uninstall(str(root))) == sorted(set(written) - {"/" + HOOK_CONFIG})
+    assert (root / HOOK_CONFIG).exists()  # the user's settings stay
     assert not any((root / p).exists() for p in (ACTIONS, LAUNCHER, DNF4_PLUGIN, DNF4_CONF))
     assert install.uninstall(str(root)) == []
 
 
 def test_install_dnf5_only(tmp_path: Path) -> None:
     root = _dnf5(tmp_path)
-    assert install.install(str(root)) == ["/" + LAUNCHER, "/" + ACTIONS]
+    assert install.install(str(root)) == ["/" + LAUNCHER, "/" + ACTIONS, "/" + HOOK_CONFIG]
     assert not (root / "etc/dnf/plugins").exists()
 
 
@@ -66,6 +69,7 @@ def test_dnf4_plugin_goes_beside_the_dnf_package(tmp_path: Path) -> None:
     assert install.install(str(root)) == [
         "/usr/lib/python3.13/site-packages/dnf-plugins/ashlayers.py",
         "/" + DNF4_CONF,
+        "/" + HOOK_CONFIG,
     ]
 
 
