@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from ashcore.config import CONFIG_PATH, load_config
 from ashcore.errors import AshError, StoreError
-from ashcore.lifecycle import Operation, Target, begin, commit
+from ashcore.lifecycle import Operation, Outcome, Target, begin, commit
 from ashcore.process import owner_of
 from ashcore.store import explain
 
@@ -80,11 +80,14 @@ def begin_hook(
     targets: Sequence[str] = (),
     name: str | None = None,
     reopen: bool = True,
+    commit: Callable[[], object] | None = None,
 ) -> int:
     """Pre-transaction. Returns 0 to let the manager go on, 1 to stop it (on_error=abort).
 
     `name` is the plugin's name for the layer (ASH_NAME wins). `reopen=False` for a manager
     whose one process may run several transactions (a libdnf5 daemon): each is a layer.
+    `commit`: what the post hook would do; with it, this process stays behind to do it when
+    the post hook's `ash-commit` asks (ashcore/linger.py): one interpreter per operation.
     """
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
         say("ASH_SKIP is set: no layer for this run")
@@ -98,10 +101,18 @@ def begin_hook(
         if not _set_up(target):
             return 0
         op = _operation(plugin, manager, argv, owner_pid, targets, name, reopen)
-        begin(target, op, database())
-        return 0
+        started = begin(target, op, database()) is Outcome.STARTED
     except Exception as e:  # never let a crash of ours break the manager in a worse way
         return _report(e, on_error, before=True)
+    if started and commit is not None:
+        target.store.close()  # a child must not inherit the connection
+        try:
+            from ashcore.linger import linger
+
+            linger(target.store.path, owner_pid, commit)
+        except OSError as e:  # the post hook then commits the slow way
+            say(f"cannot wait for the post hook ({e.strerror}): it will start Python")
+    return 0
 
 
 def commit_hook(

@@ -13,6 +13,7 @@ import os
 import pkgutil
 import posixpath
 import tempfile
+from importlib import resources
 from types import ModuleType
 
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
@@ -26,6 +27,7 @@ from ashcore.run import run
 log = logging.getLogger(__name__)
 
 STORE_SUBVOLUME = "@ash"
+COMMIT_HELPER = "usr/libexec/ashlayers/ash-commit"  # the post hooks' fast path (linger.py)
 TOP_LEVEL_ID = 5
 
 DEFAULT_CONFIG = """\
@@ -55,6 +57,14 @@ def plugins() -> list[ModuleType]:
         except ImportError:
             continue
     return found
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def _check_root(target: Target) -> None:
@@ -150,6 +160,13 @@ def setup(target: Target) -> list[str]:
     if not os.path.exists(config):
         write_atomic(config, DEFAULT_CONFIG.encode())
         done.append(f"config: wrote /{CONFIG_PATH}")
+    commit_helper = os.path.join(target.root, COMMIT_HELPER)
+    data = resources.files("ashcore").joinpath("files", "ash-commit").read_bytes()
+    if _read(commit_helper) != data:
+        os.makedirs(os.path.dirname(commit_helper), mode=0o755, exist_ok=True)
+        write_atomic(commit_helper, data)
+        os.chmod(commit_helper, 0o755)
+        done.append(f"hook: /{COMMIT_HELPER}")
     for plugin in plugins():
         if plugin.detect(target.root):
             for path in plugin.install(target.root):

@@ -406,3 +406,52 @@ def test_on_error_warn_lets_the_manager_go_on_when_no_layer_can_be_made(ready: I
         manager.wait()
     assert result.returncode == 0
     assert result.stderr.startswith("ashlayers: no layer for this run: ")
+
+
+def lingering_run(img: Image, helper: str, *, kill_child: bool = False) -> str:
+    """A pretend manager (a shell) whose pre hook lingers and whose post hook is ash-commit,
+    falling back to the Python commit as the plugins' post hooks do."""
+    begin = (
+        "import sys; from ashcore.hook import begin_hook, commit_hook;"
+        f"kw = dict(root={str(img.root)!r}, plugin='test', manager='test',"
+        " argv=['test', 'install', 'x'], owner_pid=int(sys.argv[1]), database=lambda: None);"
+        "sys.exit(begin_hook(**kw, commit=lambda: commit_hook(**kw)))"
+    )
+    commit = begin.replace(
+        "begin_hook(**kw, commit=lambda: commit_hook(**kw))", "commit_hook(**kw)"
+    )
+    kill = (
+        f'read -r child owner < {img.root}/.ash/run/commit; kill -9 "$child"; sleep 0.2;'
+        if kill_child
+        else ""
+    )
+    script = (
+        f'"{sys.executable}" -c "$BEGIN" $$ && touch {img.root}/usr/x && {kill}'
+        f'{{ {helper} {img.root}/.ash || "{sys.executable}" -c "$COMMIT" $$; }}'
+    )
+    done = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BEGIN": begin, "COMMIT": commit},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_one_interpreter_per_operation_the_pre_hook_makes_the_layer(ready: Image) -> None:
+    from pathlib import Path
+
+    helper = str(Path(__file__).parents[2] / "ashcore/files/ash-commit")
+    said = lingering_run(ready, helper)
+    assert "ashlayers: layer 2 'test install x' (no package change)" in said
+    layer = layers(ready)[-1]
+    assert (layer["id"], layer["status"]) == (2, "committed")
+    assert (ready.root / ".ash/layers/2/usr/x").exists()
+    assert not (ready.root / ".ash/run/commit").exists()
+    # The child is gone: the post hook falls back to the Python commit.
+    said = lingering_run(ready, helper, kill_child=True)
+    assert "ashlayers: layer 3 'test install x'" in said
+    assert [x["status"] for x in layers(ready)] == ["committed"] * 3
+    assert ready.ashctl("doctor").returncode == 0
