@@ -128,7 +128,7 @@ def test_after_a_layer_only_noise_takes_the_fast_path(ready: Image) -> None:
     target = Target(str(ready.root))
     op = Operation("test", "test", ("test", "install", "x"), owner_of(os.getpid()))
     begin(target, op, None)
-    (ready.root / "usr").mkdir()
+    (ready.root / "usr").mkdir(exist_ok=True)
     (ready.root / "usr/x").write_text("installed")
     time.sleep(0.05)  # a package manager's files are not written in the tick of its post hook
     commit(target, op, None)

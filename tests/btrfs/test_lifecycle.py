@@ -224,7 +224,7 @@ def test_late_writes_of_a_manager_fold_into_its_layer_and_are_not_drift(ready: I
     manager = subprocess.Popen(["sleep", "60"])
     try:
         hook(ready, "begin", manager.pid)
-        (ready.root / "usr").mkdir()
+        (ready.root / "usr").mkdir(exist_ok=True)
         (ready.root / "usr/tool").write_text("installed")
         hook(ready, "commit", manager.pid)
         # The manager checkpoints its database after its post hook.
@@ -338,7 +338,7 @@ def test_a_run_that_changes_no_package_makes_no_layer_unless_it_changed_files(
     (ready.root / "var/log/test.log").write_text("noise only")
     assert commit(target, op, SameSet()) is None
     begin(target, op, SameSet())
-    (ready.root / "usr").mkdir()
+    (ready.root / "usr").mkdir(exist_ok=True)
     (ready.root / "usr/tool").write_text("rewritten by a reinstall")
     layer = commit(target, op, SameSet())
     assert layer is not None and not layer.packages and layer.status.value == "committed"
@@ -347,7 +347,7 @@ def test_a_run_that_changes_no_package_makes_no_layer_unless_it_changed_files(
 
 
 def test_a_file_rewritten_with_the_same_bytes_is_not_drift(ready: Image) -> None:
-    (ready.root / "usr").mkdir()
+    (ready.root / "usr").mkdir(exist_ok=True)
     ready.ashctl(
         "run", "--name", "one", "--", "sh", "-c", f"echo same > {ready.root}/usr/file", check=True
     )
