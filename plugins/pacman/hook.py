@@ -36,6 +36,17 @@ def _main(args: list[str]) -> int:
         return 2
     owner = os.getppid()
     argv = command_of(owner)
+
+    def commit() -> int:
+        return commit_hook(
+            root="/",
+            plugin=PLUGIN,
+            manager=PLUGIN,
+            argv=argv,
+            owner_pid=owner,
+            database=PacmanDatabase,
+        )
+
     if when == "pre":
         targets = [] if sys.stdin is None or sys.stdin.isatty() else read_targets(sys.stdin)
         return begin_hook(
@@ -47,15 +58,9 @@ def _main(args: list[str]) -> int:
             database=PacmanDatabase,
             targets=targets,
             name=layer_name(argv),  # without --noconfirm and the like; ASH_NAME wins
+            commit=commit,  # this process stays to make the layer: the post hook is shell only
         )
-    return commit_hook(
-        root="/",
-        plugin=PLUGIN,
-        manager=PLUGIN,
-        argv=argv,
-        owner_pid=owner,
-        database=PacmanDatabase,
-    )
+    return commit()  # the post hook's slow way: nobody stayed behind (see ashcore/linger.py)
 
 
 if __name__ == "__main__":
