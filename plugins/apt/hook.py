@@ -64,7 +64,7 @@ def _main(args: list[str]) -> int:
     argv = command_of(owner, "dpkg" if dpkg else "apt")
     manager = "dpkg" if dpkg else "apt"
 
-    from ashcore.hook import begin_hook, commit_hook
+    from ashcore.hook import begin_hook
 
     if phase.endswith("begin"):
         if dpkg:
@@ -82,7 +82,16 @@ def _main(args: list[str]) -> int:
             database=AptDatabase,
             targets=targets,
             name=layer_name(argv),  # the user's ASH_NAME wins
+            # apt's run: this process stays to make the layer when Post-Invoke's ash-commit
+            # asks (ashcore/linger.py), so that the post hook starts no Python.
+            commit=None if dpkg else (lambda: _commit(root, manager, argv, owner, dpkg)),
         )
+    return _commit(root, manager, argv, owner, dpkg)
+
+
+def _commit(root: str, manager: str, argv: tuple[str, ...], owner: int, dpkg: bool) -> int:
+    from ashcore.hook import commit_hook
+
     database = AptDatabase()
     unpack_only = dpkg and os.environ.get("DPKG_HOOK_ACTION") == "unpack"
     try:
