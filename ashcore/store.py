@@ -160,6 +160,11 @@ class Store:
                 # transactions; each layer's manifest (checked by uuid) lets the next run or
                 # `doctor --repair` restore them. Saves an fsync on every hook.
                 db.execute("PRAGMA synchronous=NORMAL")
+                # A hook's connection closing must not checkpoint the WAL (milliseconds of
+                # writes and syncs on every hook): checkpoints come as the WAL grows.
+                no_checkpoint = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+                if no_checkpoint is not None:  # Python >= 3.12
+                    db.setconfig(no_checkpoint, True)  # type: ignore[attr-defined,unused-ignore]
                 if db.execute("PRAGMA user_version").fetchone()[0] == 0:
                     db.executescript(
                         "BEGIN IMMEDIATE;"
