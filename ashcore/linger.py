@@ -66,6 +66,7 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
     try:
         os.close(ready_r)
         os.setsid()
+        os.chdir("/")  # hold no folder of the caller's busy
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
