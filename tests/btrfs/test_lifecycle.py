@@ -209,15 +209,18 @@ def test_status_reports_a_running_transaction(ready: Image) -> None:
         proc.wait(timeout=30)
 
 
-def hook(img: Image, fn: str, owner: int, **extra: object) -> None:
+def hook(
+    img: Image, fn: str, owner: int, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """A hook process of a pretend manager `owner`, as a plugin's hook face runs it."""
     code = (
         f"import sys; from ashcore.hook import {fn}_hook as h;"
         f"sys.exit(h(root={str(img.root)!r}, plugin='test', manager='test',"
-        f" argv=['test', 'install', 'x'], owner_pid={owner}, database=lambda: None"
-        + "".join(f", {k}={v!r}" for k, v in extra.items())
-        + "))"
+        f" argv=['test', 'install', 'x'], owner_pid={owner}, database=lambda: None))"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert not check or done.returncode == 0, done.stderr
+    return done
 
 
 def test_late_writes_of_a_manager_fold_into_its_layer_and_are_not_drift(ready: Image) -> None:
@@ -265,12 +268,7 @@ def test_a_set_up_root_whose_store_is_gone_stops_the_manager(ready: Image) -> No
     subprocess.run(["umount", str(ready.root / ".ash")], check=True)
     manager = subprocess.Popen(["sleep", "60"])
     try:
-        code = (
-            "import sys; from ashcore.hook import begin_hook as h;"
-            f"sys.exit(h(root={str(ready.root)!r}, plugin='test', manager='test',"
-            f" argv=['test'], owner_pid={manager.pid}, database=lambda: None))"
-        )
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        result = hook(ready, "begin", manager.pid, check=False)
     finally:
         manager.kill()
         manager.wait()
@@ -395,12 +393,7 @@ def test_on_error_warn_lets_the_manager_go_on_when_no_layer_can_be_made(ready: I
     (ready.root / "etc/ash/ash.toml").write_text('on_error = "warn"\n')
     manager = subprocess.Popen(["sleep", "60"])
     try:
-        code = (
-            "import sys; from ashcore.hook import begin_hook as h;"
-            f"sys.exit(h(root={str(ready.root)!r}, plugin='test', manager='test',"
-            f" argv=['test'], owner_pid={manager.pid}, database=lambda: None))"
-        )
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        result = hook(ready, "begin", manager.pid, check=False)
     finally:
         manager.kill()
         manager.wait()
