@@ -88,8 +88,7 @@ def _head(target: Target) -> int | None:
 
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.lifecycle import drift_since_head, late_writes_only
-    from ashcore.process import is_alive
+    from ashcore.lifecycle import drift_since_head, late_writes_only, running
     from ashcore.rollback import pending_reboot
 
     dep = target.deployment()
@@ -111,7 +110,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             "command": pending["command"],
             "manager": pending["manager"],
             "pid": int(pending["owner"].partition(":")[0]),
-            "alive": is_alive(pending["owner"]),
+            "alive": running(target, pending),
         }
     status = {
         "layer": head,
@@ -333,6 +332,29 @@ def cmd_setup(target: Target, args: argparse.Namespace) -> int:
     return 0
 
 
+READERS = ("status", "list", "tree", "show", "diff")
+
+
+def _settle(target: Target, timeout: float = 30.0) -> None:
+    """Wait while the layer of a finished run is being made (its manager has exited, the
+    helper its pre hook left is snapshotting): what is read then includes it."""
+    import time
+
+    from ashcore.linger import helper_alive
+    from ashcore.process import is_alive
+
+    if not target.store.exists():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = target.store.pending()
+        if pending is None or is_alive(pending["owner"]):
+            return
+        if not helper_alive(target.store.path, int(pending["owner"].partition(":")[0])):
+            return
+        time.sleep(0.01)
+
+
 COMMANDS = {
     "setup": cmd_setup,
     "status": cmd_status,
@@ -364,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         target = Target(args.root)
         try:
+            if args.command in READERS:
+                _settle(target)
             return COMMANDS[args.command](target, args)
         except sqlite3.Error as e:
             raise explain(e, target.store.path) from e

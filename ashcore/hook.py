@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 DatabaseFactory = Callable[[], "PackageDatabase | None"]
 
+_owners: dict[int, str] = {}  # pid -> owner (pid and start time), as this process saw it
+
 
 def say(message: str) -> None:
     sys.stderr.write(f"ashlayers: {message}\n")
@@ -44,11 +46,14 @@ def _operation(
     name: str | None = None,
     reopen: bool = True,
 ) -> Operation:
+    # Known from the begin when a helper commits after the manager has exited.
+    owner = _owners.get(owner_pid) or owner_of(owner_pid)
+    _owners[owner_pid] = owner
     return Operation(
         plugin=plugin,
         manager=manager,
         argv=tuple(argv),
-        owner=owner_of(owner_pid),
+        owner=owner,
         targets=tuple(targets),
         name=os.environ.get("ASH_NAME") or name or None,
         reopen=reopen,

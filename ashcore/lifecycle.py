@@ -158,7 +158,7 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> Ou
             pending = store.pending()
             if pending is not None and pending["owner"] == op.owner:
                 return Outcome.JOINED
-            if pending is not None and is_alive(pending["owner"]):
+            if pending is not None and running(target, pending):
                 if int(pending["owner"].partition(":")[0]) in ancestors(os.getpid()):
                     return Outcome.JOINED
                 busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
@@ -598,6 +598,16 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     return layer
 
 
+def running(target: Target, pending: Any) -> bool:
+    """Whether a pending transaction is still at work: its manager, or the helper its pre
+    hook left to make the layer once the manager is done (ashcore/linger.py)."""
+    if is_alive(pending["owner"]):
+        return True
+    from ashcore.linger import helper_alive
+
+    return helper_alive(target.store.path, int(pending["owner"].partition(":")[0]))
+
+
 def require_idle(target: Target) -> None:
     """For commands that change or judge the set of layers (prune, remove, doctor): no
     package operation may be running (its layer may be reopened, half made). One whose owner
@@ -605,7 +615,7 @@ def require_idle(target: Target) -> None:
     pending = target.store.pending()
     if pending is None:
         return
-    if is_alive(pending["owner"]):
+    if running(target, pending):
         pid = pending["owner"].partition(":")[0]
         raise UsageError(
             f"a package operation is running: {pending['command']} (pid {pid})",

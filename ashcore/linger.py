@@ -1,22 +1,26 @@
-"""One interpreter per package operation: the pre hook's process stays to make the layer.
+"""One interpreter per package operation, and the layer made once the manager is done.
 
-Starting Python and importing the core costs a hook ~20 ms; a post hook pays it a second
-time only to snapshot. With `begin_hook(..., commit=...)` the pre hook forks after its begin:
-the hook itself exits at once (the manager goes on), the child waits. The post hook is then
-a shell script (`files/ash-commit`, installed as /usr/libexec/ashlayers/ash-commit) that
-signals the child (SIGUSR1), waits for it to exit and prints what it said. When no child is
-there (it was killed, the store moved, a skipped begin), the post hook falls back to the
-Python commit, so nothing depends on the child but speed.
+Starting Python and importing the core costs a hook ~20 ms; a post hook would pay it a
+second time, and the manager would wait for the snapshot too. With
+`begin_hook(..., commit=...)` the pre hook forks after its begin: the hook itself exits at once
+(the manager goes on) and the child, the *helper* of the transaction, waits. The post hook is
+a shell script (`files/ash-commit`, installed as /usr/libexec/ashlayers/ash-commit) that tells
+the helper the transaction is over (SIGUSR1) and returns at once. The helper then waits for the
+manager to exit (its last writes, to its database and logs, belong to the layer), at most
+SETTLE seconds (a daemon does not exit), and makes the layer. When no helper is there (killed,
+a skipped begin), the post hook starts Python and commits as before.
 
-The child:
+While the helper lives the transaction is running: another begin waits for it, and the
+commands that read layers (`ashctl list`...) wait for it to finish (`helper_alive`).
+
+The helper:
 - closes stdin, stdout and stderr first (a manager that reads its hook's output, as pacman
   does, waits for them to close), then tells the parent it is ready;
-- records "<child pid> <owner pid>" in <store>/run/commit, so that the post hook of that
-  owner's run, and no other, signals it;
-- on SIGUSR1 from a process under the owner, runs the commit with stderr going to
-  <store>/run/commit.out and exits;
-- exits without committing when the owner is gone (the next begin closes the transaction as
-  interrupted) or after a day.
+- is named in <store>/run/commit as "<pid>:<start> <owner pid>": ash-commit signals it only
+  from a post hook under that owner;
+- makes the layer with stderr going to <store>/run/commit.out, for `ashctl` and the curious;
+- exits without a layer when the owner is gone before its post hook (the next begin closes the
+  transaction as interrupted), or after a day.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import os
 import signal
 import time
 
-from ashcore.process import ancestors, is_alive, owner_of
+from ashcore.process import is_alive, owner_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
 RUN_FILE = "run/commit"
 POLL = 0.5  # seconds between checks that the owner is alive
+SETTLE = 2.0  # seconds to wait for the manager to exit after its post hook
 GIVE_UP = 86400.0
 
 
@@ -41,8 +46,18 @@ def run_file(store: str) -> str:
     return os.path.join(store, RUN_FILE)
 
 
+def helper_alive(store: str, owner_pid: int) -> bool:
+    """Whether a helper of `owner_pid`'s transaction is still at work."""
+    try:
+        with open(run_file(store)) as f:
+            helper, owner = f.read().split()
+    except (OSError, ValueError):
+        return False
+    return owner == str(owner_pid) and is_alive(helper)
+
+
 def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
-    """Fork a child that makes the layer when the post hook asks. Returns in the parent."""
+    """Fork the helper that makes the layer once the run is over. Returns in the parent."""
     path = run_file(store)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     for stale in (path, path + ".out"):
@@ -59,7 +74,7 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
         if ok:
             tmp = f"{path}.tmp"
             with open(tmp, "w") as f:
-                f.write(f"{pid} {owner_pid}\n")
+                f.write(f"{owner_of(pid)} {owner_pid}\n")
             os.rename(tmp, path)
         return
     code = 0
@@ -74,27 +89,45 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
         os.closerange(ready_w + 1, 1024)
         os.write(ready_w, b"1")
         os.close(ready_w)
-        if _wait(owner_pid):
-            out = os.open(path + ".out.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if _wait_for_post_hook(owner_pid):
+            _wait_for_exit(owner_pid, SETTLE)
+            out = os.open(path + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(out, 2)
-            try:
-                commit()
-            finally:
-                os.rename(path + ".out.tmp", path + ".out")
+            commit()
     except BaseException:
         code = 1
     finally:
         os._exit(code)
 
 
-def _wait(owner_pid: int) -> bool:
-    """True when the owner's post hook asked; False when the owner is gone or time is up."""
+def _wait_for_post_hook(owner_pid: int) -> bool:
+    """True when the owner's post hook said the run is over; False when the owner is gone
+    first (killed between its hooks) or time is up."""
     owner = owner_of(owner_pid)
     deadline = time.monotonic() + GIVE_UP
     while time.monotonic() < deadline:
-        info = signal.sigtimedwait({signal.SIGUSR1}, POLL)
-        if info is not None and owner_pid in [info.si_pid, *ancestors(info.si_pid)]:
+        # ash-commit signals only when this run's owner is its ancestor; it has exited by now,
+        # so the sender cannot be looked up here.
+        if signal.sigtimedwait({signal.SIGUSR1}, POLL) is not None:
             return True
         if not is_alive(owner):
             return False
     return False
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone already, or no pidfd: look every few milliseconds
+        owner, deadline = owner_of(pid), time.monotonic() + timeout
+        while is_alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.poll(timeout * 1000)
+    finally:
+        os.close(fd)
