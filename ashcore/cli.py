@@ -332,12 +332,9 @@ def cmd_setup(target: Target, args: argparse.Namespace) -> int:
     return 0
 
 
-READERS = ("status", "list", "tree", "show", "diff")
-
-
 def _settle(target: Target, timeout: float = 30.0) -> None:
     """Wait while the layer of a finished run is being made (its manager has exited, the
-    helper its pre hook left is snapshotting): what is read then includes it."""
+    helper its pre hook left is snapshotting): what is read or changed then includes it."""
     import time
 
     from ashcore.linger import helper_alive
@@ -386,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         target = Target(args.root)
         try:
-            if args.command in READERS:
+            if args.command != "setup":
                 _settle(target)
             return COMMANDS[args.command](target, args)
         except sqlite3.Error as e:
