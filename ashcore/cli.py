@@ -344,7 +344,10 @@ def _settle(target: Target, timeout: float = 30.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pending = target.store.pending()
+        try:
+            pending = target.store.pending()
+        except (AshError, sqlite3.Error):
+            return  # the command itself says what is wrong (doctor --repair mends it)
         if pending is None or is_alive(pending["owner"]):
             return
         if not helper_alive(target.store.path, int(pending["owner"].partition(":")[0])):
