@@ -21,6 +21,12 @@ from .actions import ActionsChannel
 from .command import PLUGIN_NAME, layer_name, plugin_disabled, read_cmdline
 from .libdnf5db import Dnf5Database
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .rpmdb import RpmDatabase
+
 PLUGIN = "dnf"
 MANAGER = "dnf5"
 USAGE = "usage: python3 -m ashplugins.dnf.dnf5 begin|commit INSTALLROOT PID HISTORY_DIR"
@@ -58,19 +64,32 @@ def _main(args: list[str], channel: ActionsChannel | None = None) -> int:
             targets=sorted({item["name"] for item in transaction}),
             name=layer_name(argv),
             reopen=False,  # one libdnf5 process (a daemon, a script) may run many transactions
+            # This process stays as the helper and makes the layer once dnf5 is done
+            # (ashcore/linger.py); it reads the rpmdb then, as the channel is gone.
+            commit=lambda: _commit(root, argv, pid, history_dir, None),
         )
         return rc
+    return _commit(root, argv, pid, history_dir, channel)
+
+
+def _commit(
+    root: str, argv: list[str], pid: int, history_dir: str, channel: ActionsChannel | None
+) -> int:
     from .history import last_transaction_failed
-    from .rpmdb import RpmDatabase
+    from .rpmdb import RpmDatabase as _RpmDatabase
 
     failed = last_transaction_failed(root, history_dir)
+    database: Callable[[], Dnf5Database | RpmDatabase] = _RpmDatabase
+    if channel is not None and not failed:  # libdnf5's own view, while it is listening
+        live = channel
+        database = lambda: Dnf5Database(live, after_transaction=True)  # noqa: E731
     return commit_hook(
         root=root,
         plugin=PLUGIN,
         manager=MANAGER,
         argv=argv,
         owner_pid=pid,
-        database=RpmDatabase if failed else lambda: Dnf5Database(channel, after_transaction=True),
+        database=database,
         failed=failed,
     )
 
