@@ -93,12 +93,4 @@ def check(target: Target, repair: bool) -> list[str]:
                     store.delete_row(layer_id)
                     store.reparent(layer_id, records[layer_id].parent)
                     problems.pop()
-        leftovers = os.listdir(store.tmp_dir) if os.path.isdir(store.tmp_dir) else []
-        for entry in leftovers:
-            path = os.path.join(store.tmp_dir, entry)
-            log.info("removed tmp/%s left by a killed run", entry)
-            if fs.is_subvolume(path):
-                fs.delete(path)
-            else:
-                os.unlink(path)
     return problems

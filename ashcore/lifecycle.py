@@ -179,13 +179,12 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
     store = target.store
     dep = target.deployment()
     head = capture_drift(target, dep, database, op.plugin)
-    generation = target.fs.info(target.root).generation
     if head is not None and database is not None and op.reopen:
         owner, plugin = store.layer_owner(head)
         if owner == op.owner and plugin == op.plugin:
             before = _before_of(store, head)
             if before is not None:
-                store.reopen(head, owner=op.owner, generation=generation, before=before)
+                store.reopen(head, owner=op.owner, before=before)
                 log.debug("reopened layer %d for the same %s run", head, op.manager)
                 return
     before = database.read_installed(target.root) if database is not None else None
@@ -197,7 +196,6 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
         command=auto_command(op.argv),
         owner=op.owner,
         deployment=dep.uuid,
-        generation=generation,
         before=before,
     )
 
@@ -302,21 +300,26 @@ def make_layer(
     if os.path.lexists(final):  # a reopened layer: its new state replaces the old
         fs.delete(final)
     os.rename(partial, final)
-    layer = Layer(
-        id=layer_id,
+    layer = _layer_of(store, pending, status, fs.info(final).uuid, delta)
+    write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
+    store.finalize(layer, pending["deployment"], checked)
+    return layer
+
+
+def _layer_of(store: Store, pending: Any, status: Status, uuid: str, delta: PackageDelta) -> Layer:
+    """The layer a pending record becomes, finished now."""
+    return Layer(
+        id=pending["id"],
         name=pending["name"],
         parent=pending["parent"],
         manager=pending["manager"],
         command=pending["command"],
         status=status,
-        created=_created(store, layer_id),
+        created=_created(store, pending["id"]),
         finished=now_iso(),
         packages=delta,
-        uuid=fs.info(final).uuid,
+        uuid=uuid,
     )
-    write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
-    store.finalize(layer, pending["deployment"], checked)
-    return layer
 
 
 def _created(store: Store, layer_id: int) -> str:
@@ -468,7 +471,7 @@ def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int, checked: Chec
     layer = store.get(head)
     plugin = store.layer_owner(head)[1]
     manifest = read_json(store.manifest_path(head)) or {}
-    store.reopen(head, owner=NO_OWNER, generation=None, before=None)
+    store.reopen(head, owner=NO_OWNER, before=None)
     os.rename(store.probe_path, store.partial_path(head))
     fs.delete(store.layer_path(head))
     os.rename(store.partial_path(head), store.layer_path(head))
@@ -512,7 +515,6 @@ def capture_drift(
         command=pending["command"],
         owner=NO_OWNER,
         deployment=dep.uuid,
-        generation=None,
         before=None,
     )
     os.rename(probe, store.partial_path(pending["id"]))
@@ -564,17 +566,8 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
                     manifest.get("installed"),
                 )
         else:
-            layer = Layer(
-                id=layer_id,
-                name=pending["name"],
-                parent=pending["parent"],
-                manager=pending["manager"],
-                command=pending["command"],
-                status=Status.INTERRUPTED if pending["manager"] else Status.DRIFT,
-                created=_created(store, layer_id),
-                finished=now_iso(),
-                uuid=uuid,
-            )
+            status = Status.INTERRUPTED if pending["manager"] else Status.DRIFT
+            layer = _layer_of(store, pending, status, uuid, PackageDelta())
             write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
         store.finalize(layer, pending["deployment"], None)
         log.warning("ashlayers: finished layer %d left by an interrupted run", layer_id)

@@ -46,18 +46,6 @@ def mount_at(path: str) -> Mount | None:
     return found[-1] if found else None
 
 
-def mount_of(path: str) -> Mount | None:
-    """The mount that holds `path`."""
-    real = os.path.realpath(path)
-    best: Mount | None = None
-    for m in mounts():
-        if (real == m.target or real.startswith(m.target.rstrip("/") + "/")) and (
-            best is None or len(m.target) >= len(best.target)
-        ):
-            best = m
-    return best
-
-
 def submounts(path: str) -> list[Mount]:
     """Mounts strictly below `path`, outermost first (mountinfo order)."""
     real = os.path.realpath(path).rstrip("/") + "/"

@@ -53,19 +53,3 @@ def ancestors(pid: int) -> list[int]:
         chain.append(current)
         current = parent_pid(current)
     return chain
-
-
-def process_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def find_ancestor(names: tuple[str, ...], start: int | None = None) -> int | None:
-    """The nearest ancestor of `start` (default: this process) whose comm is in `names`."""
-    for pid in ancestors(start if start is not None else os.getpid()):
-        if process_name(pid) in names:
-            return pid
-    return None

@@ -8,7 +8,6 @@ Layout of the store directory (a subvolume outside the deployment, e.g. /.ash):
     layers/<id>.partial a snapshot being made (removed by recovery)
     deployments/<n>     writable snapshots made by rollback
     layers/probe        a snapshot taken to look for drift (removed by the next run)
-    tmp/                snapshots taken by `status`
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ CREATE TABLE layers (
     uuid TEXT,
     owner TEXT,
     deployment TEXT,
-    generation INTEGER,
     before TEXT
 );
 CREATE INDEX layers_status ON layers(status);
@@ -54,8 +52,7 @@ CREATE TABLE deployments (
     uuid TEXT PRIMARY KEY,
     head INTEGER,
     checked_generation INTEGER,
-    checked_time REAL,
-    path TEXT
+    checked_time REAL
 );
 """
 
@@ -128,10 +125,6 @@ class Store:
         return os.path.join(self.layers_dir, "probe")
 
     @property
-    def tmp_dir(self) -> str:
-        return os.path.join(self.path, "tmp")
-
-    @property
     def deployments_dir(self) -> str:
         return os.path.join(self.path, "deployments")
 
@@ -139,7 +132,7 @@ class Store:
         return os.path.isdir(self.layers_dir)
 
     def create_layout(self) -> None:
-        for d in (self.layers_dir, self.tmp_dir, self.deployments_dir):
+        for d in (self.layers_dir, self.deployments_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.db  # noqa: B018  (creates the schema)
 
@@ -221,7 +214,7 @@ class Store:
     # -- records -----------------------------------------------------------------------------
     def pending(self) -> sqlite3.Row | None:
         cur = self.db.execute(
-            "SELECT id, owner, plugin, manager, parent, deployment, generation, before, name,"
+            "SELECT id, owner, plugin, manager, parent, deployment, before, name,"
             " command FROM layers WHERE status = 'pending' ORDER BY id LIMIT 1"
         )
         cur.row_factory = sqlite3.Row
@@ -238,12 +231,11 @@ class Store:
         command: str,
         owner: str,
         deployment: str,
-        generation: int | None,
         before: dict[str, str] | None,
     ) -> int:
         cur = self.db.execute(
             "INSERT INTO layers (name, parent, manager, plugin, command, status, created, owner,"
-            " deployment, generation, before) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            " deployment, before) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
             (
                 name,
                 parent,
@@ -253,7 +245,6 @@ class Store:
                 now_iso(),
                 owner,
                 deployment,
-                generation,
                 json.dumps(before) if before is not None else None,
             ),
         )
@@ -265,13 +256,11 @@ class Store:
         layer_id: int,
         *,
         owner: str,
-        generation: int | None,
         before: dict[str, str] | None,
     ) -> None:
         self.db.execute(
-            "UPDATE layers SET status = 'pending', owner = ?, generation = ?, before = ?"
-            " WHERE id = ?",
-            (owner, generation, json.dumps(before) if before is not None else None, layer_id),
+            "UPDATE layers SET status = 'pending', owner = ?, before = ? WHERE id = ?",
+            (owner, json.dumps(before) if before is not None else None, layer_id),
         )
 
     def finalize(self, layer: Layer, deployment: str | None, checked: Checkpoint | None) -> None:
