@@ -17,7 +17,6 @@ the manifest (with the snapshot's uuid) is written; then the record is finalized
 from __future__ import annotations
 
 import enum
-import json
 import os
 import time
 
@@ -26,7 +25,7 @@ from ashcore.config import MANAGER_STATE, Config, HookConfig, load_config, load_
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
-from ashcore.ondisk import read_json, write_json
+from ashcore.ondisk import loads, read_json, write_json
 from ashcore.process import ancestors, is_alive
 from ashcore.store import Checkpoint, Store, now_iso
 from ashcore.value import Value
@@ -187,7 +186,12 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
                 store.reopen(head, owner=op.owner, before=before)
                 log.debug("reopened layer %d for the same %s run", head, op.manager)
                 return
-    before = database.read_installed(target.root) if database is not None else None
+    # The deployment is its head layer now (drift was just kept as one). A database face that
+    # reads files reads the set before from that snapshot once the run is over, off the
+    # manager's time (`before_of`); the others read it now.
+    before = None
+    if database is not None and not (head is not None and reads_files(database)):
+        before = database.read_installed(target.root)
     store.insert_pending(
         name=name,
         parent=head,
@@ -198,6 +202,30 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
         deployment=dep.uuid,
         before=before,
     )
+
+
+def reads_files(database: PackageDatabase) -> bool:
+    """Whether `database.read_installed(path)` reads the files under `path` alone, so that a
+    layer's snapshot gives the set as it was when the layer was made."""
+    return bool(getattr(database, "reads_files", False))
+
+
+def before_of(target: Target, pending: Any, database: PackageDatabase) -> dict[str, str] | None:
+    """The installed set when the transaction began: recorded by the begin, or read from the
+    parent layer's snapshot, which the begin made equal to the deployment (drift kept). None
+    when neither is there (say, the parent's snapshot deleted by hand since)."""
+    if pending["before"] is not None:
+        before: dict[str, str] = loads(pending["before"])
+        return before
+    parent = pending["parent"]
+    if parent is None or not reads_files(database):
+        return None
+    path = target.store.layer_path(parent)
+    if not os.path.isdir(path):
+        log.warning("ashlayers: the snapshot of layer %d is gone: the package changes are unknown",
+                    parent)
+        return None
+    return database.read_installed(path)
 
 
 def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
@@ -232,7 +260,9 @@ def commit(
         delta = PackageDelta()
         if database is not None:
             after = database.read_installed(target.root)
-            before = json.loads(pending["before"]) if pending["before"] else {}
+            before = before_of(target, pending, database)
+            if before is None:
+                before = after
             delta = PackageDelta.between(before, after, database.compare_versions)
             if failed is None:
                 judge = getattr(database, "failed", None)
@@ -577,11 +607,10 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
         return None
     delta = PackageDelta()
     installed = None
-    if database is not None and pending["before"]:
+    before = before_of(target, pending, database) if database is not None else None
+    if database is not None and before is not None:
         installed = database.read_installed(target.root)
-        delta = PackageDelta.between(
-            json.loads(pending["before"]), installed, database.compare_versions
-        )
+        delta = PackageDelta.between(before, installed, database.compare_versions)
     layer = make_layer(target, pending, Status.INTERRUPTED, delta, installed)
     log.warning(
         "ashlayers: the run `%s` ended without its post hook; kept as interrupted layer %d",

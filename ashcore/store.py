@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import sqlite3
 import time
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 
 from ashcore.errors import AshError, BackendError, NotFoundError, StoreError
 from ashcore.model import Layer, PackageDelta, Status
+from ashcore.ondisk import dumps, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def layer_from_row(row: tuple[Any, ...]) -> Layer:
         status=Status(row[5]),
         created=row[6],
         finished=row[7],
-        packages=PackageDelta.from_json(json.loads(row[8]) if row[8] else None),
+        packages=PackageDelta.from_json(loads(row[8]) if row[8] else None),
         pinned=bool(row[9]),
         uuid=row[10],
     )
@@ -245,7 +245,7 @@ class Store:
                 now_iso(),
                 owner,
                 deployment,
-                json.dumps(before) if before is not None else None,
+                dumps(before) if before is not None else None,
             ),
         )
         assert cur.lastrowid is not None
@@ -260,7 +260,7 @@ class Store:
     ) -> None:
         self.db.execute(
             "UPDATE layers SET status = 'pending', owner = ?, before = ? WHERE id = ?",
-            (owner, json.dumps(before) if before is not None else None, layer_id),
+            (owner, dumps(before) if before is not None else None, layer_id),
         )
 
     def finalize(self, layer: Layer, deployment: str | None, checked: Checkpoint | None) -> None:
@@ -273,7 +273,7 @@ class Store:
                     layer.name,
                     layer.status.value,
                     layer.finished,
-                    json.dumps(layer.packages.to_json()),
+                    dumps(layer.packages.to_json()),
                     layer.uuid,
                     layer.id,
                 ),
@@ -299,7 +299,7 @@ class Store:
                 layer.status.value,
                 layer.created,
                 layer.finished,
-                json.dumps(layer.packages.to_json()),
+                dumps(layer.packages.to_json()),
                 int(layer.pinned),
                 layer.uuid,
             ),
@@ -365,8 +365,10 @@ class Store:
 
     def layers_json(self) -> str:
         """`list --json` without building a Layer per row: the stored delta is already JSON."""
-        dumps = json.dumps
-        empty = dumps(PackageDelta().to_json())
+        import json
+
+        fast = json.dumps
+        empty = fast(PackageDelta().to_json())
         parts = []
         for r in self.db.execute(
             f"SELECT {COLUMNS} FROM layers WHERE status != 'pending' ORDER BY id"
@@ -383,7 +385,7 @@ class Store:
                 "pinned": bool(r[9]),
                 "uuid": r[10],
             }
-            parts.append(dumps(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
+            parts.append(fast(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
         return "[" + ", ".join(parts) + "]"
 
     def find(self, ref: str) -> Layer:

@@ -115,6 +115,8 @@ class AptDatabase:
     failed) and then hands the instance to the core pays for one read, not two.
     """
 
+    reads_files = True  # dpkg's status file under the root: a layer's snapshot has it
+
     def __init__(self) -> None:
         self._read: dict[str, dict[str, str]] = {}
         self._system_ready = False

@@ -67,6 +67,8 @@ def read_installed_pyalpm(root: str) -> dict[str, str]:
 class PacmanDatabase:
     """`read_installed` and `compare_versions` for the core, by pacman's own rules."""
 
+    reads_files = True  # the local database under the root: a layer's snapshot has it
+
     def read_installed(self, root: str) -> dict[str, str]:
         return read_local(os.path.join(_dbpath(root), "local"))
 
