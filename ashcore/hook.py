@@ -12,6 +12,7 @@ commit need, and writes its one line to stderr itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
 DatabaseFactory = Callable[[], "PackageDatabase | None"]
 
 _owners: dict[int, str] = {}  # pid -> owner (pid and start time), as this process saw it
+
+
+def leave(code: int) -> None:
+    """End a hook's process with `code` at once: its output flushed, without the
+    interpreter's teardown (~3 ms the manager would wait for). Nothing needs closing: the
+    store's connection holds no open transaction, and the helper, if any, is another process."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed by the manager: no one hears
+            stream.flush()
+    os._exit(code)
 
 
 def say(message: str) -> None:

@@ -108,6 +108,33 @@ def test_send_stream_and_tree_search_agree_with_a_full_walk(image: Image) -> Non
         btrfsutil.delete_subvolume(snap)
 
 
+def test_a_commit_without_a_data_flush_is_enough_for_the_tree_search(image: Image) -> None:
+    """Btrfs.sync commits the transaction without writing the file data back: every change
+    still shows in the tree search, a large write still in the page cache included."""
+    root = str(image.root)
+    fs = Btrfs()
+    prepare(root)
+    fs.sync(root)
+    before = str(image.top / "before")
+    btrfsutil.create_snapshot(root, before, read_only=True)
+    generation, since = fs.info(root).generation, time.time()
+    time.sleep(0.05)
+    change_everything(root)
+    with open(os.path.join(root, "srv/big"), "wb") as f:  # delalloc: not on disk yet
+        f.write(os.urandom(8 << 20))
+    fs.sync(root)
+    quick = fs.changed_since(root, generation, since)
+    assert quick is not None
+    after = str(image.top / "after")
+    btrfsutil.create_snapshot(root, after, read_only=True)
+    slow = tree_changes(before, after)
+    assert "srv/big" in slow
+    missed = [p for p in slow if not covered(p, quick) and not covered(os.path.dirname(p), quick)]
+    assert missed == []
+    for snap in (before, after):
+        btrfsutil.delete_subvolume(snap)
+
+
 def test_tree_search_sees_nothing_when_nothing_changed(image: Image) -> None:
     root = str(image.root)
     fs = Btrfs()

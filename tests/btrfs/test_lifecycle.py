@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -452,3 +453,38 @@ def test_one_interpreter_per_operation_the_pre_hook_makes_the_layer(ready: Image
     assert "ashlayers: layer 3 'test install x'" in said
     assert [x["status"] for x in layers(ready)] == ["committed"] * 3
     assert ready.ashctl("doctor").returncode == 0
+
+
+def test_a_begin_without_drift_imports_nothing_heavy(ready: Image) -> None:
+    """What a pre hook pays on every package operation: no `re` (shlex, fnmatch, tomllib
+    pull it in), no `json`, no logging; and a commit that follows is unchanged by it."""
+    (ready.root / "usr/lib/__pycache__").mkdir(parents=True)
+    ready.ashctl("run", "--name", "one", "--", "true", check=True)  # a fresh checkpoint
+    (ready.root / "usr/lib/__pycache__/m.pyc").write_text("noise, by the default's glob")
+    # As the hooks start Python: -I -S, the packages' folders put on the path by hand (no .pth
+    # file runs, so `loaded` is only what the interpreter needs).
+    path = [str(Path(__file__).resolve().parents[2])] + [p for p in sys.path if "-packages" in p]
+    code = (
+        "import os, sys\n"
+        f"sys.path[:0] = {path!r}\n"
+        "loaded = set(sys.modules)\n"
+        "from ashcore.hook import begin_hook, commit_hook\n"
+        f"kw = dict(root={str(ready.root)!r}, plugin='run', manager='test',\n"
+        "          argv=['test', 'install', 'it s'], owner_pid=os.getpid(),\n"
+        "          database=lambda: None)\n"
+        "assert begin_hook(**kw) == 0\n"
+        "heavy = {'re', 'json', 'shlex', 'fnmatch', 'logging', 'typing', 'subprocess', 'tomllib'}\n"
+        "print(sorted(heavy & (set(sys.modules) - loaded)))\n"
+        "open(kw['root'] + '/etc/made', 'w').close()\n"
+        "commit_hook(**kw)\n"
+    )
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stderr
+    made = layers(ready)[-1]
+    assert (made["name"], made["command"], made["status"]) == (
+        "test install 'it s'",
+        "test install 'it s'",
+        "committed",
+    )
+    assert (ready.root / f".ash/layers/{made['id']}/etc/made").exists()

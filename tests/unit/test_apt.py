@@ -260,7 +260,7 @@ def test_the_apt_snippet_parses_and_asks_for_protocol_3() -> None:
     dump = subprocess.run(
         ["apt-config", "-c", str(snippet), "dump"], capture_output=True, text=True, check=True
     ).stdout
-    begin = "[ ! -x /usr/libexec/ashlayers/apt-hook ] || /usr/libexec/ashlayers/apt-hook begin"
+    begin = "[ ! -x /usr/libexec/ashlayers/apt-hook ] || exec /usr/libexec/ashlayers/apt-hook begin"
     assert f'DPkg::Pre-Install-Pkgs:: "{begin}";' in dump
     assert re.search(r'DPkg::Tools::Options::\S+apt-hook%20begin::Version "3";', dump)
     assert "apt-hook commit" in dump
@@ -270,6 +270,28 @@ def test_the_dpkg_snippet_names_both_invoke_hooks() -> None:
     lines = (FILES / "dpkg.cfg").read_text().splitlines()
     hooks = [line.partition("=")[0] for line in lines if line and not line.startswith("#")]
     assert hooks == ["pre-invoke", "post-invoke"]
+
+
+@pytest.mark.parametrize("phase", ["dpkg-begin", "dpkg-commit"])
+def test_the_dpkg_hooks_start_nothing_under_a_front_end_that_holds_the_lock(
+    phase: str, tmp_path: Path
+) -> None:
+    """dpkg runs each hook with `sh -c`; under apt (DPKG_FRONTEND_LOCKED) the line stops at
+    its first test, and run alone it runs the hook script."""
+    line = next(
+        v
+        for k, _, v in (x.partition("=") for x in (FILES / "dpkg.cfg").read_text().splitlines())
+        if k == ("pre-invoke" if phase == "dpkg-begin" else "post-invoke")
+    )
+    hook = tmp_path / "apt-hook"
+    hook.write_text(f'#!/bin/sh\necho "$1" > {tmp_path}/ran\n')
+    hook.chmod(0o755)
+    line = line.replace("/usr/libexec/ashlayers/apt-hook", str(hook))
+    env = {"PATH": "/usr/bin:/bin"}
+    subprocess.run(["sh", "-c", line], env=env | {"DPKG_FRONTEND_LOCKED": "true"}, check=True)
+    assert not (tmp_path / "ran").exists()
+    subprocess.run(["sh", "-c", line], env=env, check=True)
+    assert (tmp_path / "ran").read_text() == phase + "\n"
 
 
 # -- the guard: a leftover hook does nothing -----------------------------------------------

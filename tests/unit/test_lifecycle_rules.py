@@ -75,3 +75,64 @@ def test_prune_never_takes_ancestry_pins_or_a_layer_with_kept_descendants() -> N
     assert [x.id for x in candidates(layers, [4], keep=1, keep_days=None)] == [6, 5]
     with pytest.raises(UsageError):
         candidates(layers, [4], keep=None, keep_days=None)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["apt-get", "install", "-y", "htop"],
+        ["dpkg", "-i", "./foo bar.deb"],
+        ["echo", "", "it's", 'say "hi"', "$HOME", "a;b", "*", "~x", "100%", "k=v,w:x@y+z"],
+        ["naïve", "tab\there", "new\nline", "é", "_under", "-"],
+    ],
+)
+def test_shell_join_quotes_as_shlex_does(words: list[str]) -> None:
+    import shlex
+
+    from ashcore.lifecycle import shell_join
+
+    assert shell_join(words) == shlex.join(words)
+    assert shlex.split(shell_join(words)) == words
+
+
+def test_glob_match_agrees_with_fnmatch() -> None:
+    from fnmatch import fnmatchcase
+
+    from ashcore.lifecycle import glob_match
+
+    patterns = [
+        "*/__pycache__",
+        "*/__pycache__/*",
+        "var/log",
+        "*",
+        "**",
+        "a*b*c",
+        "*a*a*",
+        "usr/*/x*",
+        "*.pyc",
+        "ab",
+        "",
+        "?x",
+        "[ab]*",
+    ]
+    names = [
+        "",
+        "a",
+        "ab",
+        "abc",
+        "aabbcc",
+        "aa",
+        "aXa",
+        "var/log",
+        "var/log/x",
+        "usr/lib/__pycache__",
+        "usr/lib/__pycache__/m.pyc",
+        "__pycache__",
+        "usr/share/x1",
+        "usr/x",
+        "bx",
+        "m.pyc",
+    ]
+    for pattern in patterns:
+        for name in names:
+            assert glob_match(pattern, name) == fnmatchcase(name, pattern), (pattern, name)
