@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import time
 
+from ashcore.early import ctime_now, early_start
 from ashcore.errors import BackendError
 from ashcore.value import Value
 
@@ -93,32 +93,6 @@ def _fail(e: OSError, what: str, path: str) -> BackendError:
     return BackendError(f"{what} failed on {path}: {os.strerror(code or 0)}")
 
 
-def ctime_now() -> float:
-    """Now, on the clock the kernel stamps ctime from (coarse: a write after this moment
-    has a ctime >= it; a write in the same tick before it may too, which only costs a probe)."""
-    return time.clock_gettime(CLOCK_REALTIME_COARSE)
-
-
-CLOCK_REALTIME_COARSE = getattr(time, "CLOCK_REALTIME_COARSE", 5)  # Linux's clock id 5
-
-_started: dict[str, tuple[int, float, float]] = {}  # path -> (transid, ctime, monotonic)
-FRESH = 0.5  # seconds: an older start (the begin waited for a lock) is started again
-
-
-def start_commit(path: str) -> None:
-    """Start the commit a begin waits for (`Btrfs.sync`) without waiting for it: a hook
-    calls this first thing, so that the filesystem commits while Python imports the rest.
-    Any error is left for the begin to meet."""
-    when = ctime_now()
-    try:
-        import btrfsutil
-
-        transid = btrfsutil.start_sync(path)
-    except Exception:  # not btrfs, not root...: the begin says what is wrong
-        return
-    _started[os.path.abspath(path)] = (transid, when, time.monotonic())
-
-
 class Btrfs:
     def __init__(self) -> None:
         import btrfsutil
@@ -140,10 +114,12 @@ class Btrfs:
         # drift check reads; file data may reach the disk later. 3-7 ms instead of 6-12 after
         # an apt run, and less when start_commit began it.
         try:
-            transid, when, started = _started.pop(os.path.abspath(path), (0, 0.0, 0.0))
-            if time.monotonic() - started > FRESH:
+            early = early_start(os.path.abspath(path))
+            if early is None:
                 when = ctime_now()
                 transid = self._bu.start_sync(path)
+            else:
+                transid, when = early
             self._bu.wait_sync(path, transid)
             return when
         except self._bu.BtrfsUtilError as e:

@@ -20,8 +20,9 @@ import enum
 import os
 import time
 
-from ashcore.btrfs import Btrfs, SubvolumeInfo, ctime_now
+from ashcore.btrfs import Btrfs, SubvolumeInfo
 from ashcore.config import MANAGER_STATE, Config, HookConfig, load_config, load_hook_config
+from ashcore.early import ctime_now
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status

@@ -135,6 +135,42 @@ def test_a_commit_without_a_data_flush_is_enough_for_the_tree_search(image: Imag
         btrfsutil.delete_subvolume(snap)
 
 
+def test_a_commit_a_hook_started_early_is_the_one_sync_waits_for(
+    image: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start_commit (the launchers' first step) starts the commit in a child process;
+    Btrfs.sync takes it, reaps the child, and returns the clock read before it started. One
+    too old (the begin waited for a lock) is started again."""
+    from ashcore import early
+
+    root = str(image.root)
+    fs = Btrfs()
+    prepare(root)
+    fs.sync(root)
+    generation, since = fs.info(root).generation, time.time()
+    time.sleep(0.05)
+    with open(os.path.join(root, "srv/big"), "wb") as f:
+        f.write(os.urandom(4 << 20))
+    before = early.ctime_now()
+    early.start_commit(root)
+    assert root in early._started
+    pid = early._started[root][1]
+    when = fs.sync(root)
+    assert root not in early._started
+    assert before <= when <= early.ctime_now()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+    quick = fs.changed_since(root, generation, since)
+    assert quick is not None and "srv/big" in quick
+
+    monkeypatch.setattr(early, "FRESH", -1.0)
+    early.start_commit(root)
+    time.sleep(0.01)
+    later = early.ctime_now()
+    assert fs.sync(root) >= later  # started again, after the stale one
+    assert early._started == {}
+
+
 def test_tree_search_sees_nothing_when_nothing_changed(image: Image) -> None:
     root = str(image.root)
     fs = Btrfs()
