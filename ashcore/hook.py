@@ -26,7 +26,11 @@ from ashcore.store import explain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from subprocess import Popen
+
     from ashcore.model import PackageDatabase
+
+    Handover = tuple[Popen[bytes], int]
 
 DatabaseFactory = Callable[[], "PackageDatabase | None"]
 
@@ -140,13 +144,17 @@ def commit_hook(
     owner_pid: int,
     database: DatabaseFactory,
     failed: bool | None = False,
+    owner: str | None = None,
 ) -> int:
     """Post-transaction: make the layer. Always returns 0. failed=None: the database face's
-    optional `failed(before, after)` judges (see lifecycle.commit)."""
+    optional `failed(before, after)` judges (see lifecycle.commit). `owner`: the owner as the
+    begin saw it, for a helper that commits after the manager has exited (`hand_over_hook`)."""
     try:
         target = Target(root)
         if not _set_up(target):
             return 0
+        if owner is not None:
+            _owners[owner_pid] = owner
         op = _operation(plugin, manager, argv, owner_pid)
         layer = commit(target, op, database(), failed=failed)
         if layer is not None:
@@ -155,6 +163,26 @@ def commit_hook(
     except Exception as e:
         _report(e, "warn", before=False)
     return 0
+
+
+def hand_over_hook(*, root: str, owner_pid: int, command: list[str]) -> Handover | None:
+    """Post-transaction of a manager whose process cannot fork the helper (dnf4): start
+    `command` as the helper that makes the layer once the manager is done (linger.hand_over).
+    Returns (the helper, the end of its stdin to close when the manager goes on), or None when
+    no helper could start: the caller then commits itself, with `commit_hook`."""
+    try:
+        target = Target(root)
+        if not _set_up(target):
+            return None
+        from ashcore.linger import hand_over
+
+        return hand_over(target.store.path, owner_pid, command)
+    except Exception as e:
+        if os.environ.get("ASH_DEBUG"):
+            import traceback
+
+            traceback.print_exception(e)
+        return None
 
 
 def guarded(step: Callable[[], int], *, before: bool, root: str = "/") -> int:

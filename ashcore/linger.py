@@ -35,6 +35,7 @@ from ashcore.process import is_alive, owner_of
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from subprocess import Popen
 
 RUN_FILE = "run/commit"
 POLL = 0.5  # seconds between checks that the owner is alive
@@ -72,10 +73,7 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
         ok = os.read(ready_r, 1) == b"1"
         os.close(ready_r)
         if ok:
-            tmp = f"{path}.tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{owner_of(pid)} {owner_pid}\n")
-            os.rename(tmp, path)
+            _register(path, pid, owner_pid)
         return
     code = 0
     try:
@@ -98,6 +96,51 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _register(path: str, helper_pid: int, owner_pid: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{owner_of(helper_pid)} {owner_pid}\n")
+    os.rename(tmp, path)
+
+
+def hand_over(store: str, owner_pid: int, command: list[str]) -> tuple[Popen[bytes], int]:
+    """For a manager whose process cannot fork the helper (dnf4: its plugin runs inside
+    dnf, which runs threads and holds the rpmdb open): start `command`, a fresh interpreter,
+    as the transaction's helper, named in the run file as a forked one is. Its stdin is a
+    pipe whose other end is returned: the helper makes the layer once that end is closed
+    (the manager exited, or closed it to run another transaction: `wait_for_release`), at
+    most SETTLE seconds later. Raises OSError when it cannot start."""
+    import subprocess
+
+    path = run_file(store)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    read_end, write_end = os.pipe()
+    try:
+        with open(path + ".out", "wb") as out:
+            os.chmod(out.fileno(), 0o600)
+            child = subprocess.Popen(
+                command, stdin=read_end, stdout=out, stderr=out, start_new_session=True
+            )
+    except OSError:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    _register(path, child.pid, owner_pid)
+    return child, write_end
+
+
+def wait_for_release(timeout: float = SETTLE) -> None:
+    """In a helper started by `hand_over`: wait until the manager closes its end of stdin."""
+    import select
+
+    poller = select.poll()
+    poller.register(0, select.POLLIN | select.POLLHUP)
+    poller.poll(timeout * 1000)
 
 
 def _wait_for_post_hook(owner_pid: int) -> bool:

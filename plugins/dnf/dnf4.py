@@ -1,10 +1,11 @@
 """The dnf4 hook face: a `dnf.Plugin`, loaded by dnf from its plugin path (`files/ashlayers.py`).
 
 It runs inside dnf's own process: that process owns the transaction. `pre_transaction` begins
-it, `transaction` commits it; the installed sets come from dnf's sack (`dnf4db.py`). dnf4
-does not call `transaction` when the rpm transaction fails (a failing scriptlet): an exit
-handler then records the run as failed, with the set read from the rpmdb. dnf's own switches
-apply: `enabled=0` in ashlayers.conf, `--disableplugin=ashlayers`.
+it (dnf's sack gives the targets); `transaction` hands it to a helper process
+(`dnf4helper.py`) that makes the layer once dnf is done, or commits it in place when no helper
+can start. dnf4 does not call `transaction` when the rpm transaction fails (a failing
+scriptlet): an exit handler then records the run as failed, with the set read from the
+rpmdb. dnf's own switches apply: `enabled=0` in ashlayers.conf, `--disableplugin=ashlayers`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ import dnf.exceptions
 
 from .command import PLUGIN_NAME, layer_name
 from .dnf4db import Dnf4Database
+from .dnf4helper import MANAGER, PLUGIN, command
 from .rpmdb import RpmDatabase
-
-PLUGIN = "dnf"
-MANAGER = "dnf4"
 
 
 class _ToDnfLogger(logging.Handler):
@@ -41,6 +40,9 @@ def _route_logging() -> None:
             logger.addHandler(_ToDnfLogger())
         logger.setLevel(level)
         logger.propagate = False
+
+
+_helpers: list[Any] = []  # (process, end of its stdin) of this process's transactions
 
 
 class AshLayers(dnf.Plugin):  # type: ignore[misc]
@@ -61,10 +63,11 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
 
     def pre_transaction(self) -> None:
         _route_logging()
+        self._release_helper()
         targets = sorted({item.name for item in self.base.transaction})
         from ashcore.hook import begin_hook
 
-        database = Dnf4Database(self.base, after_transaction=False)
+        database = Dnf4Database(self.base, after_transaction=False, root=self._common()["root"])
         rc = begin_hook(
             **self._common(),
             database=lambda: database,
@@ -78,7 +81,29 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
         atexit.register(self._ended_without_transaction_hook)
 
     def transaction(self) -> None:
-        self._commit(failed=False)
+        if not self._open:
+            return
+        from ashcore.hook import hand_over_hook
+        from ashcore.process import owner_of
+
+        common = self._common()
+        pid = common["owner_pid"]
+        argv = command(common["root"], pid, owner_of(pid), common["argv"])
+        helper = hand_over_hook(root=common["root"], owner_pid=pid, command=argv)
+        if helper is None:
+            self._commit(failed=False)  # no helper: make the layer here
+            return
+        _helpers.append(helper)
+        self._open = False
+        atexit.unregister(self._ended_without_transaction_hook)
+
+    def _release_helper(self) -> None:
+        """Another transaction in the same process (dnf as a library, with this Base or a new
+        one): the previous one's layer first."""
+        while _helpers:
+            process, stdin = _helpers.pop()
+            os.close(stdin)
+            process.wait()
 
     def _ended_without_transaction_hook(self) -> None:
         self._commit(failed=True)
@@ -90,5 +115,8 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
         atexit.unregister(self._ended_without_transaction_hook)
         from ashcore.hook import commit_hook
 
-        database = RpmDatabase() if failed else Dnf4Database(self.base, after_transaction=True)
+        root = self._common()["root"]
+        database = (
+            RpmDatabase() if failed else Dnf4Database(self.base, after_transaction=True, root=root)
+        )
         commit_hook(**self._common(), database=lambda: database, failed=failed)

@@ -7,6 +7,7 @@ transaction applied; a failed one (the exit handler) is read from the rpmdb inst
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .actions import Entry, apply_transaction
@@ -32,11 +33,17 @@ def transaction_items(base: Any) -> list[dict[str, str]]:
 
 
 class Dnf4Database(RpmDatabase):
-    def __init__(self, base: Any, *, after_transaction: bool) -> None:
+    """dnf's view of the root it works on (`root`); any other root, such as a layer's
+    snapshot (the set before a run, `lifecycle.before_of`), is read from its rpmdb."""
+
+    def __init__(self, base: Any, *, after_transaction: bool, root: str = "/") -> None:
         self.base = base
         self.after_transaction = after_transaction
+        self.root = os.path.abspath(root)
 
     def read_installed(self, root: str) -> dict[str, str]:
+        if os.path.abspath(root) != self.root:
+            return super().read_installed(root)
         import hawkey
 
         sack = self.base.sack

@@ -53,14 +53,19 @@ def _main(args: list[str], channel: ActionsChannel | None = None) -> int:
         return 0
     assert channel is not None
     if step == "begin":
-        transaction = channel.transaction() or []
+        # The transaction's packages only when a skip_packages pattern needs them: the reply
+        # is JSON, and importing json costs a hook 5 ms.
+        from ashcore.config import load_hook_config
+
+        wanted = load_hook_config(root, PLUGIN).skip_packages
+        transaction = (channel.transaction() or []) if wanted else []
         rc = begin_hook(
             root=root,
             plugin=PLUGIN,
             manager=MANAGER,
             argv=argv,
             owner_pid=pid,
-            database=lambda: Dnf5Database(channel, after_transaction=False),
+            database=lambda: Dnf5Database(channel, after_transaction=False, root=root),
             targets=sorted({item["name"] for item in transaction}),
             name=layer_name(argv),
             reopen=False,  # one libdnf5 process (a daemon, a script) may run many transactions
@@ -82,7 +87,7 @@ def _commit(
     database: Callable[[], Dnf5Database | RpmDatabase] = _RpmDatabase
     if channel is not None and not failed:  # libdnf5's own view, while it is listening
         live = channel
-        database = lambda: Dnf5Database(live, after_transaction=True)  # noqa: E731
+        database = lambda: Dnf5Database(live, after_transaction=True, root=root)  # noqa: E731
     return commit_hook(
         root=root,
         plugin=PLUGIN,

@@ -9,14 +9,24 @@ says so; a failed one is read from the rpmdb with `RpmDatabase`).
 
 from __future__ import annotations
 
+import os
+
 from .actions import ActionsChannel, apply_transaction, transaction_order
 from .rpmdb import RpmDatabase, installed_set
 
 
 class Dnf5Database:
-    def __init__(self, channel: ActionsChannel, *, after_transaction: bool) -> None:
+    """libdnf5's view of the root it works on (`root`); any other root, such as a layer's
+    snapshot (the set before a run, `lifecycle.before_of`), is read from its rpmdb."""
+
+    reads_files = True
+
+    def __init__(
+        self, channel: ActionsChannel, *, after_transaction: bool, root: str = "/"
+    ) -> None:
         self.channel = channel
         self.after_transaction = after_transaction
+        self.root = os.path.abspath(root)
         self._rpm: RpmDatabase | None = None
 
     def _fallback(self) -> RpmDatabase:
@@ -25,6 +35,8 @@ class Dnf5Database:
         return self._rpm
 
     def read_installed(self, root: str) -> dict[str, str]:
+        if os.path.abspath(root) != self.root:
+            return self._fallback().read_installed(root)
         entries = self.channel.installed()
         transaction = self.channel.transaction() if self.after_transaction else []
         if entries is None or transaction is None:

@@ -50,6 +50,8 @@ def installed_set(entries: list[tuple[str, str, str]], compare: Any) -> dict[str
 class RpmDatabase:
     """The `PackageDatabase` of rpm: what `rpm --root ROOT -qa` shows, name -> [E:]V-R."""
 
+    reads_files = True  # the rpmdb under the root: a layer's read-only snapshot has it
+
     def read_installed(self, root: str) -> dict[str, str]:
         import rpm
 

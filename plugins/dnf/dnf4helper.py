@@ -1,0 +1,52 @@
+"""dnf4's helper: makes the layer of a dnf4 transaction once dnf is done with it.
+
+The dnf4 plugin runs inside dnf's process, which runs threads and holds the rpmdb open: it
+cannot fork the helper as the other hooks do (ashcore/linger.py). Its `transaction` hook starts
+this module in a fresh interpreter instead (`ashcore.hook.hand_over_hook`):
+
+    python3 -I -S -c ... ROOT PID OWNER ARGV...
+
+with a pipe from dnf as stdin. Once dnf closes it (dnf exited, or it starts another
+transaction), at most linger.SETTLE seconds later, the helper makes the layer: the rpmdb's set
+after, the parent layer's before, the transaction a success (dnf4 calls `transaction` only
+then). dnf's process never waits for the snapshot.
+"""
+
+from __future__ import annotations
+
+import sys
+
+PLUGIN = "dnf"
+MANAGER = "dnf4"
+
+
+def command(root: str, owner_pid: int, owner: str, argv: list[str]) -> list[str]:
+    """How the plugin starts this module: the interpreter and module path of dnf's own."""
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = {[p for p in sys.path if p]!r}\n"
+        "from ashplugins.dnf.dnf4helper import main\n"
+        "from ashcore.hook import leave\n"
+        "leave(main(sys.argv[1:]))\n"
+    )
+    return [sys.executable, "-I", "-S", "-c", code, root, str(owner_pid), owner, *argv]
+
+
+def main(args: list[str]) -> int:
+    root, pid, owner, *argv = args
+    from ashcore.hook import commit_hook
+    from ashcore.linger import wait_for_release
+
+    from .rpmdb import RpmDatabase
+
+    wait_for_release()
+    return commit_hook(
+        root=root,
+        plugin=PLUGIN,
+        manager=MANAGER,
+        argv=argv,
+        owner_pid=int(pid),
+        owner=owner,
+        database=RpmDatabase,
+        failed=False,
+    )
