@@ -66,8 +66,9 @@ MANAGER_STATE = (
     "usr/lib/sysimage/libdnf5",
     "var/lib/pacman/local",
 )
-"""The managers' own databases. A manager may still write them after its post hook (rpm's
-sqlite checkpoint, dnf's history): such late writes are folded into that layer, not drift."""
+"""The managers' own databases. A manager writes them as it starts, before its pre hook (dnf
+and rpm open their sqlite databases), and, without a helper, after its post hook: changes to
+them alone after a manager's layer are not drift; the next layer holds them."""
 """Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
 
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logger(__name__)
 
 MAX_NAME = 200
-NO_OWNER = "0:0"  # owns what the core does on its own (drift, folding): never alive
+NO_OWNER = "0:0"  # owns what the core does on its own (drift): never alive
 
 
 class Outcome(enum.Enum):
@@ -463,7 +463,7 @@ def _take_probe(target: Target) -> str:
 
 
 def drift_since_head(
-    target: Target, head: int, checked: Checkpoint | None, *, fold_late: bool = False
+    target: Target, head: int, checked: Checkpoint | None, *, manager_head: bool = False
 ) -> tuple[list[str], Checkpoint]:
     """Changed paths (noise excluded) since the head layer, and the checkpoint they were
     looked at. When there are any, the probe snapshot is left at probe_path so that the
@@ -489,10 +489,8 @@ def drift_since_head(
             ]
             if not candidates:
                 return [], now
-            if fold_late and late_writes_only(candidates):
-                # Only the managers' databases: folded into the head as they are, no diff.
-                _take_probe(target)
-                return candidates, now
+            if manager_head and late_writes_only(candidates):
+                return [], now  # only the managers' own databases: not drift (see below)
     probe = _take_probe(target)
     head_path = store.layer_path(head)
     if os.path.isdir(head_path):
@@ -512,30 +510,14 @@ def drift_since_head(
 
 
 def late_writes_only(changed: list[str]) -> bool:
-    """True when only the managers' own databases changed: what a manager writes after its
-    post hook (rpm's sqlite checkpoint, dnf's history) belongs to the layer it made."""
+    """True when only the managers' own databases changed. Not drift when the head is a
+    manager's layer: its helper made it once the manager had exited (ashcore/linger.py), so
+    these are the next run's own writes, made as it starts before its pre hook (dnf and rpm
+    open their sqlite databases, libdnf5 rewrites its state), and the layer of the run that
+    begins holds them. (Without a helper, the writes a manager makes after its post hook,
+    such as rpm's checkpoint, go to the next layer the same way.)"""
     prefixes = tuple(p + "/" for p in MANAGER_STATE)
     return all(p.startswith(prefixes) or p in MANAGER_STATE for p in changed)
-
-
-def _fold_into_head(target: Target, dep: SubvolumeInfo, head: int, checked: Checkpoint) -> None:
-    """Replace the head layer's snapshot by the probe (same record, new uuid).
-
-    The record is reopened first (owner NO_OWNER, never alive), so that a kill at any step is
-    finished by `recover`: from the manifest if it still names the snapshot on disk.
-    """
-    store, fs = target.store, target.fs
-    layer = store.get(head)
-    plugin = store.layer_owner(head)[1]
-    manifest = read_json(store.manifest_path(head)) or {}
-    store.reopen(head, owner=NO_OWNER, before=None)
-    os.rename(store.probe_path, store.partial_path(head))
-    fs.delete(store.layer_path(head))
-    os.rename(store.partial_path(head), store.layer_path(head))
-    layer = layer.replace(uuid=fs.info(store.layer_path(head)).uuid)
-    write_manifest(store, layer, plugin, dep.uuid, manifest.get("installed"))
-    store.finalize(layer, dep.uuid, checked)
-    log.debug("folded the late writes of layer %d's manager into it", head)
 
 
 def capture_drift(
@@ -547,12 +529,12 @@ def capture_drift(
     if head is None:
         return None
     manager_layer = store.manager_of(head) is not None
-    changed, now = drift_since_head(target, head, checked, fold_late=manager_layer)
+    changed, now = drift_since_head(target, head, checked, manager_head=manager_layer)
+    if changed and late_writes_only(changed) and manager_layer:
+        target.fs.delete(store.probe_path)
+        changed = []
     if not changed:
         store.set_checked(dep.uuid, now)
-        return head
-    if late_writes_only(changed) and manager_layer:
-        _fold_into_head(target, dep, head, now)
         return head
     probe = store.probe_path
     shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")
@@ -612,7 +594,8 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
             assert isinstance(manifest, dict)
             layer = Layer.from_manifest(manifest, layer_id, uuid)
             if manifest.get("uuid") != uuid and pending["owner"] != NO_OWNER:
-                # The new state of a reopened layer whose new record was never written.
+                # The new state of a reopened layer whose new record was never written (not
+                # one an earlier version folded late writes into, owned by NO_OWNER).
                 layer = layer.replace(status=Status.INTERRUPTED)
             if manifest.get("uuid") != uuid:
                 write_manifest(
