@@ -121,7 +121,7 @@ def begin_hook(
         if not _set_up(target):
             return 0
         op = _operation(plugin, manager, argv, owner_pid, targets, name, reopen)
-        started = begin(target, op, database()) is Outcome.STARTED
+        started = begin(target, op, database()) == Outcome.STARTED
     except Exception as e:  # never let a crash of ours break the manager in a worse way
         return _report(e, on_error, before=True)
     if started and commit is not None:

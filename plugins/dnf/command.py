@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
-
 TYPE_CHECKING = False  # no typing import on the hot path
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,9 +45,11 @@ def _switches(argv: Sequence[str]) -> list[tuple[bool, str]]:
 
 def plugin_disabled(argv: Sequence[str], name: str = PLUGIN_NAME) -> bool:
     """Whether the command line disables plugin `name` (globs; the last matching switch wins)."""
+    from ashcore.lifecycle import glob_match  # fnmatch's match without its `re`
+
     disabled = False
     for enable, pattern in _switches(argv):
-        if fnmatch.fnmatchcase(name, pattern):
+        if glob_match(pattern, name):
             disabled = not enable
     return disabled
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,12 +29,19 @@ HOOK_MODULES = (
 
 
 @pytest.mark.parametrize("module", HOOK_MODULES)
-def test_the_hook_path_imports_little(module: str) -> None:
-    """Every package operation imports these: none may pull in the heavy modules."""
+def test_the_hook_path_imports_little(module: str, tmp_path: Path) -> None:
+    """Every package operation imports these: none may pull in the heavy modules. Run as the
+    hooks start Python: -I -S, the packages' folders on the path by hand (no .pth file runs,
+    so the package `ashplugins` is a link to plugins/ here, as an install lays it out)."""
+    top = Path(__file__).resolve().parents[2]
+    (tmp_path / "ashplugins").symlink_to(top / "plugins")
+    path = [str(top), str(tmp_path)] + [p for p in sys.path if "-packages" in p]
     code = (
-        f"import sys, {module};"
-        "heavy = {'typing', 'logging', 'dataclasses', 'inspect', 'subprocess', 'tomllib'};"
-        "print(sorted(heavy & set(sys.modules)))"
+        f"import sys; sys.path[:0] = {path!r}; loaded = set(sys.modules);"
+        f"import ashcore.early, ashcore.linger, {module};"
+        "heavy = {'typing', 'logging', 'dataclasses', 'inspect', 'subprocess', 'tomllib',"
+        " 'enum', 're', 'json', 'signal'};"
+        "print(sorted(heavy & (set(sys.modules) - loaded)))"
     )
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
