@@ -261,7 +261,7 @@ def commit(
     store = target.store
     with store.locked(target.config.lock_timeout):
         layer = _commit(target, op, database, failed)
-        store.truncate_wal()
+        store.bound_wal()
     return layer
 
 

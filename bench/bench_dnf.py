@@ -7,7 +7,9 @@ e2e tier). Two fresh roots of the rig, measured side by side, round-robin in one
 Each timed run is `<dnf> install -y ashtest-a` chrooted into the root (wall clock, from the
 host); an untimed `<dnf> remove -y ashtest-a` (hooked too) follows it. Prints the medians and
 the median of the added time (with minus without, run by run), then what one hook process
-costs before it does any work (dnf5 runs two: begin and commit).
+costs before it does any work (dnf5 starts one Python, its begin; the commit is a shell script
+that hands over to it). The layer itself is made by a helper once dnf has exited, off the
+timed run (the untimed remove that follows waits for it).
 """
 
 from __future__ import annotations
