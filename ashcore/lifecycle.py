@@ -27,7 +27,7 @@ from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import loads, read_json, write_json
 from ashcore.process import ancestors, is_alive
-from ashcore.store import Checkpoint, Store, now_iso
+from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Store, now_iso
 from ashcore.value import Value
 
 TYPE_CHECKING = False
@@ -160,6 +160,7 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
     name = check_name(op.name) if op.name is not None else auto_name(op.argv)
     store = target.store
     deadline = time.monotonic() + target.config.lock_timeout
+    pause = PAUSE_FIRST
     while True:
         with store.locked(target.config.lock_timeout):
             pending = store.pending()
@@ -179,7 +180,8 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
                 f"another package operation is still running: {busy}",
                 hint="wait for it to finish, or set ASH_SKIP=1 to run without a layer",
             )
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, PAUSE_MAX)
 
 
 def _start(target: Target, op: Operation, database: PackageDatabase | None, name: str) -> None:
