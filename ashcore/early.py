@@ -63,7 +63,10 @@ def early_start(path: str) -> tuple[int, float] | None:
         return None
     finally:
         os.close(read_end)
-    if not data or time.monotonic() - at > FRESH:
+    if time.monotonic() - at > FRESH:
         return None
-    transid, when = data.split()
-    return int(transid), float(when)
+    try:
+        transid, when = data.split()
+        return int(transid), float(when)
+    except ValueError:  # the child failed: nothing was started
+        return None

@@ -13,6 +13,10 @@ a skipped begin), the post hook starts Python and commits as before.
 While the helper lives the transaction is running: another begin waits for it, and the
 commands that read layers (`ashctl list`...) wait for it to finish (`helper_alive`).
 
+A hook that runs inside the manager's own process cannot fork (dnf4's plugin: dnf runs threads
+and holds the rpmdb open): `hand_over` starts a fresh interpreter as the helper instead, named
+in the same run file.
+
 The helper:
 - closes stdin, stdout and stderr first (a manager that reads its hook's output, as pacman
   does, waits for them to close), then tells the parent it is ready;
