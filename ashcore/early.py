@@ -39,6 +39,9 @@ def start_commit(path: str) -> None:
         code = 1
         try:
             os.close(read_end)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # a manager that waits for its hook's output to end waits not
+                os.dup2(null, fd)
             when = ctime_now()
             import btrfsutil
 

@@ -169,14 +169,20 @@ def hand_over_hook(*, root: str, owner_pid: int, command: list[str]) -> Handover
     """Post-transaction of a manager whose process cannot fork the helper (dnf4): start
     `command` as the helper that makes the layer once the manager is done (linger.hand_over).
     Returns (the helper, the end of its stdin to close when the manager goes on), or None when
-    no helper could start: the caller then commits itself, with `commit_hook`."""
+    no helper started: the caller then calls `commit_hook`, which commits itself, or finds
+    nothing to commit (the begin was skipped or joined another run: no helper for that)."""
     try:
         target = Target(root)
         if not _set_up(target):
             return None
         from ashcore.linger import hand_over
 
-        return hand_over(target.store.path, owner_pid, command)
+        owner = _owners.get(owner_pid) or owner_of(owner_pid)
+        with target.store.locked(target.config.lock_timeout):
+            pending = target.store.pending()
+            if pending is None or pending["owner"] != owner:
+                return None  # no transaction of this run: another run's helper stays named
+            return hand_over(target.store.path, owner_pid, command)
     except Exception as e:
         if os.environ.get("ASH_DEBUG"):
             import traceback

@@ -91,6 +91,9 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
             os.dup2(null, fd)
         os.closerange(3, ready_w)
         os.closerange(ready_w + 1, 1024)
+        from ashcore import early
+
+        early._started.clear()  # their pipes were closed just above
         os.write(ready_w, b"1")
         os.close(ready_w)
         if _wait_for_post_hook(owner_pid):
@@ -129,14 +132,25 @@ def hand_over(store: str, owner_pid: int, command: list[str]) -> tuple[Popen[byt
         with open(path + ".out", "wb") as out:
             os.chmod(out.fileno(), 0o600)
             child = subprocess.Popen(
-                command, stdin=read_end, stdout=out, stderr=out, start_new_session=True
+                command,
+                stdin=read_end,
+                stdout=out,
+                stderr=out,
+                cwd="/",  # hold no folder of the manager's busy
+                start_new_session=True,
             )
     except OSError:
         os.close(write_end)
         raise
     finally:
         os.close(read_end)
-    _register(path, child.pid, owner_pid)
+    try:
+        _register(path, child.pid, owner_pid)
+    except OSError:
+        child.kill()
+        child.wait()
+        os.close(write_end)
+        raise
     return child, write_end
 
 

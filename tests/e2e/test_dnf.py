@@ -194,6 +194,8 @@ OPT_OUTS = ["ASH_SKIP", "hooks.d", "command line", "manager's switch"]
 
 @pytest.mark.parametrize("how", OPT_OUTS)
 def test_opt_out(root: Root, dnf: str, how: str) -> None:
+    run(root, [dnf, "install", "-y", "ashtest-v"])  # its helper is named in the run file
+    named = root.run(["cat", "/.ash/run/commit"]).stdout
     argv = [dnf, "install", "-y", "ashtest-a"]
     env = None
     if how == "ASH_SKIP":
@@ -211,6 +213,9 @@ def test_opt_out(root: Root, dnf: str, how: str) -> None:
     assert r.after.get("ashtest-a") == "1.0-1"
     assert r.new == []
     assert "ashlayers: layer" not in r.proc.stdout + r.proc.stderr
+    # No helper for a run without a transaction: the last one stays named (another run's
+    # could still be at work).
+    assert root.run(["cat", "/.ash/run/commit"]).stdout == named
 
 
 def test_installroot_from_outside(root: Root, dnf: str) -> None:
