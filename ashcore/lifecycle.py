@@ -196,11 +196,14 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
                 store.reopen(head, owner=op.owner, before=before)
                 log.debug("reopened layer %d for the same %s run", head, op.manager)
                 return
-    # The deployment is its head layer now (drift was just kept as one). A database face that
-    # reads files reads the set before from that snapshot once the run is over, off the
-    # manager's time (`before_of`); the others read it now.
+    # The deployment is its head layer now, drift kept (changes to the managers' own
+    # databases aside). A database face that reads files reads the set before from that
+    # snapshot once the run is over, off the manager's time (`before_of`), when the files it
+    # reads are the snapshot's; else, and for the others, it reads the set now.
     before = None
-    if database is not None and not (head is not None and reads_files(database)):
+    if database is not None and not (
+        head is not None and reads_files(database) and _state_kept(target, head, database)
+    ):
         before = database.read_installed(target.root)
     store.insert_pending(
         name=name,
@@ -215,9 +218,46 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
 
 
 def reads_files(database: PackageDatabase) -> bool:
-    """Whether `database.read_installed(path)` reads the files under `path` alone, so that a
-    layer's snapshot gives the set as it was when the layer was made."""
-    return bool(getattr(database, "reads_files", False))
+    """Whether `database.read_installed(path)` reads the files under `path` alone (its
+    `state_paths`), so that a layer's snapshot gives the set as it was when it was made."""
+    return hasattr(database, "state_paths")
+
+
+def _state_kept(target: Target, head: int, database: Any) -> bool:
+    """Whether the files the database face reads are in the deployment as in the head
+    layer's snapshot. Two lstats each as a rule: a snapshot keeps a file's inode number and
+    times, so equal ones mean no change since; else the contents (a folder: its names) tell."""
+    from ashcore.entries import same_entry
+
+    layer = target.store.layer_path(head)
+    for rel in database.state_paths(target.root):
+        a, b = os.path.join(layer, rel), os.path.join(target.root, rel)
+        try:
+            sa = os.lstat(a)
+        except FileNotFoundError:
+            sa = None
+        try:
+            sb = os.lstat(b)
+        except FileNotFoundError:
+            sb = None
+        if sa is None or sb is None:
+            if sa is not sb:
+                return False
+            continue
+        if (sa.st_ino, sa.st_size, sa.st_mtime_ns, sa.st_ctime_ns, sa.st_mode) == (
+            sb.st_ino,
+            sb.st_size,
+            sb.st_mtime_ns,
+            sb.st_ctime_ns,
+            sb.st_mode,
+        ):
+            continue
+        if os.path.isdir(b) and not os.path.islink(b):
+            if not os.path.isdir(a) or set(os.listdir(a)) != set(os.listdir(b)):
+                return False
+        elif not same_entry(a, b):
+            return False
+    return True
 
 
 def before_of(target: Target, pending: Any, database: PackageDatabase) -> dict[str, str] | None:

@@ -115,7 +115,9 @@ class AptDatabase:
     failed) and then hands the instance to the core pays for one read, not two.
     """
 
-    reads_files = True  # dpkg's status file under the root: a layer's snapshot has it
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        """What `read_installed` reads: dpkg's status file."""
+        return (STATUS_FILE,)
 
     def __init__(self) -> None:
         self._read: dict[str, dict[str, str]] = {}

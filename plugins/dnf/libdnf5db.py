@@ -19,8 +19,6 @@ class Dnf5Database:
     """libdnf5's view of the root it works on (`root`); any other root, such as a layer's
     snapshot (the set before a run, `lifecycle.before_of`), is read from its rpmdb."""
 
-    reads_files = True
-
     def __init__(
         self, channel: ActionsChannel, *, after_transaction: bool, root: str = "/"
     ) -> None:
@@ -33,6 +31,9 @@ class Dnf5Database:
         if self._rpm is None:
             self._rpm = RpmDatabase()
         return self._rpm
+
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        return self._fallback().state_paths(root)
 
     def read_installed(self, root: str) -> dict[str, str]:
         if os.path.abspath(root) != self.root:

@@ -47,10 +47,20 @@ def installed_set(entries: list[tuple[str, str, str]], compare: Any) -> dict[str
     return result
 
 
+RPMDB_FOLDERS = ("var/lib/rpm", "usr/lib/sysimage/rpm")
+
+
 class RpmDatabase:
     """The `PackageDatabase` of rpm: what `rpm --root ROOT -qa` shows, name -> [E:]V-R."""
 
-    reads_files = True  # the rpmdb under the root: a layer's read-only snapshot has it
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        """What `read_installed` reads: the rpmdb, in either of its usual folders (its
+        sqlite file and WAL, or Berkeley DB's Packages); rpm's shm and locks do not count."""
+        return tuple(
+            f"{folder}/{name}"
+            for folder in RPMDB_FOLDERS
+            for name in ("rpmdb.sqlite", "rpmdb.sqlite-wal", "Packages")
+        )
 
     def read_installed(self, root: str) -> dict[str, str]:
         import rpm

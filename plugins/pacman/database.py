@@ -67,7 +67,9 @@ def read_installed_pyalpm(root: str) -> dict[str, str]:
 class PacmanDatabase:
     """`read_installed` and `compare_versions` for the core, by pacman's own rules."""
 
-    reads_files = True  # the local database under the root: a layer's snapshot has it
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        """What `read_installed` reads: the names in the local database's folder."""
+        return (os.path.relpath(os.path.join(_dbpath(root), "local"), root),)
 
     def read_installed(self, root: str) -> dict[str, str]:
         return read_local(os.path.join(_dbpath(root), "local"))

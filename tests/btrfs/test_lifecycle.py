@@ -491,3 +491,61 @@ def test_a_begin_without_drift_imports_nothing_heavy(ready: Image) -> None:
         "committed",
     )
     assert (ready.root / f".ash/layers/{made['id']}/etc/made").exists()
+
+
+class StatusFile:
+    """A database face that reads "name version" lines from a file of the managers' own
+    state (var/lib/dpkg/status), as the real ones read dpkg's, rpm's or alpm's files."""
+
+    PATH = "var/lib/dpkg/status"
+
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        return (self.PATH,)
+
+    def read_installed(self, root: str) -> dict[str, str]:
+        path = os.path.join(root, self.PATH)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            return dict(line.split() for line in f if line.strip())
+
+    def compare_versions(self, a: str, b: str) -> int:
+        return (a > b) - (a < b)
+
+
+def test_the_set_before_is_the_parent_layers_unless_the_database_changed_since(
+    ready: Image,
+) -> None:
+    """The set before a run is read from the parent layer's snapshot after the run, off the
+    manager's time; but a change to the database alone since that layer (not drift: a
+    manager writes its files as it starts) makes the begin read it then, so that no layer's
+    delta shows what another run did."""
+    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.process import owner_of
+
+    status = ready.root / StatusFile.PATH
+    status.parent.mkdir(parents=True)
+    status.write_text("a 1\n")
+    target, db = Target(str(ready.root)), StatusFile()
+
+    def one_run(package: str, hand_edit: str | None = None) -> tuple[str | None, object]:
+        if hand_edit:
+            with open(status, "a") as f:
+                f.write(f"{hand_edit} 1\n")  # rpm --justdb, dpkg under ASH_SKIP...
+        op = Operation(
+            "test", "test", ("test", "install", package), owner_of(os.getpid()), reopen=False
+        )
+        begin(target, op, db)
+        recorded = target.store.pending()["before"]  # type: ignore[index]
+        with open(status, "a") as f:
+            f.write(f"{package} 1\n")
+        layer = commit(target, op, db)
+        assert layer is not None
+        return recorded, layer.packages.added
+
+    one_run("b")  # the head is now a manager's layer
+    assert one_run("c") == (None, (("c", "1"),))  # read after the run, from the parent
+    recorded, added = one_run("d", hand_edit="x")
+    assert recorded is not None and "x" in recorded  # read by the begin: the file changed
+    assert added == (("d", "1"),)
+    assert [x["status"] for x in layers(ready)][-3:] == ["committed"] * 3  # no drift layer
