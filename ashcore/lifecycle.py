@@ -618,8 +618,9 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     store, fs = target.store, target.fs
     layer_id = pending["id"]
     partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
-    # A manifest exists before the commit only for a reopened layer (apt's second dpkg run,
-    # late writes folded in): its record is known, only its snapshot was being replaced.
+    # A manifest exists before the commit only for a reopened layer (apt's second dpkg run;
+    # late writes an earlier version folded in): its record is known, only its snapshot was
+    # being replaced.
     manifest = read_json(store.manifest_path(layer_id))
     known = isinstance(manifest, dict) and manifest.get("status") not in (None, "pending")
     if (

@@ -193,8 +193,8 @@ class Store:
         A hook's process is most often the store's only connection, and such a connection
         reads the whole WAL to rebuild its index when it opens (0.4 ms a MiB here); a
         checkpoint costs a few fsyncs, more as the database grows. Called when a layer is made
-        (the helper's time, not the manager's), so that no hook meets a long WAL, nor pays
-        for SQLite's own checkpoint (at 4 MiB)."""
+        (by the helper, where there is one: off the manager's time), so that no hook meets a
+        long WAL, nor pays for SQLite's own checkpoint (at 4 MiB)."""
         try:
             size = os.path.getsize(os.path.join(self.path, "ash.db-wal"))
         except OSError:
