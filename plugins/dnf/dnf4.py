@@ -14,7 +14,7 @@ import atexit
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dnf
 import dnf.exceptions
@@ -42,7 +42,10 @@ def _route_logging() -> None:
         logger.propagate = False
 
 
-_helpers: list[Any] = []  # (process, end of its stdin) of this process's transactions
+if TYPE_CHECKING:
+    from ashcore.hook import Handover
+
+_helpers: list[Handover] = []  # (process, end of its stdin) of this process's transactions
 
 
 class AshLayers(dnf.Plugin):  # type: ignore[misc]
