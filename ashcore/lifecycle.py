@@ -227,8 +227,6 @@ def _state_kept(target: Target, head: int, database: Any) -> bool:
     """Whether the files the database face reads are in the deployment as in the head
     layer's snapshot. Two lstats each as a rule: a snapshot keeps a file's inode number and
     times, so equal ones mean no change since; else the contents (a folder: its names) tell."""
-    from ashcore.entries import same_entry
-
     layer = target.store.layer_path(head)
     for rel in database.state_paths(target.root):
         a, b = os.path.join(layer, rel), os.path.join(target.root, rel)
@@ -255,8 +253,11 @@ def _state_kept(target: Target, head: int, database: Any) -> bool:
         if os.path.isdir(b) and not os.path.islink(b):
             if not os.path.isdir(a) or set(os.listdir(a)) != set(os.listdir(b)):
                 return False
-        elif not same_entry(a, b):
-            return False
+        else:
+            from ashcore.entries import same_entry  # only when a file did change
+
+            if not same_entry(a, b):
+                return False
     return True
 
 

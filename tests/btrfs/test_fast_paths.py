@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import btrfsutil
 import pytest
@@ -52,15 +53,23 @@ def covered(path: str, reported: set[str]) -> bool:
     return any("/".join(parts[:i]) in reported for i in range(len(parts), 0, -1))
 
 
+def checkpointed(image: Image, commit: Callable[[str], object]) -> tuple[str, int, float]:
+    """The prepared root committed with `commit`: a read-only snapshot of it ("before"), and
+    the checkpoint (generation, time) that every later change is after."""
+    root = str(image.root)
+    prepare(root)
+    commit(root)
+    before = str(image.top / "before")
+    btrfsutil.create_snapshot(root, before, read_only=True)
+    generation, since = Btrfs().info(root).generation, time.time()
+    time.sleep(0.05)
+    return before, generation, since
+
+
 def test_send_stream_and_tree_search_agree_with_a_full_walk(image: Image) -> None:
     root = str(image.root)
     fs = Btrfs()
-    prepare(root)
-    btrfsutil.sync(root)
-    before = str(image.top / "before")
-    btrfsutil.create_snapshot(root, before, read_only=True)
-    generation, since = fs.info(root).generation, time.time()
-    time.sleep(0.05)
+    before, generation, since = checkpointed(image, btrfsutil.sync)
     with open(os.path.join(root, "etc/untouched")) as f:  # a read: atime only
         f.read()
     change_everything(root)
@@ -113,12 +122,7 @@ def test_a_commit_without_a_data_flush_is_enough_for_the_tree_search(image: Imag
     still shows in the tree search, a large write still in the page cache included."""
     root = str(image.root)
     fs = Btrfs()
-    prepare(root)
-    fs.sync(root)
-    before = str(image.top / "before")
-    btrfsutil.create_snapshot(root, before, read_only=True)
-    generation, since = fs.info(root).generation, time.time()
-    time.sleep(0.05)
+    before, generation, since = checkpointed(image, fs.sync)
     change_everything(root)
     with open(os.path.join(root, "srv/big"), "wb") as f:  # delalloc: not on disk yet
         f.write(os.urandom(8 << 20))
