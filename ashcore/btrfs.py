@@ -11,7 +11,6 @@ import contextlib
 import errno
 import os
 
-from ashcore.early import ctime_now, early_start
 from ashcore.errors import BackendError
 from ashcore.value import Value
 
@@ -44,11 +43,6 @@ if TYPE_CHECKING:
         def is_subvolume(self, path: str) -> bool: ...
 
         def is_read_only(self, path: str) -> bool: ...
-
-        def sync(self, path: str) -> float:
-            """Commit the filesystem's transaction, so that generations tell every change.
-            Returns `ctime_now()` as it was when the commit began: a change after that has a
-            later transid or a ctime at least that."""
 
         def snapshot(
             self, source: str, dest: str, *, read_only: bool, drop: tuple[str, ...] = ()
@@ -106,24 +100,6 @@ class Btrfs:
             raise _fail(e, "reading subvolume", path) from e
         parent = info.parent_uuid.hex() if any(info.parent_uuid) else None
         return SubvolumeInfo(info.id, info.uuid.hex(), parent, info.generation, info.otransid)
-
-    def sync(self, path: str) -> float:
-        # A commit of the running transaction, not a flush of every dirty page (`btrfs
-        # filesystem sync`): the commit writes the delayed inode and directory items, so that
-        # every change made so far has a transid and ctime in the tree, which is what the
-        # drift check reads; file data may reach the disk later. 3-7 ms instead of 6-12 after
-        # an apt run, and less when start_commit began it.
-        try:
-            early = early_start(os.path.abspath(path))
-            if early is None:
-                when = ctime_now()
-                transid = self._bu.start_sync(path)
-            else:
-                transid, when = early
-            self._bu.wait_sync(path, transid)
-            return when
-        except self._bu.BtrfsUtilError as e:
-            raise _fail(e, "sync", path) from e
 
     def is_read_only(self, path: str) -> bool:
         try:

@@ -88,19 +88,18 @@ def _head(target: Target) -> int | None:
 
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.lifecycle import drift_since_head, late_writes_only, running
+    from ashcore.lifecycle import drift_since_head, running
     from ashcore.rollback import pending_reboot
 
     dep = target.deployment()
-    head, checked = target.store.head(dep.uuid)
+    head, checked, late_until = target.store.head_state(dep.uuid)
     drift = False
     if head is not None:
         with target.store.locked(target.config.lock_timeout):
-            changed, _ = drift_since_head(target, head, checked)
+            changed, _ = drift_since_head(target, head, checked, late_until=late_until)
             if changed:
                 target.fs.delete(target.store.probe_path)
-                manager = target.store.manager_of(head)
-                drift = manager is None or not late_writes_only(changed)
+                drift = True
     pending = target.store.pending()
     pending_json = None
     if pending is not None:

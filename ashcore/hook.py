@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from ashcore.config import CONFIG_PATH, load_config
 from ashcore.errors import AshError, StoreError
-from ashcore.lifecycle import Operation, Outcome, Target, begin, commit
+from ashcore.lifecycle import Operation, Outcome, Target, begin, commit, seal
 from ashcore.process import owner_of
 from ashcore.store import explain
 
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     Handover = tuple[Popen[bytes], int]
 
 DatabaseFactory = Callable[[], "PackageDatabase | None"]
+Describe = Callable[["float | None"], object]
+"""What the helper does once the manager is done: `commit_hook(..., helper_exit=...)` with
+the time the manager exited, or None when it still runs (a daemon)."""
 
 _owners: dict[int, str] = {}  # pid -> owner (pid and start time), as this process saw it
 
@@ -100,14 +103,15 @@ def begin_hook(
     targets: Sequence[str] = (),
     name: str | None = None,
     reopen: bool = True,
-    commit: Callable[[], object] | None = None,
+    commit: Describe | None = None,
 ) -> int:
     """Pre-transaction. Returns 0 to let the manager go on, 1 to stop it (on_error=abort).
 
     `name` is the plugin's name for the layer (ASH_NAME wins). `reopen=False` for a manager
     whose one process may run several transactions (a libdnf5 daemon): each is a layer.
-    `commit`: what the post hook would do; with it, this process stays behind to do it when
-    the post hook's `ash-commit` asks (ashcore/linger.py): one interpreter per operation.
+    `commit`: how to describe the layer; with it, this process stays behind as the helper: it
+    seals the layer when the post hook's `ash-commit` asks, and describes it once the manager
+    is done (ashcore/linger.py): one interpreter per operation.
     """
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
         say("ASH_SKIP is set: no layer for this run")
@@ -129,7 +133,13 @@ def begin_hook(
         try:
             from ashcore.linger import linger
 
-            linger(target.store.path, owner_pid, commit)
+            op_owner = op.owner
+            linger(
+                target.store.path,
+                owner_pid,
+                lambda: seal(Target(root), _sealing(op_owner)),
+                commit,
+            )
         except OSError as e:  # the post hook then commits the slow way
             say(f"cannot wait for the post hook ({e.strerror}): it will start Python")
     return 0
@@ -145,10 +155,14 @@ def commit_hook(
     database: DatabaseFactory,
     failed: bool | None = False,
     owner: str | None = None,
+    helper: bool = False,
+    helper_exit: float | None = None,
 ) -> int:
-    """Post-transaction: make the layer. Always returns 0. failed=None: the database face's
-    optional `failed(before, after)` judges (see lifecycle.commit). `owner`: the owner as the
-    begin saw it, for a helper that commits after the manager has exited (`hand_over_hook`)."""
+    """Post-transaction: make the layer. Always returns 0. failed=None: the seal's or the
+    database face's verdict (see lifecycle.commit). `owner`: the owner as the begin saw it,
+    for a helper that describes after the manager has exited (`hand_over_hook`). `helper`:
+    this is the helper's call, which describes a sealed layer only; `helper_exit`: when the
+    manager exited (None: it still runs)."""
     try:
         target = Target(root)
         if not _set_up(target):
@@ -156,13 +170,39 @@ def commit_hook(
         if owner is not None:
             _owners[owner_pid] = owner
         op = _operation(plugin, manager, argv, owner_pid)
-        layer = commit(target, op, database(), failed=failed)
+        layer = commit(
+            target,
+            op,
+            database(),
+            failed=failed,
+            sealed_only=helper,
+            late_until=helper_exit,
+        )
         if layer is not None:
             state = ", failed" if layer.status.value == "failed" else ""
             say(f"layer {layer.id} {layer.name!r} ({layer.packages.summary()}{state})")
     except Exception as e:
         _report(e, "warn", before=False)
     return 0
+
+
+def _sealing(owner: str) -> Operation:
+    """The operation a seal names: only its owner matters."""
+    return Operation(plugin="", manager=None, argv=(), owner=owner)
+
+
+def seal_hook(*, root: str, owner_pid: int) -> bool:
+    """Post-transaction, inside the manager's own process (dnf4): seal the layer now, before
+    the manager goes on. False when there was nothing to seal, or it failed (said)."""
+    try:
+        target = Target(root)
+        if not _set_up(target):
+            return False
+        owner = _owners.get(owner_pid) or owner_of(owner_pid)
+        return seal(target, _sealing(owner))
+    except Exception as e:
+        _report(e, "warn", before=False)
+        return False
 
 
 def hand_over_hook(*, root: str, owner_pid: int, command: list[str]) -> Handover | None:

@@ -20,19 +20,20 @@ import os
 import time
 
 from ashcore.btrfs import Btrfs, SubvolumeInfo
+from ashcore.clock import ctime_now
 from ashcore.config import MANAGER_STATE, Config, HookConfig, load_config, load_hook_config
-from ashcore.early import ctime_now
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import loads, read_json, write_json
-from ashcore.process import ancestors, is_alive
-from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Store, now_iso
+from ashcore.process import ancestors, is_alive, started_at
+from ashcore.registry import database_of
+from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Seal, Store, now_iso
 from ashcore.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from ashcore.btrfs import Filesystem
@@ -165,6 +166,10 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
         with store.locked(target.config.lock_timeout):
             pending = store.pending()
             if pending is not None and pending["owner"] == op.owner:
+                # The owner runs the manager again (a front end's second dpkg run): what was
+                # sealed is no longer its last state; the next post hook seals again.
+                if pending["sealed"] is not None:
+                    store.mark_sealed(pending["id"], None)
                 return Outcome.JOINED
             if pending is not None and running(target, pending):
                 if int(pending["owner"].partition(":")[0]) in ancestors(os.getpid()):
@@ -172,7 +177,8 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
                 busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
             else:
                 if pending is not None:
-                    recover(target, pending, database if pending["plugin"] == op.plugin else None)
+                    same = pending["plugin"] == op.plugin
+                    recover(target, pending, database if same else database_of(pending["plugin"]))
                 _start(target, op, database, name)
                 return Outcome.STARTED
         if time.monotonic() > deadline:
@@ -187,7 +193,7 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
 def _start(target: Target, op: Operation, database: PackageDatabase | None, name: str) -> None:
     store = target.store
     dep = target.deployment()
-    head = capture_drift(target, dep, database, op.plugin)
+    head = capture_drift(target, dep, own_since=started_at(op.owner))
     if head is not None and database is not None and op.reopen:
         owner, plugin = store.layer_owner(head)
         if owner == op.owner and plugin == op.plugin:
@@ -287,40 +293,107 @@ def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
     return PackageDelta.from_json(manifest.get("packages")).revert(manifest["installed"])
 
 
-# -- commit ----------------------------------------------------------------------------------
+# -- seal and describe -----------------------------------------------------------------------
+def seal(target: Target, op: Operation, *, failed: bool | None = None) -> bool:
+    """The post hook's step, before the manager goes on: snapshot the deployment read-only
+    as the owner's pending layer (`<id>.partial`). Nothing done after the manager regains
+    control can be in it. Describing it (`commit`) may come later, from that snapshot and
+    its parent's alone. False when the owner has no transaction (skipped, joined)."""
+    store = target.store
+    with store.locked(target.config.lock_timeout):
+        pending = store.pending()
+        if pending is None or pending["owner"] != op.owner:
+            return False
+        _seal(target, pending, failed)
+    return True
+
+
+def _seal(target: Target, pending: Any, failed: bool | None) -> Seal:
+    store, fs = target.store, target.fs
+    layer_id = pending["id"]
+    partial = store.partial_path(layer_id)
+    if pending["sealed"] is not None:  # sealed before: that state is superseded
+        store.mark_sealed(layer_id, None)
+    if os.path.lexists(partial):
+        fs.delete(partial)
+    when = ctime_now()
+    fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
+    # Every write the snapshot holds is in its transaction or before; any later one has a
+    # later transid and a ctime at least `when`.
+    sealed = Seal((fs.info(partial).otransid, when), failed)
+    store.mark_sealed(layer_id, sealed)
+    return sealed
+
+
 def commit(
     target: Target,
     op: Operation,
     database: PackageDatabase | None,
     *,
     failed: bool | None = False,
+    sealed_only: bool = False,
+    late_until: float | None = None,
 ) -> Layer | None:
-    """End the owner's transaction with a layer (None when it changed no package).
+    """End the owner's transaction with a layer (None when it changed nothing).
 
-    failed=None lets the database face judge from the sets before and after, with its
-    optional method `failed(before, after) -> bool` (a manager that does not tell its hooks
-    how the transaction ended: apt, dpkg).
+    The layer is the state its post hook sealed; a post hook that finds no seal (no helper
+    did it) seals now. `sealed_only`: the helper's call, once the manager exited or went
+    quiet: an unsealed transaction (joined again, or killed) is left as it is. `late_until`:
+    when the manager exited; its writes up to then are its own (drift_since_head).
+
+    failed=None lets the seal's verdict, or else the database face, judge from the sets before
+    and after, with its optional method `failed(before, after) -> bool` (a manager that does
+    not tell its hooks how the transaction ended: apt, dpkg).
     """
     store = target.store
     with store.locked(target.config.lock_timeout):
-        layer = _commit(target, op, database, failed)
+        pending = store.pending()
+        if pending is None or pending["owner"] != op.owner:
+            log.debug("no transaction of %s to commit", op.owner)
+            return None
+        sealed = _sealed(target, pending)
+        if sealed is None:
+            if sealed_only:
+                return None
+            sealed = _seal(target, pending, failed)
+        layer = describe(target, pending, sealed, database, failed, late_until)
         store.bound_wal()
     return layer
 
 
-def _commit(
-    target: Target, op: Operation, database: PackageDatabase | None, failed: bool | None
-) -> Layer | None:
-    store = target.store
-    pending = store.pending()
-    if pending is None or pending["owner"] != op.owner:
-        log.debug("no transaction of %s to commit", op.owner)
+def _sealed(target: Target, pending: Any) -> Seal | None:
+    """The pending layer's seal, if its snapshot is complete (read-only) in place."""
+    sealed = Seal.from_text(pending["sealed"])
+    partial = target.store.partial_path(pending["id"])
+    if sealed is None or not os.path.lexists(partial) or not target.fs.is_read_only(partial):
         return None
-    amend = os.path.lexists(store.layer_path(pending["id"]))
+    return sealed
+
+
+def describe(
+    target: Target,
+    pending: Any,
+    sealed: Seal,
+    database: PackageDatabase | None,
+    failed: bool | None,
+    late_until: float | None,
+) -> Layer | None:
+    """Make a sealed pending layer a layer: its package delta from the sealed snapshot and
+    the parent's (or the set the begin read), its status, its record. Needs nothing of the
+    live root, so that a run whose helper died is described the same by recovery."""
+    store, fs = target.store, target.fs
+    layer_id = pending["id"]
+    partial = store.partial_path(layer_id)
+    # A reopened layer (its old snapshot may be gone already, if a kill came mid-swap).
+    amend = os.path.lexists(store.layer_path(layer_id)) or os.path.lexists(
+        store.manifest_path(layer_id)
+    )
+    if failed is None:
+        failed = sealed.failed
     after: dict[str, str] | None = None
     delta = PackageDelta()
     if database is not None:
-        after = database.read_installed(target.root)
+        after = database.read_installed(partial)
         before = before_of(target, pending, database)
         if before is None:
             before = after
@@ -328,12 +401,17 @@ def _commit(
         if failed is None:
             judge = getattr(database, "failed", None)
             failed = bool(judge(before, after)) if judge is not None else False
-        hooks = load_hook_config(target.root, op.plugin)
+        hooks = load_hook_config(target.root, pending["plugin"] or "run")
         changed = [n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded]
         # A reopened layer is kept whatever it touched: it is a layer already.
         skipped = [] if amend else [p for p in hooks.skip_packages if _matches(p, changed)]
-        if skipped or (not delta and not failed and not amend and not _files_changed(target)):
-            store.delete_row(pending["id"])
+        if skipped or (
+            not delta and not failed and not amend and not _files_changed(target, pending)
+        ):
+            fs.delete(partial)
+            store.delete_row(layer_id)
+            # What that run wrote to its own databases is its own, not drift.
+            store.set_late_until(pending["deployment"], late_until or time.time())
             log.info(
                 "ashlayers: no layer: %s",
                 "no package changed" if not skipped else "skip_packages",
@@ -345,20 +423,19 @@ def _commit(
         Status.FAILED if failed else Status.COMMITTED,
         delta,
         after,
+        taken=sealed.checked,
+        late_until=late_until,
     )
 
 
-def _files_changed(target: Target) -> bool:
+def _files_changed(target: Target, pending: Any) -> bool:
     """Whether a run that changed no package still changed files (a reinstall rewrites
     them): then it gets a layer, or its changes would become drift at the next run."""
-    dep = target.deployment()
-    head, checked = target.store.head(dep.uuid)
-    if head is None:
-        return False
-    changed, _ = drift_since_head(target, head, checked)
-    if changed:
-        target.fs.delete(target.store.probe_path)
-    return bool(changed) and not late_writes_only(changed)
+    head, checked = target.store.head(pending["deployment"])
+    if head is None or head != pending["parent"]:
+        return True  # cannot tell: keep it
+    partial = target.store.partial_path(pending["id"])
+    return bool(changes(target, target.store.layer_path(head), partial, checked, _no_excuse))
 
 
 def make_layer(
@@ -369,10 +446,11 @@ def make_layer(
     installed: dict[str, str] | None,
     *,
     taken: Checkpoint | None = None,
+    late_until: float | None = None,
 ) -> Layer:
     """Snapshot the deployment into the pending record's layer and finalize the record.
 
-    With `taken`, `<id>.partial` already holds the snapshot (a drift probe taken then).
+    With `taken`, `<id>.partial` already holds the snapshot (sealed, or a drift probe).
     """
     store, fs = target.store, target.fs
     layer_id = pending["id"]
@@ -391,7 +469,7 @@ def make_layer(
     os.rename(partial, final)
     layer = _layer_of(store, pending, status, fs.info(final).uuid, delta)
     write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
-    store.finalize(layer, pending["deployment"], checked)
+    store.finalize(layer, pending["deployment"], checked, late_until)
     return layer
 
 
@@ -506,77 +584,128 @@ def _take_probe(target: Target) -> str:
     return probe
 
 
+OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
+
+
+def _no_excuse(path: str) -> bool:
+    return False
+
+
+def changes(
+    target: Target,
+    head_path: str,
+    snapshot: str,
+    checked: Checkpoint | None,
+    excused: Callable[[str], bool],
+) -> list[str]:
+    """The paths (noise excluded) in which the read-only `snapshot` differs from the layer at
+    `head_path`, leaving out those `excused` says are no change of interest.
+
+    Fast path: btrfs's tree search names the inodes of `snapshot` written after `checked`;
+    when they are all noise or excused, that is the answer. Else a send stream against the
+    head, each path confirmed by comparing its entries, tells exactly.
+    """
+    fs = target.fs
+    if not os.path.isdir(head_path):
+        return ["(the layer's snapshot is missing)"]
+    noise = target.config.noise
+    if checked is not None:
+        quick = fs.changed_since(snapshot, checked[0], checked[1])
+        if quick is not None:
+            candidates = [
+                p
+                for p in noise_filter(quick, noise, noise_folders=False)
+                if not excused(p) and not _same_folder(head_path, snapshot, p, noise)
+            ]
+            if not candidates:
+                return []
+    from ashcore.entries import same_entry
+
+    return [
+        p
+        for p in noise_filter(fs.changed_paths(head_path, snapshot), noise)
+        if not excused(p) and not same_entry(os.path.join(head_path, p), os.path.join(snapshot, p))
+    ]
+
+
 def drift_since_head(
-    target: Target, head: int, checked: Checkpoint | None, *, manager_head: bool = False
+    target: Target,
+    head: int,
+    checked: Checkpoint | None,
+    *,
+    own_since: float | None = None,
+    late_until: float | None = None,
 ) -> tuple[list[str], Checkpoint]:
     """Changed paths (noise excluded) since the head layer, and the checkpoint they were
     looked at. When there are any, the probe snapshot is left at probe_path so that the
     caller can keep it as a layer.
 
-    Fast path: nothing committed since the checkpoint, or btrfs's tree search names only
-    noise. Otherwise a probe snapshot and a send stream against the head tell exactly.
+    The probe, a read-only snapshot of the deployment, comes first: it holds every write made
+    so far, buffered ones too (a filesystem commit does not write buffered file data, so an
+    edit made a moment ago would not show in the generations), and it takes 1-2 ms.
+
+    A write to a manager's own database is the manager's, not drift, when its ctime says a
+    manager made it: at or after `own_since` (the manager that begins, as it started up:
+    dnf's history, aptitude's states) or at or before `late_until` (the head's manager, after
+    its last post hook and before it exited). Any other change to them (`apt-mark hold`,
+    `rpm --justdb`, a hand edit) is drift.
     """
     store, fs = target.store, target.fs
-    when = fs.sync(target.root)  # writes still in memory do not show in the generation yet
-    now: Checkpoint = (fs.info(target.root).generation, when)
-    if checked is not None:
-        if now[0] == checked[0]:
-            return [], now
-        quick = fs.changed_since(target.root, checked[0], checked[1])
-        if quick is not None:
-            noise = target.config.noise
-            head_path = store.layer_path(head)
-            candidates = [
-                p
-                for p in noise_filter(quick, noise, noise_folders=False)
-                if not _same_folder(head_path, target.root, p, noise)
-            ]
-            if not candidates:
-                return [], now
-            if manager_head and late_writes_only(candidates):
-                return [], now  # only the managers' own databases: not drift (see below)
+    when = ctime_now()
     probe = _take_probe(target)
-    head_path = store.layer_path(head)
-    if os.path.isdir(head_path):
-        from ashcore.entries import same_entry
+    now: Checkpoint = (fs.info(probe).otransid, when)
 
-        candidates = noise_filter(fs.changed_paths(head_path, probe), target.config.noise)
-        changed = [
-            p
-            for p in candidates
-            if not same_entry(os.path.join(head_path, p), os.path.join(probe, p))
-        ]
-    else:
-        changed = ["(the layer's snapshot is missing)"]
+    def own(path: str) -> bool:
+        if not path.startswith(MANAGER_PREFIXES) and path not in MANAGER_STATE:
+            return False
+        ctime = _ctime(probe, path)
+        if ctime is None:
+            return False
+        return (own_since is not None and ctime >= own_since - OWN_MARGIN) or (
+            late_until is not None and ctime <= late_until
+        )
+
+    changed = changes(target, store.layer_path(head), probe, checked, own)
     if not changed:
         fs.delete(probe)
     return changed, now
 
 
-def late_writes_only(changed: list[str]) -> bool:
-    """True when only the managers' own databases changed. Not drift when the head is a
-    manager's layer: its helper made it once the manager had exited (ashcore/linger.py), so
-    these are the next run's own writes, made as it starts before its pre hook (dnf and rpm
-    open their sqlite databases, libdnf5 rewrites its state), and the layer of the run that
-    begins holds them. (Without a helper, the writes a manager makes after its post hook,
-    such as rpm's checkpoint, go to the next layer the same way.)"""
-    prefixes = tuple(p + "/" for p in MANAGER_STATE)
-    return all(p.startswith(prefixes) or p in MANAGER_STATE for p in changed)
+MANAGER_PREFIXES = tuple(p + "/" for p in MANAGER_STATE)
+
+
+def _ctime(root: str, rel: str) -> float | None:
+    """The ctime of `rel` under `root`, or of its nearest folder that exists (a removed file
+    changed its folder)."""
+    while True:
+        try:
+            return os.lstat(os.path.join(root, rel)).st_ctime
+        except FileNotFoundError:
+            if not rel:
+                return None
+            rel = os.path.dirname(rel)
+        except OSError:
+            return None
 
 
 def capture_drift(
-    target: Target, dep: SubvolumeInfo, database: PackageDatabase | None, plugin: str | None
+    target: Target, dep: SubvolumeInfo, *, own_since: float | None = None, strict: bool = False
 ) -> int | None:
-    """Keep changes made since the deployment's layer as a drift layer; return the head."""
+    """Keep changes made since the deployment's layer as a drift layer; return the head.
+    `own_since`: when the manager that begins started (see drift_since_head). `strict`:
+    every change counts, the managers' own writes too (a rollback keeps the state it leaves
+    unless it is the layer's, byte for byte)."""
     store = target.store
-    head, checked = store.head(dep.uuid)
+    head, checked, late_until = store.head_state(dep.uuid)
     if head is None:
         return None
-    manager_layer = store.manager_of(head) is not None
-    changed, now = drift_since_head(target, head, checked, manager_head=manager_layer)
-    if changed and late_writes_only(changed) and manager_layer:
-        target.fs.delete(store.probe_path)
-        changed = []
+    changed, now = drift_since_head(
+        target,
+        head,
+        checked,
+        own_since=None if strict else own_since,
+        late_until=None if strict else late_until,
+    )
     if not changed:
         store.set_checked(dep.uuid, now)
         return head
@@ -619,6 +748,11 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     store, fs = target.store, target.fs
     layer_id = pending["id"]
     partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
+    sealed = _sealed(target, pending)
+    if sealed is not None:  # its post hook sealed it: only the description was lost
+        layer = describe(target, pending, sealed, database, None, None)
+        log.warning("ashlayers: described layer %d, sealed by a run whose helper is gone", layer_id)
+        return layer
     # A manifest exists before the commit only for a reopened layer (apt's second dpkg run;
     # late writes an earlier version folded in): its record is known, only its snapshot was
     # being replaced.
@@ -698,4 +832,4 @@ def require_idle(target: Target) -> None:
             f"a package operation is running: {pending['command']} (pid {pid})",
             hint="wait for it to finish, then run this again",
         )
-    recover(target, pending, None)
+    recover(target, pending, database_of(pending["plugin"]))

@@ -1,37 +1,49 @@
-"""One interpreter per package operation, and the layer made once the manager is done.
+"""One interpreter per package operation: the helper that seals and describes its layer.
 
 Starting Python and importing the core costs a hook ~20 ms; a post hook would pay it a
-second time, and the manager would wait for the snapshot too. With
-`begin_hook(..., commit=...)` the pre hook forks after its begin: the hook itself exits at once
-(the manager goes on) and the child, the *helper* of the transaction, waits. The post hook is
-a shell script (`files/ash-commit`, installed as /usr/libexec/ashlayers/ash-commit) that tells
-the helper the transaction is over (SIGUSR1) and returns at once. The helper then waits for the
-manager to exit (its last writes, to its database and logs, belong to the layer), at most
-SETTLE seconds (a daemon does not exit), and makes the layer. When no helper is there (killed,
-a skipped begin), the post hook starts Python and commits as before.
+second time. With `begin_hook(..., commit=...)` the pre hook forks after its begin: the hook
+itself exits at once (the manager goes on) and the child, the *helper* of the transaction,
+stays. The post hook is a shell script (`files/ash-commit`, installed as
+/usr/libexec/ashlayers/ash-commit) that asks the helper to seal and waits for its answer:
+
+- **seal**, on each request, before the post hook returns: the helper snapshots the
+  deployment read-only as the pending layer (lifecycle.seal, 1-2 ms). So the layer is the
+  root as the manager's last post hook left it, and nothing done after the manager regains
+  control is in it. A front end that runs dpkg again (a second begin of the same owner: the
+  seal is void) is sealed again at its next post hook: the layer holds every run, and none
+  is ever cut in the middle.
+- **describe**, once the manager exited (or stayed quiet SETTLE seconds after a seal: a
+  daemon does not exit): the package delta from the sealed snapshot and its parent, the
+  record. Off the manager's time. If the helper dies (a systemd unit's cgroup killed with its
+  manager), the seal is on disk and the next begin or `ashctl doctor` describes it the same.
+
+When no helper is there (killed, a skipped begin), the post hook starts Python, which seals
+and describes at once.
+
+The request and answer go through two FIFOs beside the run file, `<run>.req` and
+`<run>.ack`: ash-commit writes its pid, the helper answers "<pid> ok" (sealed) or "<pid> no"
+(nothing to seal). Every end is opened read-write, so that no open ever blocks; ash-commit
+looks every second whether the helper still lives.
 
 While the helper lives the transaction is running: another begin waits for it, and the
 commands that read layers (`ashctl list`...) wait for it to finish (`helper_alive`).
 
 A hook that runs inside the manager's own process cannot fork (dnf4's plugin: dnf runs threads
-and holds the rpmdb open): `hand_over` starts a fresh interpreter as the helper instead, named
-in the same run file.
+and holds the rpmdb open): it seals in place, and `hand_over` starts a fresh interpreter to
+describe, named in the same run file.
 
 The helper:
 - closes stdin, stdout and stderr first (a manager that reads its hook's output, as pacman
   does, waits for them to close), then tells the parent it is ready;
-- is named in <store>/run/commit as "<pid>:<start> <owner pid>": ash-commit signals it only
+- is named in <store>/run/commit as "<pid>:<start> <owner pid>": ash-commit asks it only
   from a post hook under that owner;
-- makes the layer with stderr going to <store>/run/commit.out, for `ashctl` and the curious;
-- exits without a layer when the owner is gone before its post hook (the next begin closes the
-  transaction as interrupted), or after a day.
+- describes with stderr going to <store>/run/commit.out, for `ashctl` and the curious;
+- exits without describing when the owner is gone with nothing sealed (the next begin closes
+  the transaction as interrupted), or after a day.
 """
 
 from __future__ import annotations
 
-# `_signal` is the C module under `signal`: the same functions, without the enum wrappers that
-# make `signal` cost every hook 1.5 ms to import (it imports `enum`).
-import _signal as signal
 import contextlib
 import os
 import time
@@ -45,7 +57,7 @@ if TYPE_CHECKING:
 
 RUN_FILE = "run/commit"
 POLL = 0.5  # seconds between checks that the owner is alive
-SETTLE = 2.0  # seconds to wait for the manager to exit after its post hook
+SETTLE = 2.0  # seconds: a manager still running this long after a seal is done with it
 GIVE_UP = 86400.0
 
 
@@ -63,18 +75,23 @@ def helper_alive(store: str, owner_pid: int) -> bool:
     return owner == str(owner_pid) and is_alive(helper)
 
 
-def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
-    """Fork the helper that makes the layer once the run is over. Returns in the parent."""
+def linger(
+    store: str,
+    owner_pid: int,
+    seal: Callable[[], bool],
+    describe: Callable[[float | None], object],
+) -> None:
+    """Fork the helper that seals and describes the run's layer. Returns in the parent."""
     path = run_file(store)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    for stale in (path, path + ".out"):
+    for stale in (path, path + ".out", path + ".req", path + ".ack"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)
+    os.mkfifo(path + ".req", 0o600)
+    os.mkfifo(path + ".ack", 0o600)
     ready_r, ready_w = os.pipe()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # before fork: none is lost
     pid = os.fork()
     if pid:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         os.close(ready_w)
         ok = os.read(ready_r, 1) == b"1"
         os.close(ready_r)
@@ -91,20 +108,57 @@ def linger(store: str, owner_pid: int, commit: Callable[[], object]) -> None:
             os.dup2(null, fd)
         os.closerange(3, ready_w)
         os.closerange(ready_w + 1, 1024)
-        from ashcore import early
-
-        early._started.clear()  # their pipes were closed just above
+        flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC
+        requests, answers = os.open(path + ".req", flags), os.open(path + ".ack", flags)
         os.write(ready_w, b"1")
         os.close(ready_w)
-        if _wait_for_post_hook(owner_pid):
-            _wait_for_exit(owner_pid, SETTLE)
-            out = os.open(path + ".out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.dup2(out, 2)
-            commit()
+        _serve(owner_pid, requests, answers, seal, describe, path + ".out")
     except BaseException:
         code = 1
     finally:
         os._exit(code)
+
+
+def _serve(
+    owner_pid: int,
+    requests: int,
+    answers: int,
+    seal: Callable[[], bool],
+    describe: Callable[[float | None], object],
+    out_path: str,
+) -> None:
+    """Answer seal requests until the owner exits (or goes quiet after a seal); describe."""
+    import select
+
+    owner = owner_of(owner_pid)
+    try:
+        exited = os.pidfd_open(owner_pid)
+    except OSError:  # gone already, or no pidfd: look every POLL seconds
+        exited = None
+    poller = select.poll()
+    poller.register(requests, select.POLLIN)
+    if exited is not None:
+        poller.register(exited, select.POLLIN)
+    sealed_at: float | None = None
+    deadline = time.monotonic() + GIVE_UP
+    while time.monotonic() < deadline:
+        wait = SETTLE if sealed_at is not None else POLL
+        events = dict(poller.poll(wait * 1000 if exited is None or sealed_at else -1))
+        if requests in events:
+            for word in os.read(requests, 4096).split():
+                ok = seal()
+                os.write(answers, word + (b" ok\n" if ok else b" no\n"))
+                sealed_at = time.monotonic()
+            continue
+        gone = (exited is not None and exited in events) or not is_alive(owner)
+        if gone or (sealed_at is not None and time.monotonic() - sealed_at >= SETTLE):
+            when = time.time() if gone else None  # fine: a late write's ctime is at most this
+            if sealed_at is None:
+                return  # never sealed: the next begin closes it as interrupted
+            out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(out, 2)
+            describe(when)
+            return
 
 
 def _register(path: str, helper_pid: int, owner_pid: int) -> None:
@@ -154,43 +208,12 @@ def hand_over(store: str, owner_pid: int, command: list[str]) -> tuple[Popen[byt
     return child, write_end
 
 
-def wait_for_release(timeout: float = SETTLE) -> None:
-    """In a helper started by `hand_over`: wait until the manager closes its end of stdin."""
+def wait_for_release(timeout: float = SETTLE) -> float | None:
+    """In a helper started by `hand_over`: wait until the manager closes its end of stdin.
+    Returns when that was (the manager exited, or went on to another transaction), or None
+    when the manager still holds it after `timeout` seconds."""
     import select
 
     poller = select.poll()
     poller.register(0, select.POLLIN | select.POLLHUP)
-    poller.poll(timeout * 1000)
-
-
-def _wait_for_post_hook(owner_pid: int) -> bool:
-    """True when the owner's post hook said the run is over; False when the owner is gone
-    first (killed between its hooks) or time is up."""
-    owner = owner_of(owner_pid)
-    deadline = time.monotonic() + GIVE_UP
-    while time.monotonic() < deadline:
-        # ash-commit signals only when this run's owner is its ancestor; it has exited by now,
-        # so the sender cannot be looked up here.
-        if signal.sigtimedwait({signal.SIGUSR1}, POLL) is not None:
-            return True
-        if not is_alive(owner):
-            return False
-    return False
-
-
-def _wait_for_exit(pid: int, timeout: float) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:  # gone already, or no pidfd: look every few milliseconds
-        owner, deadline = owner_of(pid), time.monotonic() + timeout
-        while is_alive(owner) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return
-    import select
-
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.poll(timeout * 1000)
-    finally:
-        os.close(fd)
+    return time.time() if poller.poll(timeout * 1000) else None

@@ -53,3 +53,16 @@ def ancestors(pid: int) -> list[int]:
         chain.append(current)
         current = parent_pid(current)
     return chain
+
+
+def started_at(owner: str) -> float | None:
+    """When the owner's process started, on the clock ctime is stamped from (realtime), or
+    None when that cannot be told. Precise to a clock tick (10 ms): /proc gives the start in
+    ticks of the boot-time clock."""
+    start = owner.partition(":")[2]
+    if not start.isdigit() or start == "0":
+        return None
+    import time
+
+    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    return boot + int(start) / os.sysconf("SC_CLK_TCK")

@@ -89,7 +89,7 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
     with store.locked(target.config.lock_timeout):
         require_idle(target)
         dep = target.deployment()
-        capture_drift(target, dep, None, None)
+        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
         path = _new_deployment_path(target, layer)
         fs.snapshot(store.layer_path(layer.id), path, read_only=False)
         store.set_head(fs.info(path).uuid, layer.id, None)

@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WAL_LIMIT = 1 << 20  # bytes: see Store.bound_wal
 # Waiting for the lock or for another operation: the first look again after 1 ms, then twice
 # as long each time, up to 50 ms (a layer is often done a few milliseconds later).
@@ -50,22 +50,51 @@ CREATE TABLE layers (
     uuid TEXT,
     owner TEXT,
     deployment TEXT,
-    before TEXT
+    before TEXT,
+    sealed TEXT
 );
 CREATE INDEX layers_status ON layers(status);
 CREATE TABLE deployments (
     uuid TEXT PRIMARY KEY,
     head INTEGER,
     checked_generation INTEGER,
-    checked_time REAL
+    checked_time REAL,
+    late_until REAL
 );
 """
+# Version 1 had neither the seal of a pending layer nor the end of its manager's late writes.
+MIGRATIONS = {
+    1: "ALTER TABLE layers ADD COLUMN sealed TEXT;"
+    "ALTER TABLE deployments ADD COLUMN late_until REAL;",
+}
 
 COLUMNS = "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid"
 
 
 Checkpoint = tuple[int, float]
 """(generation, time): every change to a deployment after it has a later transid and ctime."""
+
+
+class Seal:
+    """A pending layer's sealed state: its snapshot `<id>.partial` was taken in the manager's
+    post hook, before the manager went on. `failed`: the hook's verdict, None when the
+    database face judges it (apt: a package left part-way)."""
+
+    __slots__ = ("checked", "failed")
+
+    def __init__(self, checked: Checkpoint, failed: bool | None) -> None:
+        self.checked = checked
+        self.failed = failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generation": self.checked[0], "time": self.checked[1], "failed": self.failed}
+
+    @classmethod
+    def from_text(cls, text: str | None) -> Seal | None:
+        if not text:
+            return None
+        data = loads(text)
+        return cls((int(data["generation"]), float(data["time"])), data.get("failed"))
 
 
 def now_iso() -> str:
@@ -163,10 +192,17 @@ class Store:
                 no_checkpoint = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
                 if no_checkpoint is not None:  # Python >= 3.12
                     db.setconfig(no_checkpoint, True)  # type: ignore[attr-defined,unused-ignore]
-                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
                     db.executescript(
                         "BEGIN IMMEDIATE;"
                         + SCHEMA
+                        + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                    )
+                elif version < SCHEMA_VERSION:
+                    db.executescript(
+                        "BEGIN IMMEDIATE;"
+                        + "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
                         + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
                     )
             except sqlite3.Error as e:
@@ -236,7 +272,7 @@ class Store:
     def pending(self) -> sqlite3.Row | None:
         cur = self.db.execute(
             "SELECT id, owner, plugin, manager, parent, deployment, before, name,"
-            " command FROM layers WHERE status = 'pending' ORDER BY id LIMIT 1"
+            " command, sealed FROM layers WHERE status = 'pending' ORDER BY id LIMIT 1"
         )
         cur.row_factory = sqlite3.Row
         row: sqlite3.Row | None = cur.fetchone()
@@ -284,12 +320,28 @@ class Store:
             (owner, dumps(before) if before is not None else None, layer_id),
         )
 
-    def finalize(self, layer: Layer, deployment: str | None, checked: Checkpoint | None) -> None:
-        """Mark a layer done and make it the head of the deployment it was taken from."""
+    def mark_sealed(self, layer_id: int, seal: Seal | None) -> None:
+        """Record that `layers/<id>.partial` holds the pending layer's final state (None: it
+        does not, or no longer)."""
+        self.db.execute(
+            "UPDATE layers SET sealed = ? WHERE id = ?",
+            (dumps(seal.to_json()) if seal is not None else None, layer_id),
+        )
+
+    def finalize(
+        self,
+        layer: Layer,
+        deployment: str | None,
+        checked: Checkpoint | None,
+        late_until: float | None = None,
+    ) -> None:
+        """Mark a layer done and make it the head of the deployment it was taken from.
+        `late_until`: the manager's writes up to then (after its last post hook, before it
+        exited) are its own, not drift (lifecycle.drift_since_head)."""
         with self.transaction(self.db) as db:
             db.execute(
                 "UPDATE layers SET name = ?, status = ?, finished = ?, packages = ?, uuid = ?,"
-                " before = NULL WHERE id = ?",
+                " before = NULL, sealed = NULL WHERE id = ?",
                 (
                     layer.name,
                     layer.status.value,
@@ -300,7 +352,7 @@ class Store:
                 ),
             )
             if deployment is not None:
-                self.set_head(deployment, layer.id, checked)
+                self.set_head(deployment, layer.id, checked, late_until)
 
     def delete_row(self, layer_id: int) -> None:
         self.db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
@@ -328,28 +380,47 @@ class Store:
 
     def head(self, deployment: str) -> tuple[int | None, Checkpoint | None]:
         """The deployment's layer, and up to when its changes since were last looked at."""
+        head, checked, _ = self.head_state(deployment)
+        return head, checked
+
+    def head_state(self, deployment: str) -> tuple[int | None, Checkpoint | None, float | None]:
+        """`head`, and until when the head's manager wrote its own late writes (finalize)."""
         row = self.db.execute(
-            "SELECT head, checked_generation, checked_time FROM deployments WHERE uuid = ?",
+            "SELECT head, checked_generation, checked_time, late_until FROM deployments"
+            " WHERE uuid = ?",
             (deployment,),
         ).fetchone()
         if row is None:
-            return None, None
-        return row[0], (row[1], row[2]) if row[1] is not None and row[2] is not None else None
+            return None, None, None
+        checked = (row[1], row[2]) if row[1] is not None and row[2] is not None else None
+        return row[0], checked, row[3]
 
-    def set_head(self, deployment: str, layer_id: int | None, checked: Checkpoint | None) -> None:
+    def set_head(
+        self,
+        deployment: str,
+        layer_id: int | None,
+        checked: Checkpoint | None,
+        late_until: float | None = None,
+    ) -> None:
         generation, when = checked if checked is not None else (None, None)
         self.db.execute(
-            "INSERT INTO deployments (uuid, head, checked_generation, checked_time)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT(uuid) DO UPDATE SET head = excluded.head,"
+            "INSERT INTO deployments (uuid, head, checked_generation, checked_time, late_until)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(uuid) DO UPDATE SET head = excluded.head,"
             " checked_generation = excluded.checked_generation,"
-            " checked_time = excluded.checked_time",
-            (deployment, layer_id, generation, when),
+            " checked_time = excluded.checked_time, late_until = excluded.late_until",
+            (deployment, layer_id, generation, when, late_until),
         )
 
     def set_checked(self, deployment: str, checked: Checkpoint) -> None:
         self.db.execute(
             "UPDATE deployments SET checked_generation = ?, checked_time = ? WHERE uuid = ?",
             (*checked, deployment),
+        )
+
+    def set_late_until(self, deployment: str, late_until: float) -> None:
+        self.db.execute(
+            "UPDATE deployments SET late_until = max(coalesce(late_until, 0), ?) WHERE uuid = ?",
+            (late_until, deployment),
         )
 
     def forget_deployment(self, deployment: str) -> None:

@@ -129,6 +129,11 @@ class AptDatabase:
             self._read[root] = installed_set(read_entries(os.path.join(root, STATUS_FILE)))
         return dict(self._read[root])
 
+    def failed(self, before: Mapping[str, str], after: Mapping[str, str]) -> bool:
+        """An apt run failed when it left a package part-way: apt retries every unfinished
+        package in each run and exits 100 while one fails."""
+        return bool(unfinished(after))
+
     def forget(self, root: str) -> None:
         """Read the root anew next time (its packages changed since)."""
         self._read.pop(os.path.abspath(root), None)

@@ -82,11 +82,30 @@ def _main(args: list[str]) -> int:
             database=AptDatabase,
             targets=targets,
             name=layer_name(argv),  # the user's ASH_NAME wins
-            # apt's run: this process stays to make the layer when Post-Invoke's ash-commit
-            # asks (ashcore/linger.py), so that the post hook starts no Python.
-            commit=None if dpkg else (lambda: _commit(root, manager, argv, owner, dpkg)),
+            # apt's run: this process stays to seal the layer when Post-Invoke's ash-commit
+            # asks, and describes it once apt is done (ashcore/linger.py): the post hook
+            # starts no Python.
+            commit=None if dpkg else (lambda exited: _describe(root, argv, owner, exited)),
         )
     return _commit(root, manager, argv, owner, dpkg)
+
+
+def _describe(root: str, argv: tuple[str, ...], owner: int, exited: float | None) -> int:
+    """The helper's part: the layer sealed at apt's last Post-Invoke. Failed when a package
+    is left part-way in it (AptDatabase.failed)."""
+    from ashcore.hook import commit_hook
+
+    return commit_hook(
+        root=root,
+        plugin=PLUGIN,
+        manager="apt",
+        argv=argv,
+        owner_pid=owner,
+        database=AptDatabase,
+        failed=None,
+        helper=True,
+        helper_exit=exited,
+    )
 
 
 def _commit(root: str, manager: str, argv: tuple[str, ...], owner: int, dpkg: bool) -> int:

@@ -1,11 +1,12 @@
 """The dnf4 hook face: a `dnf.Plugin`, loaded by dnf from its plugin path (`files/ashlayers.py`).
 
 It runs inside dnf's own process: that process owns the transaction. `pre_transaction` begins
-it (dnf's sack gives the targets); `transaction` hands it to a helper process
-(`dnf4helper.py`) that makes the layer once dnf is done, or commits it in place when no helper
-can start. dnf4 does not call `transaction` when the rpm transaction fails (a failing
-scriptlet): an exit handler then records the run as failed, with the set read from the
-rpmdb. dnf's own switches apply: `enabled=0` in ashlayers.conf, `--disableplugin=ashlayers`.
+it (dnf's sack gives the targets); `transaction` seals the layer in place, before dnf goes
+on, and hands its description to a helper process (`dnf4helper.py`) that runs once dnf is
+done, or describes it in place when no helper can start. dnf4 does not call `transaction`
+when the rpm transaction fails (a failing scriptlet): an exit handler then records the run as
+failed, with the set read from the rpmdb. dnf's own switches apply: `enabled=0` in
+ashlayers.conf, `--disableplugin=ashlayers`.
 """
 
 from __future__ import annotations
@@ -86,11 +87,15 @@ class AshLayers(dnf.Plugin):  # type: ignore[misc]
     def transaction(self) -> None:
         if not self._open:
             return
-        from ashcore.hook import hand_over_hook
+        from ashcore.hook import hand_over_hook, seal_hook
         from ashcore.process import owner_of
 
         common = self._common()
         pid = common["owner_pid"]
+        # Sealed here, before dnf goes on: nothing done after dnf returns is in the layer.
+        if not seal_hook(root=common["root"], owner_pid=pid):
+            self._commit(failed=False)  # not sealed: make the layer here
+            return
         argv = command(common["root"], pid, owner_of(pid), common["argv"])
         helper = hand_over_hook(root=common["root"], owner_pid=pid, command=argv)
         if helper is None:

@@ -1,4 +1,4 @@
-"""dnf4's helper: makes the layer of a dnf4 transaction once dnf is done with it.
+"""dnf4's helper: describes the layer of a dnf4 transaction once dnf is done with it.
 
 The dnf4 plugin runs inside dnf's process, which runs threads and holds the rpmdb open: it
 cannot fork the helper as the other hooks do (ashcore/linger.py). Its `transaction` hook starts
@@ -7,9 +7,9 @@ this module in a fresh interpreter instead (`ashcore.hook.hand_over_hook`):
     python3 -I -S -c ... ROOT PID OWNER ARGV...
 
 with a pipe from dnf as stdin. Once dnf closes it (dnf exited, or it starts another
-transaction), at most linger.SETTLE seconds later, the helper makes the layer: the rpmdb's set
-after, the parent layer's before, the transaction a success (dnf4 calls `transaction` only
-then). dnf's process never waits for the snapshot.
+transaction), at most linger.SETTLE seconds later, the helper describes the layer the plugin
+sealed in dnf's process: the rpmdb's set in the sealed snapshot, the parent layer's before,
+the transaction a success (dnf4 calls `transaction` only then).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(args: list[str]) -> int:
 
     from .rpmdb import RpmDatabase
 
-    wait_for_release()
+    exited = wait_for_release()
     return commit_hook(
         root=root,
         plugin=PLUGIN,
@@ -49,4 +49,6 @@ def main(args: list[str]) -> int:
         owner=owner,
         database=RpmDatabase,
         failed=False,
+        helper=True,
+        helper_exit=exited,
     )

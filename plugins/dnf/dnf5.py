@@ -69,17 +69,24 @@ def _main(args: list[str], channel: ActionsChannel | None = None) -> int:
             targets=sorted({item["name"] for item in transaction}),
             name=layer_name(argv),
             reopen=False,  # one libdnf5 process (a daemon, a script) may run many transactions
-            # This process stays as the helper and makes the layer once dnf5 is done
-            # (ashcore/linger.py); it reads the rpmdb then, as the channel is gone.
-            commit=lambda: _commit(root, argv, pid, history_dir, None),
+            # This process stays as the helper: it seals the layer when the post action
+            # asks and describes it once dnf5 is done (ashcore/linger.py), reading the rpmdb
+            # of the sealed snapshot, as the channel is gone.
+            commit=lambda exited: _commit(root, argv, pid, history_dir, None, (exited,)),
         )
         return rc
     return _commit(root, argv, pid, history_dir, channel)
 
 
 def _commit(
-    root: str, argv: list[str], pid: int, history_dir: str, channel: ActionsChannel | None
+    root: str,
+    argv: list[str],
+    pid: int,
+    history_dir: str,
+    channel: ActionsChannel | None,
+    helper: tuple[float | None] | None = None,
 ) -> int:
+    """The post action's slow way (`channel`), or the helper's (`helper`: when dnf5 exited)."""
     from .history import last_transaction_failed
     from .rpmdb import RpmDatabase as _RpmDatabase
 
@@ -96,6 +103,8 @@ def _commit(
         owner_pid=pid,
         database=database,
         failed=failed,
+        helper=helper is not None,
+        helper_exit=helper[0] if helper is not None else None,
     )
 
 

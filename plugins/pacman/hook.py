@@ -37,7 +37,7 @@ def _main(args: list[str]) -> int:
     owner = os.getppid()
     argv = command_of(owner)
 
-    def commit() -> int:
+    def commit(helper_exit: float | None = None, *, helper: bool = False) -> int:
         return commit_hook(
             root="/",
             plugin=PLUGIN,
@@ -45,6 +45,8 @@ def _main(args: list[str]) -> int:
             argv=argv,
             owner_pid=owner,
             database=PacmanDatabase,
+            helper=helper,
+            helper_exit=helper_exit,
         )
 
     if when == "pre":
@@ -58,7 +60,9 @@ def _main(args: list[str]) -> int:
             database=PacmanDatabase,
             targets=targets,
             name=layer_name(argv),  # without --noconfirm and the like; ASH_NAME wins
-            commit=commit,  # this process stays to make the layer: the post hook is shell only
+            # This process stays to seal the layer when the post hook asks, and to describe
+            # it once pacman is done: the post hook is shell only.
+            commit=lambda exited: commit(exited, helper=True),
         )
     return commit()  # the post hook's slow way: nobody stayed behind (see ashcore/linger.py)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import btrfsutil
 import pytest
@@ -117,62 +118,60 @@ def test_send_stream_and_tree_search_agree_with_a_full_walk(image: Image) -> Non
         btrfsutil.delete_subvolume(snap)
 
 
-def test_a_commit_without_a_data_flush_is_enough_for_the_tree_search(image: Image) -> None:
-    """Btrfs.sync commits the transaction without writing the file data back: every change
-    still shows in the tree search, a large write still in the page cache included."""
+def test_a_snapshot_shows_buffered_writes_to_the_tree_search(image: Image) -> None:
+    """A read-only snapshot holds every write made so far, buffered or not, and its tree
+    search names them: the drift check's probe. A transaction commit alone does not write
+    buffered data back, and the tree search of the live root misses an append (why the
+    begin takes the probe first)."""
     root = str(image.root)
     fs = Btrfs()
-    before, generation, since = checkpointed(image, fs.sync)
+    before, generation, since = checkpointed(image, btrfsutil.sync)
+    os.sync()
     change_everything(root)
     with open(os.path.join(root, "srv/big"), "wb") as f:  # delalloc: not on disk yet
         f.write(os.urandom(8 << 20))
-    fs.sync(root)
-    quick = fs.changed_since(root, generation, since)
+    with open(os.path.join(root, "etc/untouched"), "a") as f:  # an append, just now
+        f.write("edit")
+    transid = btrfsutil.start_sync(root)
+    btrfsutil.wait_sync(root, transid)
+    live = fs.changed_since(root, generation, since)
+    assert live is not None and "etc/untouched" not in live  # the old check's blind spot
+    probe = str(image.top / "probe")
+    btrfsutil.create_snapshot(root, probe, read_only=True)
+    quick = fs.changed_since(probe, generation, since)
     assert quick is not None
-    after = str(image.top / "after")
-    btrfsutil.create_snapshot(root, after, read_only=True)
-    slow = tree_changes(before, after)
-    assert "srv/big" in slow
+    slow = tree_changes(before, probe)
+    assert {"srv/big", "etc/untouched"} <= slow
     missed = [p for p in slow if not covered(p, quick) and not covered(os.path.dirname(p), quick)]
     assert missed == []
-    for snap in (before, after):
+    for snap in (before, probe):
         btrfsutil.delete_subvolume(snap)
 
 
-def test_a_commit_a_hook_started_early_is_the_one_sync_waits_for(
-    image: Image, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """start_commit (the launchers' first step) starts the commit in a child process;
-    Btrfs.sync takes it, reaps the child, and returns the clock read before it started. One
-    too old (the begin waited for a lock) is started again."""
-    from ashcore import early
+def test_an_append_just_before_the_begin_is_drift(ready: Image) -> None:
+    """`echo x >> /etc/issue` and at once a package operation: the edit is a drift layer of
+    its own, not part of the operation's layer (10/10 tries)."""
+    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.process import owner_of
 
-    root = str(image.root)
-    fs = Btrfs()
-    prepare(root)
-    fs.sync(root)
-    generation, since = fs.info(root).generation, time.time()
-    time.sleep(0.05)
-    with open(os.path.join(root, "srv/big"), "wb") as f:
-        f.write(os.urandom(4 << 20))
-    before = early.ctime_now()
-    early.start_commit(root)
-    assert root in early._started
-    pid = early._started[root][1]
-    when = fs.sync(root)
-    assert root not in early._started
-    assert before <= when <= early.ctime_now()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reaped
-    quick = fs.changed_since(root, generation, since)
-    assert quick is not None and "srv/big" in quick
-
-    monkeypatch.setattr(early, "FRESH", -1.0)
-    early.start_commit(root)
-    time.sleep(0.01)
-    later = early.ctime_now()
-    assert fs.sync(root) >= later  # started again, after the stale one
-    assert early._started == {}
+    target = Target(str(ready.root))
+    issue = ready.root / "etc/issue"
+    issue.write_text("Debian\n")
+    for i in range(10):
+        os.sync()
+        with open(issue, "a") as f:
+            f.write(f"edit {i}\n")
+        op = Operation("test", "test", ("test", "install", f"x{i}"), owner_of(os.getpid()))
+        begin(target, op, None)
+        (ready.root / f"usr-x{i}").write_text("installed")
+        layer = commit(target, op, None)
+        assert layer is not None
+        drift = target.store.get(layer.parent) if layer.parent is not None else None
+        assert drift is not None and drift.status.value == "drift", (i, drift)
+        kept = target.store.layer_path(drift.id)
+        assert (Path(kept) / "etc/issue").read_text().endswith(f"edit {i}\n")
+        assert not (Path(kept) / f"usr-x{i}").exists()
+    target.store.close()
 
 
 def test_tree_search_sees_nothing_when_nothing_changed(image: Image) -> None:
@@ -186,8 +185,8 @@ def test_tree_search_sees_nothing_when_nothing_changed(image: Image) -> None:
 
 
 def test_after_a_layer_only_noise_takes_the_fast_path(ready: Image) -> None:
-    """The drift check after a package run needs no probe snapshot when only noise changed:
-    the (transaction, time) checkpoint of the layer's snapshot is exact."""
+    """The drift check after a package run needs no send stream when only noise changed:
+    the probe's tree search since the layer's (transaction, time) checkpoint is exact."""
     from ashcore.lifecycle import Operation, Target, begin, commit
     from ashcore.process import owner_of
 
@@ -202,17 +201,20 @@ def test_after_a_layer_only_noise_takes_the_fast_path(ready: Image) -> None:
     (ready.root / "var/log/after").write_text("noise")
     with open(ready.root / "usr/x") as f:  # a read: atime only
         f.read()
-    snapshots: list[str] = []
-    real = target.fs.snapshot
+    streams: list[str] = []
+    real = target.fs.changed_paths
 
-    def counting(source: str, dest: str, **kw: object) -> None:
-        snapshots.append(dest)
-        real(source, dest, **kw)  # type: ignore[arg-type]
+    def counting(old: str, new: str) -> set[str]:
+        streams.append(new)
+        return real(old, new)
 
-    target.fs.snapshot = counting  # type: ignore[method-assign]
+    target.fs.changed_paths = counting  # type: ignore[method-assign]
+    before = len(target.store.layers())
     begin(target, op.replace(owner="1:1"), None)
-    assert snapshots == []  # no probe
+    assert streams == []  # the tree search alone
+    assert not os.path.lexists(target.store.probe_path)
     (ready.root / "etc/hand-edit").write_text("x")
-    commit(target, op.replace(owner="1:1"), None)  # the layer of the second run
-    assert len(snapshots) == 1
+    layer = commit(target, op.replace(owner="1:1"), None)  # the layer of the second run
+    assert layer is not None and len(target.store.layers()) == before + 1
+    assert (Path(target.store.layer_path(layer.id)) / "etc/hand-edit").exists()
     target.store.close()

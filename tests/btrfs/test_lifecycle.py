@@ -224,141 +224,31 @@ def hook(
     return done
 
 
-def test_writes_to_a_managers_database_between_runs_are_not_drift(ready: Image) -> None:
-    """A manager writes its database as it starts (rpm and dnf open sqlite) or, without a
-    helper, after its post hook: not drift; the next run's layer holds them."""
-    manager = subprocess.Popen(["sleep", "60"])
-    try:
-        hook(ready, "begin", manager.pid)
-        (ready.root / "usr").mkdir(exist_ok=True)
-        (ready.root / "usr/tool").write_text("installed")
-        hook(ready, "commit", manager.pid)
-        # The manager checkpoints its database after its post hook.
-        (ready.root / "var/lib/rpm").mkdir(parents=True)
-        (ready.root / "var/lib/rpm/rpmdb.sqlite").write_text("checkpointed")
-    finally:
-        manager.kill()
-        manager.wait()
-    assert ready.json("status")["drift"] is False  # type: ignore[index]
-    ready.ashctl("run", "--name", "next", "--", "true", check=True)
-    found = layers(ready)
-    assert [(x["name"], x["status"]) for x in found] == [
-        ("base", "committed"),
-        ("test install x", "committed"),
-        ("next", "committed"),
-    ]
-    assert not (ready.root / ".ash/layers/2/var/lib/rpm/rpmdb.sqlite").exists()
-    assert (ready.root / ".ash/layers/3/var/lib/rpm/rpmdb.sqlite").read_text() == "checkpointed"
-    assert ready.ashctl("doctor").returncode == 0
-    # A hand edit beside it is still drift.
-    (ready.root / "var/lib/rpm/rpmdb.sqlite").write_text("again")
-    (ready.root / "etc/edited").write_text("by hand")
-    ready.ashctl("run", "--name", "last", "--", "true", check=True)
-    assert layers(ready)[-2]["status"] == "drift"
-
-
-def test_a_root_never_set_up_is_left_alone_by_the_hooks(image: Image) -> None:
-    manager = subprocess.Popen(["sleep", "60"])
-    try:
-        hook(image, "begin", manager.pid)  # exits 0: the manager goes on
-        hook(image, "commit", manager.pid)
-    finally:
-        manager.kill()
-        manager.wait()
-    assert not (image.root / ".ash").exists()
-
-
-def test_a_set_up_root_whose_store_is_gone_stops_the_manager(ready: Image) -> None:
-    subprocess.run(["umount", str(ready.root / ".ash")], check=True)
-    manager = subprocess.Popen(["sleep", "60"])
-    try:
-        result = hook(ready, "begin", manager.pid, check=False)
-    finally:
-        manager.kill()
-        manager.wait()
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1
-    assert "is missing (is it mounted?)" in result.stderr and "ASH_SKIP=1" in result.stderr
-
-
-def test_list_json_fast_path_matches_the_records(ready: Image) -> None:
-    ready.ashctl("run", "--name", "one", "--", "true", check=True)
-    import json as _json
-
-    from ashcore.store import Store
-
-    store = Store(str(ready.root / ".ash"))
-    assert _json.loads(store.layers_json()) == [x.to_json() for x in store.layers()]
-
-
-def test_rollback_of_the_booted_root_sets_the_default_subvolume(
-    ready: Image, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On the running system a rollback takes effect at reboot: the new deployment becomes
-    the filesystem's default subvolume (here: the test image's, never the host's)."""
-    import btrfsutil
-
-    from ashcore import rollback as rollback_module
-    from ashcore.lifecycle import Target
-
-    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
-    monkeypatch.setattr(rollback_module, "is_booted_root", lambda root: True)
-    target = Target(str(ready.root))
-    # Mounted with subvol=@root, default subvolume still the top level: no rollback pending.
-    assert rollback_module.pending_reboot(target) is False
-    path, at_reboot = rollback_module.rollback(target, target.store.find("base"))
-    assert at_reboot is True
-    assert btrfsutil.get_default_subvolume(str(ready.root)) == btrfsutil.subvolume_id(path)
-    assert (ready.root / "etc/one").exists()  # nothing changes until the reboot
-    assert not os.path.exists(os.path.join(path, "etc/one"))
-    assert rollback_module.pending_reboot(target) is True
-    head, _ = target.store.head(target.fs.info(path).uuid)
-    assert head == 1
-    target.store.close()
-
-
-class SameSet:
-    """A database face whose installed set never changes (a reinstall, a no-op)."""
-
-    def read_installed(self, root: str) -> dict[str, str]:
-        return {"tool": "1.0"}
-
-    def compare_versions(self, a: str, b: str) -> int:
-        return (a > b) - (a < b)
-
-
-def test_a_run_that_changes_no_package_makes_no_layer_unless_it_changed_files(
+def test_a_managers_late_writes_are_its_own_a_hand_edit_of_its_database_is_drift(
     ready: Image,
 ) -> None:
-    from ashcore.lifecycle import Operation, Target, begin, commit
-    from ashcore.process import owner_of
-
-    target = Target(str(ready.root))
-    op = Operation("test", "test", ("test", "install", "tool"), owner_of(os.getpid()))
-    begin(target, op, SameSet())
-    (ready.root / "var/log").mkdir(parents=True)
-    (ready.root / "var/log/test.log").write_text("noise only")
-    assert commit(target, op, SameSet()) is None
-    begin(target, op, SameSet())
-    (ready.root / "usr").mkdir(exist_ok=True)
-    (ready.root / "usr/tool").write_text("rewritten by a reinstall")
-    layer = commit(target, op, SameSet())
-    assert layer is not None and not layer.packages and layer.status.value == "committed"
-    target.store.close()
+    """A manager writes its database after its post hook (rpm checkpoints its sqlite, apt
+    its extended_states): not drift. `apt-mark hold`, `rpm --justdb`, a hand edit of a
+    package database after the manager exited: drift, kept as a layer of its own."""
+    helper = str(Path(__file__).parents[2] / "ashcore/files/ash-commit")
+    rpmdb = ready.root / "var/lib/rpm/rpmdb.sqlite"
+    rpmdb.parent.mkdir(parents=True)
+    late = f"echo checkpointed > {rpmdb}"  # by the manager, after its post hook
+    lingering_run(ready, helper, late=late)
+    assert layers(ready)[-1]["name"] == "test install x"  # ashctl waits for the helper
+    assert not (ready.root / ".ash/layers/2/var/lib/rpm/rpmdb.sqlite").exists()  # sealed
     assert ready.json("status")["drift"] is False  # type: ignore[index]
-
-
-def test_a_file_rewritten_with_the_same_bytes_is_not_drift(ready: Image) -> None:
-    (ready.root / "usr").mkdir(exist_ok=True)
-    ready.ashctl(
-        "run", "--name", "one", "--", "sh", "-c", f"echo same > {ready.root}/usr/file", check=True
-    )
-    tmp = ready.root / "usr/file.new"
-    tmp.write_text("same\n")
-    tmp.rename(ready.root / "usr/file")  # as a package manager replaces a file
-    assert ready.json("status")["drift"] is False  # type: ignore[index]
-    (ready.root / "usr/file").write_text("other\n")
+    status = ready.root / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("Package: x\nStatus: hold ok installed\n")  # apt-mark hold, later
     assert ready.json("status")["drift"] is True  # type: ignore[index]
+    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    found = layers(ready)
+    assert [(x["name"], x["status"]) for x in found][1:3] == [
+        ("test install x", "committed"),
+        ("drift: var/lib/dpkg/status", "drift"),
+    ]
+    assert (ready.root / f".ash/layers/{found[2]['id']}/var/lib/dpkg/status").exists()
 
 
 def test_a_deployment_made_by_a_rollback_goes_when_rolled_away_from(ready: Image) -> None:
@@ -405,17 +295,20 @@ def test_on_error_warn_lets_the_manager_go_on_when_no_layer_can_be_made(ready: I
     assert result.stderr.startswith("ashlayers: no layer for this run: ")
 
 
-def lingering_run(img: Image, helper: str, *, kill_child: bool = False) -> str:
+def lingering_run(
+    img: Image, helper: str, *, kill_child: bool = False, after: str = "", late: str = ""
+) -> str:
     """A pretend manager (a shell) whose pre hook lingers and whose post hook is ash-commit,
     falling back to the Python commit as the plugins' post hooks do."""
     begin = (
         "import sys; from ashcore.hook import begin_hook, commit_hook;"
         f"kw = dict(root={str(img.root)!r}, plugin='test', manager='test',"
         " argv=['test', 'install', 'x'], owner_pid=int(sys.argv[1]), database=lambda: None);"
-        "sys.exit(begin_hook(**kw, commit=lambda: commit_hook(**kw)))"
+        "sys.exit(begin_hook(**kw, commit=lambda t: commit_hook(**kw, helper=True, helper_exit=t)))"
     )
     commit = begin.replace(
-        "begin_hook(**kw, commit=lambda: commit_hook(**kw))", "commit_hook(**kw)"
+        "begin_hook(**kw, commit=lambda t: commit_hook(**kw, helper=True, helper_exit=t))",
+        "commit_hook(**kw)",
     )
     kill = (
         f'read -r child owner < {img.root}/.ash/run/commit; kill -9 "${{child%%:*}}"; sleep 0.2;'
@@ -424,7 +317,7 @@ def lingering_run(img: Image, helper: str, *, kill_child: bool = False) -> str:
     )
     script = (
         f'"{sys.executable}" -c "$BEGIN" $$ && touch {img.root}/usr/x && {kill}'
-        f'{{ {helper} {img.root}/.ash || "{sys.executable}" -c "$COMMIT" $$; }}'
+        f'{{ {helper} {img.root}/.ash || "{sys.executable}" -c "$COMMIT" $$; }}; {late}'
     )
     done = subprocess.run(
         ["sh", "-c", script],
@@ -434,6 +327,8 @@ def lingering_run(img: Image, helper: str, *, kill_child: bool = False) -> str:
         env={**os.environ, "BEGIN": begin, "COMMIT": commit},
     )
     assert done.returncode == 0, done.stderr
+    if after:
+        subprocess.run(["sh", "-c", after], check=True)
     return done.stderr
 
 

@@ -53,8 +53,14 @@ def digest(*parts: str) -> str:
 
 
 def base_key() -> str:
-    recipe = {"suite": SUITE, "packages": sorted(PACKAGES), "options": MMDEBSTRAP_OPTIONS,
-              "pyalpm": PYALPM, "arch": platform.machine(), "recipe": 1}
+    recipe = {
+        "suite": SUITE,
+        "packages": sorted(PACKAGES),
+        "options": MMDEBSTRAP_OPTIONS,
+        "pyalpm": PYALPM,
+        "arch": platform.machine(),
+        "recipe": 1,
+    }
     return digest(json.dumps(recipe, sort_keys=True))
 
 
@@ -130,9 +136,24 @@ def build_base(work: Path, key: str, ctx: BaseContext) -> None:
     finally:
         unlock_file(lock)
 
+
 def _restore(tarball: Path, work: Path, ctx: BaseContext) -> bool:
-    proc = run(["tar", "-C", str(work), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-                "--acls", "-I", "zstd -T0", "-xpf", str(tarball)], check=False)
+    proc = run(
+        [
+            "tar",
+            "-C",
+            str(work),
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "-I",
+            "zstd -T0",
+            "-xpf",
+            str(tarball),
+        ],
+        check=False,
+    )
     if proc.returncode == 0:
         return True
     unmount_below(work)
@@ -140,25 +161,50 @@ def _restore(tarball: Path, work: Path, ctx: BaseContext) -> bool:
         delete_tree(child, ctx.top)
     return False
 
+
 def _save(work: Path, tarball: Path) -> None:
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_name(f".{tarball.name}.{os.getpid()}")
     try:
-        run(["tar", "-C", str(work), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-             "--acls", "-I", "zstd -T0 -3", "-cf", str(partial), "."])
+        run(
+            [
+                "tar",
+                "-C",
+                str(work),
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "-I",
+                "zstd -T0 -3",
+                "-cf",
+                str(partial),
+                ".",
+            ]
+        )
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
         partial.rename(tarball)
     finally:
         partial.unlink(missing_ok=True)
 
+
 def _bootstrap(work: Path, ctx: BaseContext) -> None:
     url = mirror()
     ctx.say(f"mmdebstrap {SUITE} from {url} ({len(PACKAGES)} packages and their deps)")
 
     def bootstrap() -> None:
-        run(["mmdebstrap", *MMDEBSTRAP_OPTIONS, f"--include={','.join(PACKAGES)}",
-             SUITE, str(work), url], timeout=1200)
+        run(
+            [
+                "mmdebstrap",
+                *MMDEBSTRAP_OPTIONS,
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(work),
+                url,
+            ],
+            timeout=1200,
+        )
 
     def empty() -> None:
         unmount_below(work)
@@ -177,12 +223,29 @@ def _bootstrap(work: Path, ctx: BaseContext) -> None:
     env = {"SSL_CERT_FILE": "/root/host-ca.crt", "PIP_CERT": "/root/host-ca.crt"}
     try:
         with ctx.mounted(work) as target:
-            retry(f"pip install {PYALPM} from PyPI", ctx.say, lambda: run_in(
-                target,
-                ["python3", "-m", "pip", "install", "--break-system-packages",
-                 "--no-cache-dir", "--no-build-isolation", "--retries", "5",
-                 "--timeout", "30", PYALPM],
-                env=env), lambda: None)
+            retry(
+                f"pip install {PYALPM} from PyPI",
+                ctx.say,
+                lambda: run_in(
+                    target,
+                    [
+                        "python3",
+                        "-m",
+                        "pip",
+                        "install",
+                        "--break-system-packages",
+                        "--no-cache-dir",
+                        "--no-build-isolation",
+                        "--retries",
+                        "5",
+                        "--timeout",
+                        "30",
+                        PYALPM,
+                    ],
+                    env=env,
+                ),
+                lambda: None,
+            )
             run_in(target, ["python3", "-c", "import pyalpm"])
     finally:
         resolv.unlink(missing_ok=True)

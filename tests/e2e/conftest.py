@@ -45,8 +45,11 @@ def rig(pytestconfig: pytest.Config) -> Iterator[Rig]:
     if reason := unsupported():
         pytest.skip(reason)
     if missing := missing_tools():
-        pytest.fail(f"the e2e rig could not be built: host tools missing: {' '.join(missing)} "
-                    "(run tests/host-deps.sh)", pytrace=False)
+        pytest.fail(
+            f"the e2e rig could not be built: host tools missing: {' '.join(missing)} "
+            "(run tests/host-deps.sh)",
+            pytrace=False,
+        )
     error: RigError | None = None
     started = time.monotonic()
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -58,8 +61,10 @@ def rig(pytestconfig: pytest.Config) -> Iterator[Rig]:
     if error is not None:
         pytest.fail(f"the e2e rig could not be built: {error}", pytrace=False)
     built_layers = ", ".join(f"{k} {v:.1f} s" for k, v in built.timings.items())
-    _figures.append(f"e2e rig ({built.paths.dir}): ready in {time.monotonic() - started:.1f} s"
-                    f" ({'built: ' + built_layers if built_layers else 'all layers cached'})")
+    _figures.append(
+        f"e2e rig ({built.paths.dir}): ready in {time.monotonic() - started:.1f} s"
+        f" ({'built: ' + built_layers if built_layers else 'all layers cached'})"
+    )
     try:
         yield built
     finally:

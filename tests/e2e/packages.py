@@ -147,8 +147,10 @@ def _pacman(build: Path, r: Recipe) -> None:
     ]
     _write(tree / ".PKGINFO", "\n".join(info) + "\n")
     if r.fails:
-        _write(tree / ".INSTALL",
-               "post_install() {\n  echo 'ashtest-fail: post_install fails' >&2\n  return 1\n}\n")
+        _write(
+            tree / ".INSTALL",
+            "post_install() {\n  echo 'ashtest-fail: post_install fails' >&2\n  return 1\n}\n",
+        )
 
 
 PACMAN_CONF_OPTIONS = "LocalFileSigLevel = Never\n"

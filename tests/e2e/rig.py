@@ -99,15 +99,21 @@ class Rig:
     def new_root(self, name: str | None = None) -> Root:
         """A fresh writable snapshot of the project golden, mounted; close() it when done."""
         self._count += 1
-        root = Root(self.golden, self.paths.top, self.device, self.paths.roots,
-                    name or f"{os.getpid()}-{self._count}")
+        root = Root(
+            self.golden,
+            self.paths.top,
+            self.device,
+            self.paths.roots,
+            name or f"{os.getpid()}-{self._count}",
+        )
         root.open()
         return root
 
     # layers
 
-    def _layer(self, name: str, key: str, parent: Path | None,
-               build: Callable[[Path, str], None]) -> Path:
+    def _layer(
+        self, name: str, key: str, parent: Path | None, build: Callable[[Path, str], None]
+    ) -> Path:
         top = self.paths.top
         golden = top / "golden" / f"{name}-{key}"
         if is_read_only_subvolume(golden):
@@ -145,8 +151,9 @@ class Rig:
             target.rmdir()
 
     def _build_base(self, work: Path, key: str) -> None:
-        build_base(work, key, BaseContext(self.paths.cache, self.paths.top, self._mounted,
-                                          self.say))
+        build_base(
+            work, key, BaseContext(self.paths.cache, self.paths.top, self._mounted, self.say)
+        )
 
     def _build_repos(self, work: Path, key: str) -> None:
         packages.write_repos(work)
@@ -161,14 +168,27 @@ class Rig:
         for name in PROJECT_FILES:
             path = PROJECT / name
             if path.is_dir():
-                shutil.copytree(path, src / name,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(
+                    path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                )
             elif path.exists():
                 shutil.copy2(path, src / name)
         with self._mounted(work) as target:
-            run_in(target, ["python3", "-m", "pip", "install", "--break-system-packages",
-                             "--no-deps", "--no-build-isolation", "--no-index",
-                             "--no-cache-dir", "/usr/src/ashlayers"])
+            run_in(
+                target,
+                [
+                    "python3",
+                    "-m",
+                    "pip",
+                    "install",
+                    "--break-system-packages",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "--no-index",
+                    "--no-cache-dir",
+                    "/usr/src/ashlayers",
+                ],
+            )
         for leftover in ("build", "ashlayers.egg-info"):
             delete_tree(src / leftover, self.paths.top)
 
@@ -187,8 +207,11 @@ def unsupported() -> str | None:
 
 
 def missing_tools() -> list[str]:
-    return [t for t in ("mmdebstrap", "mkfs.btrfs", "zstd", "tar", "chroot", "findmnt")
-            if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    return [
+        t
+        for t in ("mmdebstrap", "mkfs.btrfs", "zstd", "tar", "chroot", "findmnt")
+        if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
+    ]
 
 
 def open_rig(say: Say = say_stderr) -> Rig:
@@ -214,11 +237,17 @@ def shell() -> int:
         try:
             root.setup()
             say_stderr(f"root at {root.path} (subvolume {root.subvolume}); exit to remove it")
-            say_stderr("try: apt-get install ashtest-b | dnf5 install ashtest-v | "
-                       "pacman -S ashtest-a | ashctl --help")
+            say_stderr(
+                "try: apt-get install ashtest-b | dnf5 install ashtest-v | "
+                "pacman -S ashtest-a | ashctl --help"
+            )
             env = chroot_env({"TERM": os.environ.get("TERM", "xterm"), "PS1": "ash-rig# "})
-            return os.spawnve(os.P_WAIT, "/usr/sbin/chroot",
-                              ["chroot", str(root.path), "/bin/bash", "--norc", "-i"], env)
+            return os.spawnve(
+                os.P_WAIT,
+                "/usr/sbin/chroot",
+                ["chroot", str(root.path), "/bin/bash", "--norc", "-i"],
+                env,
+            )
         finally:
             root.close()
     finally:
@@ -243,8 +272,11 @@ def clean(cache: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m tests.e2e.rig", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tests.e2e.rig",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or reuse the rig; print the timings")
     sub.add_parser("shell", help="a shell in a fresh root of the rig, removed on exit")

@@ -39,8 +39,9 @@ def chroot_argv(path: Path, argv: Sequence[str] | str) -> list[str]:
     return ["/usr/sbin/chroot", str(path), *inner]
 
 
-def run_in(path: Path, argv: list[str] | str, *, env: dict[str, str] | None = None,
-            timeout: float = 900) -> None:
+def run_in(
+    path: Path, argv: list[str] | str, *, env: dict[str, str] | None = None, timeout: float = 900
+) -> None:
     """Run a build step chrooted into path; a failure is a RigError with the output."""
     run_host(chroot_argv(path, argv), env=chroot_env(env), timeout=timeout)
 
@@ -51,8 +52,7 @@ def mount_api(path: Path) -> None:
     mount("sysfs", path / "sys", "nosuid,nodev,noexec,ro", fstype="sysfs")
     mount("/dev", path / "dev", "bind")
     run_host(["mount", "--make-private", str(path / "dev")])
-    mount("devpts", path / "dev/pts", "newinstance", "ptmxmode=0666", "mode=620",
-          fstype="devpts")
+    mount("devpts", path / "dev/pts", "newinstance", "ptmxmode=0666", "mode=620", fstype="devpts")
     mount(str(path / "dev/pts/ptmx"), path / "dev/ptmx", "bind")
     mount("tmpfs", path / "tmp", "mode=1777", "nosuid", "nodev", fstype="tmpfs")
     mtab = path / "etc/mtab"
@@ -163,16 +163,19 @@ class Root:
         try:
             return json.loads(proc.stdout)
         except json.JSONDecodeError as exc:
-            raise AssertionError(f"ashctl --json {shlex.join(args)}: not JSON: {exc}\n"
-                                 f"{proc.stdout}") from exc
+            raise AssertionError(
+                f"ashctl --json {shlex.join(args)}: not JSON: {exc}\n{proc.stdout}"
+            ) from exc
 
     def setup(self) -> None:
         """`ashctl setup` inside the root; only a warning while the command does not exist."""
         proc = self.run(["ashctl", "setup"], check=False)
         missing = proc.returncode == 127 or "No module named 'ashcore" in proc.stderr
         if missing:
-            warnings.warn(f"ashctl is not available in the rig yet: {proc.stderr.strip()[-300:]}",
-                          stacklevel=2)
+            warnings.warn(
+                f"ashctl is not available in the rig yet: {proc.stderr.strip()[-300:]}",
+                stacklevel=2,
+            )
         elif proc.returncode != 0:
             raise AssertionError(f"`ashctl setup` failed:\n{describe(['ashctl', 'setup'], proc)}")
 

@@ -29,10 +29,13 @@ def any_root(request: pytest.FixtureRequest) -> Root:
 
 def test_apt_install_and_remove(any_root: Root) -> None:
     any_root.run(["apt-get", "install", "-y", "ashtest-b"])
-    shown = any_root.run(["dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\\n",
-                          "ashtest-a", "ashtest-b"])
-    assert shown.stdout.splitlines() == ["ashtest-a 1.0 install ok installed",
-                                         "ashtest-b 1.0 install ok installed"]
+    shown = any_root.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\\n", "ashtest-a", "ashtest-b"]
+    )
+    assert shown.stdout.splitlines() == [
+        "ashtest-a 1.0 install ok installed",
+        "ashtest-b 1.0 install ok installed",
+    ]
     assert (any_root.path / "usr/share/ashtest/b").read_text() == "1.0\n"
     any_root.run(["apt-get", "remove", "-y", "ashtest-b"])
     gone = any_root.run(["dpkg-query", "-W", "-f", "${Status}", "ashtest-b"], check=False)
@@ -43,7 +46,9 @@ def test_apt_install_and_remove(any_root: Root) -> None:
 def test_dnf_install_and_remove(any_root: Root, dnf: str) -> None:
     any_root.run([dnf, "install", "-y", "ashtest-b"])
     assert any_root.run(["rpm", "-q", "ashtest-a", "ashtest-b"]).stdout.split() == [
-        "ashtest-a-1.0-1.noarch", "ashtest-b-1.0-1.noarch"]
+        "ashtest-a-1.0-1.noarch",
+        "ashtest-b-1.0-1.noarch",
+    ]
     any_root.run([dnf, "remove", "-y", "ashtest-b"])
     assert any_root.run(["rpm", "-q", "ashtest-b"], check=False).returncode != 0
 
@@ -51,7 +56,9 @@ def test_dnf_install_and_remove(any_root: Root, dnf: str) -> None:
 def test_pacman_install_and_remove(any_root: Root) -> None:
     any_root.run(["pacman", "-S", "--noconfirm", "ashtest-b"])
     assert any_root.run(["pacman", "-Q", "ashtest-a", "ashtest-b"]).stdout.splitlines() == [
-        "ashtest-a 1.0-1", "ashtest-b 1.0-1"]
+        "ashtest-a 1.0-1",
+        "ashtest-b 1.0-1",
+    ]
     any_root.run(["pacman", "-R", "--noconfirm", "ashtest-b"])
     assert any_root.run(["pacman", "-Q", "ashtest-b"], check=False).returncode != 0
 
@@ -76,14 +83,26 @@ def test_failing_install_script(bare_root: Root, manager: str) -> None:
 
 
 VERSIONS = {
-    "apt": ["apt-get install -y ashtest-v=1.0", "apt-get install -y ashtest-v",
-            "apt-get install -y --allow-downgrades ashtest-v=1.0"],
-    "dnf5": ["dnf5 install -y ashtest-v-1.0", "dnf5 upgrade -y ashtest-v",
-             "dnf5 downgrade -y ashtest-v"],
-    "dnf": ["dnf install -y ashtest-v-1.0", "dnf upgrade -y ashtest-v",
-            "dnf downgrade -y ashtest-v"],
-    "pacman": ["pacman -S --noconfirm ashtest-old/ashtest-v", "pacman -S --noconfirm ashtest-v",
-               "pacman -U --noconfirm /srv/ashtest/files/ashtest-v-1.0-1-any.pkg.tar.zst"],
+    "apt": [
+        "apt-get install -y ashtest-v=1.0",
+        "apt-get install -y ashtest-v",
+        "apt-get install -y --allow-downgrades ashtest-v=1.0",
+    ],
+    "dnf5": [
+        "dnf5 install -y ashtest-v-1.0",
+        "dnf5 upgrade -y ashtest-v",
+        "dnf5 downgrade -y ashtest-v",
+    ],
+    "dnf": [
+        "dnf install -y ashtest-v-1.0",
+        "dnf upgrade -y ashtest-v",
+        "dnf downgrade -y ashtest-v",
+    ],
+    "pacman": [
+        "pacman -S --noconfirm ashtest-old/ashtest-v",
+        "pacman -S --noconfirm ashtest-v",
+        "pacman -U --noconfirm /srv/ashtest/files/ashtest-v-1.0-1-any.pkg.tar.zst",
+    ],
 }
 
 

@@ -38,7 +38,7 @@ def test_the_hook_path_imports_little(module: str, tmp_path: Path) -> None:
     path = [str(top), str(tmp_path)] + [p for p in sys.path if "-packages" in p]
     code = (
         f"import sys; sys.path[:0] = {path!r}; loaded = set(sys.modules);"
-        f"import ashcore.early, ashcore.linger, {module};"
+        f"import ashcore.clock, ashcore.linger, {module};"
         "heavy = {'typing', 'logging', 'dataclasses', 'inspect', 'subprocess', 'tomllib',"
         " 'enum', 're', 'json', 'signal'};"
         "print(sorted(heavy & (set(sys.modules) - loaded)))"
