@@ -56,10 +56,12 @@ DEFAULT_NOISE = (
 """Paths (relative to the root; a directory covers all below it) whose changes are not drift."""
 
 DEFAULT_LOCK_FILES = ("var/lib/pacman/db.lck",)
+"""Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
 
 MANAGER_STATE = (
     "var/lib/dpkg",
     "var/lib/apt",
+    "var/lib/aptitude",
     "var/lib/rpm",
     "usr/lib/sysimage/rpm",
     "var/lib/dnf",
@@ -67,9 +69,9 @@ MANAGER_STATE = (
     "var/lib/pacman/local",
 )
 """The managers' own databases. A manager writes them as it starts, before its pre hook (dnf
-and rpm open their sqlite databases), and, without a helper, after its post hook: changes to
-them alone after a manager's layer are not drift; the next layer holds them."""
-"""Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
+and rpm open their sqlite databases, aptitude its states), and after its last post hook:
+such writes are told by their ctime (lifecycle.drift_since_head) and are not drift; any
+other change to them (`apt-mark`, `rpm --justdb`) is."""
 
 
 class Retention(Value):

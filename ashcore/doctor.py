@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 
 from ashcore.lifecycle import Target, require_idle, write_manifest
 from ashcore.model import Layer, Status
@@ -32,7 +33,13 @@ def check(target: Target, repair: bool) -> list[str]:
     except Exception as e:  # an unreadable database
         db_ok = False
         problems.append(f"database unreadable: {e}")
-        if repair:
+        cause = e.__cause__
+        corrupt = isinstance(cause, sqlite3.DatabaseError) and not isinstance(
+            cause, sqlite3.OperationalError  # a full disk, a lock: the file itself is sound
+        )
+        if repair and not corrupt:
+            problems.append("not moved aside: the database file is sound; mend the cause first")
+        if repair and corrupt:
             store.close()
             for suffix in ("", "-wal", "-shm"):
                 path = os.path.join(store.path, "ash.db" + suffix)

@@ -194,6 +194,14 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
     store = target.store
     dep = target.deployment()
     head = capture_drift(target, dep, own_since=started_at(op.owner))
+    if head is None and store.has_layers_on_disk():
+        # Setup made the base layer the head: a deployment without one, in a store that has
+        # layers, means the database lost its records. A layer now would have no parent.
+        raise StoreError(
+            f"the layer database in {store.path} does not know this root's layer, though"
+            " layers are on disk (was ash.db lost or put back from a copy?)",
+            hint="run `ashctl doctor --repair` to rebuild it from the manifests",
+        )
     if head is not None and database is not None and op.reopen:
         owner, plugin = store.layer_owner(head)
         if owner == op.owner and plugin == op.plugin:
@@ -429,13 +437,14 @@ def describe(
 
 
 def _files_changed(target: Target, pending: Any) -> bool:
-    """Whether a run that changed no package still changed files (a reinstall rewrites
-    them): then it gets a layer, or its changes would become drift at the next run."""
+    """Whether a run that changed no package still changed files outside the managers' own
+    databases (a reinstall of changed files): then it gets a layer. What it wrote to its own
+    databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`)."""
     head, checked = target.store.head(pending["deployment"])
     if head is None or head != pending["parent"]:
         return True  # cannot tell: keep it
     partial = target.store.partial_path(pending["id"])
-    return bool(changes(target, target.store.layer_path(head), partial, checked, _no_excuse))
+    return bool(changes(target, target.store.layer_path(head), partial, checked, manager_state))
 
 
 def make_layer(
@@ -587,8 +596,9 @@ def _take_probe(target: Target) -> str:
 OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
 
 
-def _no_excuse(path: str) -> bool:
-    return False
+def manager_state(path: str) -> bool:
+    """Whether `path` is in a manager's own database."""
+    return path.startswith(MANAGER_PREFIXES) or path in MANAGER_STATE
 
 
 def changes(
@@ -656,7 +666,7 @@ def drift_since_head(
     now: Checkpoint = (fs.info(probe).otransid, when)
 
     def own(path: str) -> bool:
-        if not path.startswith(MANAGER_PREFIXES) and path not in MANAGER_STATE:
+        if not manager_state(path):
             return False
         ctime = _ctime(probe, path)
         if ctime is None:

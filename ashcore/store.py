@@ -306,7 +306,34 @@ class Store:
             ),
         )
         assert cur.lastrowid is not None
-        return cur.lastrowid
+        layer_id = cur.lastrowid
+        if self._on_disk(layer_id):
+            # The database is older than the layers beside it (put back from a copy, or a
+            # power cut lost its last transactions): never take an id a snapshot or manifest
+            # has; go on after the highest one.
+            fresh = max(self._highest_on_disk(), layer_id) + 1
+            self.db.execute("UPDATE layers SET id = ? WHERE id = ?", (fresh, layer_id))
+            self.db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'layers'", (fresh,))
+            layer_id = fresh
+        return layer_id
+
+    def _on_disk(self, layer_id: int) -> bool:
+        return any(
+            os.path.lexists(p)
+            for p in (
+                self.layer_path(layer_id),
+                self.manifest_path(layer_id),
+                self.partial_path(layer_id),
+            )
+        )
+
+    def _highest_on_disk(self) -> int:
+        """The highest layer id that has a snapshot, manifest or partial snapshot."""
+        ids = [int(n.partition(".")[0]) for n in os.listdir(self.layers_dir) if n[:1].isdigit()]
+        return max(ids, default=0)
+
+    def has_layers_on_disk(self) -> bool:
+        return self._highest_on_disk() > 0
 
     def reopen(
         self,

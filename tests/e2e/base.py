@@ -26,7 +26,7 @@ from tests.e2e.root import run_in
 SUITE = "sid"
 PYALPM = "pyalpm==0.10.12"
 PACKAGES = (
-    *("python3-apt", "apt-utils", "dpkg-dev"),
+    *("python3-apt", "apt-utils", "dpkg-dev", "aptitude"),
     *("dnf5", "python3-libdnf5", "python3-libdnf5-python-plugins-loader", "dnf", "python3-dnf"),
     *("rpm", "createrepo-c"),
     *("pacman-package-manager", "makepkg", "libarchive-tools", "zstd"),

@@ -1,0 +1,149 @@
+"""A layer holds its operation's changes and nothing else, as users and scripts run apt.
+
+Real apt, python-apt and aptitude in the sid root: an edit made right after apt returns, a
+front end that runs dpkg twice with a pause between, `apt-mark hold`, a helper killed with
+its manager's unit, aptitude's own start-up writes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.root import Root
+from tests.e2e.test_apt import dpkg_packages, layers
+
+pytestmark = pytest.mark.e2e
+
+
+def snapshot_of(root: Root, layer: dict[str, Any]) -> Path:
+    return root.path / ".ash/layers" / str(layer["id"])
+
+
+def new_layers(root: Root, known: set[int]) -> list[dict[str, Any]]:
+    return [layer for layer in layers(root) if layer["id"] not in known]
+
+
+def test_an_edit_made_right_after_apt_returns_is_drift_not_part_of_its_layer(root: Root) -> None:
+    """`apt-get install -y X; echo $i > /etc/after-$i`: the edit is never in apt's layer; the
+    next operation keeps it as a drift layer of its own."""
+    commands = ["apt-get install -y ashtest-a", "apt-get remove -y ashtest-a"] * 2
+    for i, command in enumerate(commands):
+        known = {layer["id"] for layer in layers(root)}
+        root.run(f"{command} >/dev/null && echo {i} > /etc/after-{i}")
+        made = new_layers(root, known)
+        apt = [layer for layer in made if layer["manager"] == "apt"]
+        assert len(apt) == 1, made
+        assert not (snapshot_of(root, apt[0]) / f"etc/after-{i}").exists(), i
+        if i > 0:  # the edit after the previous run came first, as drift
+            assert made[0]["status"] == "drift" and made[0]["id"] == apt[0]["parent"], made
+            assert (snapshot_of(root, made[0]) / f"etc/after-{i - 1}").read_text() == f"{i - 1}\n"
+        else:
+            assert made == apt
+
+
+PYTHON_APT_TWO_COMMITS = """
+import time
+import apt
+
+cache = apt.Cache()
+cache["ashtest-a"].mark_install()
+cache.commit()
+time.sleep(3)  # longer than a helper waits for a quiet manager (linger.SETTLE)
+cache.open()
+cache["ashtest-v"].mark_install()
+cache.commit()
+"""
+
+
+def test_a_front_end_that_runs_dpkg_twice_gets_whole_layers(root: Root) -> None:
+    """One python-apt process, two `cache.commit()` calls with a pause between (as
+    unattended-upgrades does): whole layers, never one cut in the middle of an unpack."""
+    known = {layer["id"] for layer in layers(root)}
+    before = dpkg_packages(root)
+    root.run(["python3", "-c", PYTHON_APT_TWO_COMMITS])
+    after = dpkg_packages(root)
+    assert set(after) - set(before) == {"ashtest-a", "ashtest-v"}
+    made = new_layers(root, known)
+    assert made and all(layer["manager"] == "apt" for layer in made), made
+    added = sorted(d["name"] for layer in made for d in layer["packages"]["added"])
+    assert added == ["ashtest-a", "ashtest-v"], made
+    for layer in made:
+        snapshot = snapshot_of(root, layer)
+        leftovers = [p for p in snapshot.rglob("*.dpkg-new")] + [
+            p for p in (snapshot / "var/lib/dpkg/updates").iterdir() if p.name != "tmp.i"
+        ]
+        assert leftovers == [], (layer, leftovers)
+    assert (snapshot_of(root, made[-1]) / "usr/share/ashtest/v").exists()
+    assert root.ashctl_json("status")["drift"] is False
+
+
+def test_apt_mark_hold_is_drift_and_a_rollback_keeps_it(root: Root) -> None:
+    """A change to the package database alone (`apt-mark hold`) is drift: kept as a layer
+    before the next operation, and kept by a rollback of the state it is in."""
+    root.run(["apt-get", "install", "-y", "ashtest-a"])
+    assert root.ashctl_json("status")["drift"] is False
+    root.run(["apt-mark", "hold", "ashtest-a"])
+    assert root.ashctl_json("status")["drift"] is True
+    known = {layer["id"] for layer in layers(root)}
+    root.run(["apt-get", "install", "-y", "ashtest-v"])
+    made = new_layers(root, known)
+    assert [layer["status"] for layer in made] == ["drift", "committed"], made
+    status = (snapshot_of(root, made[0]) / "var/lib/dpkg/status").read_text()
+    assert "Package: ashtest-a\nStatus: hold ok installed" in status
+    # Released again, then rolled back: the state left (the release) is kept as a layer.
+    root.run(["apt-mark", "unhold", "ashtest-a"])
+    known = {layer["id"] for layer in layers(root)}
+    subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(root.path), "rollback", "1"],
+        check=True,
+        capture_output=True,
+    )
+    kept = new_layers(root, known)
+    assert [layer["status"] for layer in kept] == ["drift"], kept
+    status = (snapshot_of(root, kept[0]) / "var/lib/dpkg/status").read_text()
+    assert "Package: ashtest-a\nStatus: install ok installed" in status
+
+
+def test_a_helper_killed_with_its_managers_unit_still_leaves_the_whole_layer(
+    root: Root,
+) -> None:
+    """systemd kills a unit's whole cgroup once its main process exits: the helper dies
+    before it describes the layer. The layer was sealed in apt's post hook; the next
+    operation describes it: committed, with its package delta."""
+    kill = root.path / "etc/apt/apt.conf.d/zz-kill-helper"
+    kill.write_text('DPkg::Post-Invoke { "read -r h o < /.ash/run/commit; kill -9 ${h%%:*}"; };\n')
+    root.run(["apt-get", "install", "-y", "ashtest-a"])
+    kill.unlink()
+    assert root.ashctl_json("status")["pending"]["alive"] is False
+    known = {layer["id"] for layer in layers(root)}
+    root.run(["apt-get", "install", "-y", "ashtest-v"])
+    found = {layer["id"]: layer for layer in layers(root)}
+    sealed = found[2]
+    assert (sealed["name"], sealed["status"]) == ("apt-get install ashtest-a", "committed")
+    assert sealed["packages"]["added"] == [{"name": "ashtest-a", "version": "1.0"}]
+    made = [found[i] for i in sorted(set(found) - known)]
+    assert [layer["packages"]["added"] for layer in made] == [
+        [{"name": "ashtest-v", "version": "2.0"}]
+    ], made
+
+
+def test_aptitude_makes_one_layer_and_no_drift_of_its_own(root: Root) -> None:
+    """aptitude writes its states and apt's extended_states as it starts, before the pre
+    hook: those writes belong to its own layer, not to a drift layer before it."""
+    for command in ("install", "remove", "install"):
+        known = {layer["id"] for layer in layers(root)}
+        root.run(["aptitude", command, "-y", "ashtest-b"])
+        made = new_layers(root, known)
+        assert [(layer["manager"], layer["status"]) for layer in made] == [("apt", "committed")], (
+            command,
+            made,
+        )
+        names = sorted(
+            d["name"] for d in made[0]["packages"]["added" if command == "install" else "removed"]
+        )
+        assert "ashtest-b" in names
