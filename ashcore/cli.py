@@ -232,6 +232,9 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
         raise
     layer = commit(target, op, None, failed=code != 0)
     if layer is not None:
+        from ashcore.sets import complete_now
+
+        complete_now(target, layer.id)
         log.info("layer %d: %s (%s)", layer.id, layer.name, layer.status.value)
     return code if code >= 0 else 128 - code
 

@@ -31,21 +31,30 @@ def natural_compare(a: str, b: str) -> int:
 def diff_layers(
     target: Target, a: Layer, b: Layer, *, files: bool
 ) -> tuple[dict[str, Any], list[str] | None]:
+    from ashcore.sets import delta_between, sets_of
+
     store = target.store
+    packages: dict[str, Any] = {}
+    sa, sb = sets_of(target, a.id), sets_of(target, b.id)
+    if sa is not None and sb is not None:  # per manager, whatever made the layers between
+        return {m: d.to_json() for m, d in delta_between(sa, sb).items()}, _files(
+            target, a, b, files
+        )
     ma = read_json(store.manifest_path(a.id)) or {}
     mb = read_json(store.manifest_path(b.id)) or {}
-    packages: dict[str, Any] = {}
     if b.parent == a.id:
         packages[b.manager or "packages"] = b.packages.to_json()
     elif ma.get("installed") is not None and mb.get("installed") is not None:
         delta = PackageDelta.between(ma["installed"], mb["installed"], natural_compare)
         packages[mb.get("plugin") or "packages"] = delta.to_json()
-    changed = None
-    if files:
-        changed = noise_filter(
-            target.fs.changed_paths(store.layer_path(a.id), store.layer_path(b.id)), ()
-        )
-    return packages, changed
+    return packages, _files(target, a, b, files)
+
+
+def _files(target: Target, a: Layer, b: Layer, files: bool) -> list[str] | None:
+    if not files:
+        return None
+    store = target.store
+    return noise_filter(target.fs.changed_paths(store.layer_path(a.id), store.layer_path(b.id)), ())
 
 
 def tree_changes(old: str, new: str) -> set[str]:

@@ -35,7 +35,8 @@ def check(target: Target, repair: bool) -> list[str]:
         problems.append(f"database unreadable: {e}")
         cause = e.__cause__
         corrupt = isinstance(cause, sqlite3.DatabaseError) and not isinstance(
-            cause, sqlite3.OperationalError  # a full disk, a lock: the file itself is sound
+            cause,
+            sqlite3.OperationalError,  # a full disk, a lock: the file itself is sound
         )
         if repair and not corrupt:
             problems.append("not moved aside: the database file is sound; mend the cause first")

@@ -365,6 +365,10 @@ def commit(
                 return None
             sealed = _seal(target, pending, failed)
         layer = describe(target, pending, sealed, database, failed, late_until)
+        if sealed_only and layer is not None:  # the helper: off the manager's time
+            from ashcore.sets import complete
+
+            complete(target, layer.id)
         store.bound_wal()
     return layer
 
@@ -795,13 +799,13 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
                     manifest.get("installed"),
                 )
         else:
-            status = Status.INTERRUPTED if pending["manager"] else Status.DRIFT
+            status = Status.DRIFT if pending["owner"] == NO_OWNER else Status.INTERRUPTED
             layer = _layer_of(store, pending, status, uuid, PackageDelta())
             write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
         store.finalize(layer, pending["deployment"], None)
         log.warning("ashlayers: finished layer %d left by an interrupted run", layer_id)
         return layer
-    if pending["manager"] is None:  # an unfinished drift layer: the next check redoes it
+    if pending["owner"] == NO_OWNER:  # an unfinished drift layer: the next check redoes it
         store.delete_row(layer_id)
         return None
     delta = PackageDelta()

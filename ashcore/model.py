@@ -93,6 +93,15 @@ class PackageDelta(Value):
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.upgraded or self.downgraded)
 
+    def merge(self, other: PackageDelta) -> PackageDelta:
+        """Both deltas in one (of two managers, whose package names are their own)."""
+        return PackageDelta(
+            tuple(sorted(self.added + other.added)),
+            tuple(sorted(self.removed + other.removed)),
+            tuple(sorted(self.upgraded + other.upgraded)),
+            tuple(sorted(self.downgraded + other.downgraded)),
+        )
+
     def revert(self, after: PackageSet) -> dict[str, str]:
         """The package set this delta was computed from, given the set it led to."""
         before = dict(after)

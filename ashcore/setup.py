@@ -184,5 +184,8 @@ def setup(target: Target) -> list[str]:
         begin(target, op, None)
         layer = commit(target, op, None)
         if layer is not None:
+            from ashcore.sets import complete_now
+
+            complete_now(target, layer.id)
             done.append(f"layer {layer.id}: base")
     return done

@@ -521,6 +521,11 @@ class Store:
             raise NotFoundError(f"{len(rows)} layers are named {ref!r} ({ids})", hint="use an id")
         return layer_from_row(rows[0])
 
+    def set_packages(self, layer_id: int, delta: PackageDelta) -> None:
+        self.db.execute(
+            "UPDATE layers SET packages = ? WHERE id = ?", (dumps(delta.to_json()), layer_id)
+        )
+
     def set_pinned(self, layer_id: int, pinned: bool) -> None:
         self.db.execute("UPDATE layers SET pinned = ? WHERE id = ?", (int(pinned), layer_id))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 
+from ashcore.launcher import fill
 from ashcore.ondisk import write_atomic
 
 HOOK_SCRIPT = "usr/libexec/ashlayers/apt-hook"
@@ -25,6 +26,10 @@ def _shipped(name: str) -> bytes:
     return resources.files("ashplugins.apt").joinpath("files", name).read_bytes()
 
 
+def _filled(name: str, root: str) -> bytes:
+    return fill(_shipped(name), root)
+
+
 def detect(root: str) -> bool:
     """dpkg is in the root (apt's snippet is written when apt is there too)."""
     return os.path.isfile(os.path.join(root, "usr/bin/dpkg")) and os.path.isdir(
@@ -43,7 +48,7 @@ def install(root: str) -> list[str]:
         if not _wanted(root, dest):
             continue
         path = os.path.join(root, dest)
-        data = _shipped(name)
+        data = _filled(name, root)
         try:
             with open(path, "rb") as f:
                 current: bytes | None = f.read()

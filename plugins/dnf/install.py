@@ -17,6 +17,7 @@ import py_compile
 import sys
 from importlib import resources
 
+from ashcore.launcher import fill
 from ashcore.ondisk import write_atomic
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def install(root: str) -> list[str]:
     written = []
     for relative, name in _wanted(root):
         mode = 0o755 if relative == LAUNCHER else 0o644
-        written.append(_ensure(root, relative, _file(name), mode))
+        written.append(_ensure(root, relative, fill(_file(name), root), mode))
         _precompile(root, relative)
     if written:  # the user's settings: written once, never replaced, kept by uninstall
         if not os.path.exists(os.path.join(root, HOOK_CONFIG)):

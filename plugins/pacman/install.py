@@ -12,6 +12,7 @@ from importlib import resources
 from ashplugins.pacman import conf
 
 from ashcore.config import HOOKS_DIR
+from ashcore.launcher import fill
 from ashcore.ondisk import write_atomic
 
 HOOK_FILES = ("00-ashlayers-pre.hook", "zz-ashlayers-post.hook")
@@ -52,10 +53,12 @@ def _write(root: str, path: str, data: bytes, *, replace: bool, mode: int = 0o64
 
 def install(root: str) -> list[str]:
     """Write the hooks (and a commented pacman.toml); return the paths written. Idempotent."""
-    launcher = _write(root, LAUNCHER, _shipped("pacman-hook"), replace=True, mode=0o755)
+    launcher = _write(root, LAUNCHER, fill(_shipped("pacman-hook"), root), replace=True, mode=0o755)
     written = [LAUNCHER] if launcher else []
     written += [
-        p for p in _hook_paths(root) if _write(root, p, _shipped(os.path.basename(p)), replace=True)
+        p
+        for p in _hook_paths(root)
+        if _write(root, p, fill(_shipped(os.path.basename(p)), root), replace=True)
     ]
     config = os.path.join("/", HOOKS_DIR, CONFIG_FILE)
     if _write(root, config, _shipped(CONFIG_FILE), replace=False):
