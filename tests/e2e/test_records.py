@@ -1,0 +1,84 @@
+"""Complete records: every layer knows the installed set of every manager in the root, so a
+diff between any two layers is right per manager, whichever managers made the layers between."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.root import Root, chroot_argv, chroot_env
+from tests.e2e.test_apt import layers
+
+pytestmark = pytest.mark.e2e
+
+
+def names(delta: dict[str, Any]) -> dict[str, list[str]]:
+    return {kind: sorted(d["name"] for d in entries) for kind, entries in delta.items() if entries}
+
+
+def by_name(root: Root, name: str) -> dict[str, Any]:
+    return next(x for x in layers(root) if x["name"] == name)
+
+
+def test_a_diff_across_managers_is_right_for_each(root: Root) -> None:
+    root.run(["pacman", "-S", "--noconfirm", "ashtest-a"])
+    root.run(["apt-get", "install", "-y", "ashtest-b"])
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    root.run(["dnf", "remove", "-y", "ashtest-v"])
+    first = by_name(root, "pacman -S ashtest-a")["id"]
+    last = by_name(root, "dnf remove ashtest-v")["id"]
+    out = root.ashctl_json("diff", str(first), str(last))
+    packages = {m: names(d) for m, d in out["packages"].items()}
+    # apt added two; dnf added and removed ashtest-v: no change; pacman: nothing since.
+    assert packages == {"apt": {"added": ["ashtest-a", "ashtest-b"]}}, out
+    out = root.ashctl_json("diff", "1", str(first))
+    assert {m: names(d) for m, d in out["packages"].items()} == {"pacman": {"added": ["ashtest-a"]}}
+
+
+def test_a_skipped_run_shows_its_packages_in_the_drift_layer_that_keeps_it(root: Root) -> None:
+    """ASH_SKIP=1 apt-get install: no layer then; the drift layer the next operation keeps
+    says which packages it holds, and base, drift and run layers all diff."""
+    root.run(["apt-get", "install", "-y", "ashtest-a"], env={"ASH_SKIP": "1"})
+    root.run(["ashctl", "run", "--name", "my change", "--", "dpkg", "-r", "ashtest-a"])
+    kept = [x for x in layers(root) if x["status"] == "drift"]
+    assert len(kept) == 1 and names(kept[0]["packages"]) == {"added": ["ashtest-a"]}, kept
+    run = by_name(root, "my change")
+    assert names(run["packages"]) == {"removed": ["ashtest-a"]}, run
+    out = root.ashctl_json("diff", "1", str(run["id"]))
+    assert out["packages"] == {}  # added, then removed: the base's set again
+
+
+def test_a_killed_ashctl_run_is_kept_interrupted_under_its_name(root: Root) -> None:
+    proc = subprocess.Popen(
+        chroot_argv(
+            root.path,
+            [
+                "ashctl",
+                "run",
+                "--name",
+                "my change",
+                "--",
+                "sh",
+                "-c",
+                "touch /etc/half-done; sleep 60",
+            ],
+        ),
+        env=chroot_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (root.path / "etc/half-done").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    root.ashctl("doctor", check=False)
+    layer = by_name(root, "my change")
+    assert layer["status"] == "interrupted"
+    assert (root.path / ".ash/layers" / str(layer["id"]) / "etc/half-done").exists()
