@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _LAYER = re.compile(r"^(\d+)$")
 _PARTIAL = re.compile(r"^(\d+)\.partial$")
+_EARLY = re.compile(r"^probe\.(\d+)$")  # a hook's early probe (ashcore/probe.py)
 
 
 def check(target: Target, repair: bool) -> list[str]:
@@ -56,7 +57,11 @@ def check(target: Target, repair: bool) -> list[str]:
         for entry in sorted(os.listdir(store.layers_dir)):
             path = os.path.join(store.layers_dir, entry)
             # What a killed run leaves while it holds the lock is removed as the next run would.
-            if (_PARTIAL.match(entry) and store.pending() is None) or entry == "probe":
+            if (
+                (_PARTIAL.match(entry) and store.pending() is None)
+                or entry == "probe"
+                or ((m := _EARLY.match(entry)) and not os.path.exists(f"/proc/{m.group(1)}"))
+            ):
                 log.info("removed %s left by a killed run", entry)
                 fs.delete(path)
             elif (m := _LAYER.match(entry)) and fs.is_subvolume(path):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from ashcore.config import CONFIG_PATH, load_config
 from ashcore.errors import AshError, StoreError
-from ashcore.lifecycle import Operation, Outcome, Target, begin, commit, seal
+from ashcore.lifecycle import Operation, Outcome, Target, begin, commit, discard_early, seal
 from ashcore.process import owner_of
 from ashcore.store import explain
 
@@ -126,6 +126,7 @@ def begin_hook(
             return 0
         op = _operation(plugin, manager, argv, owner_pid, targets, name, reopen)
         started = begin(target, op, database()) == Outcome.STARTED
+        discard_early(target)  # a begin that skipped or joined did not use it
     except Exception as e:  # never let a crash of ours break the manager in a worse way
         return _report(e, on_error, before=True)
     if started and commit is not None:
@@ -133,13 +134,8 @@ def begin_hook(
         try:
             from ashcore.linger import linger
 
-            op_owner = op.owner
-            linger(
-                target.store.path,
-                owner_pid,
-                lambda: seal(Target(root), _sealing(op_owner)),
-                commit,
-            )
+            sealer = _Sealer(root, op.owner)
+            linger(target.store.path, owner_pid, sealer, commit, prepare=sealer.prepare)
         except OSError as e:  # the post hook then commits the slow way
             say(f"cannot wait for the post hook ({e.strerror}): it will start Python")
     return 0
@@ -184,6 +180,25 @@ def commit_hook(
     except Exception as e:
         _report(e, "warn", before=False)
     return 0
+
+
+class _Sealer:
+    """The helper's seal: its target opened once, before the post hook asks (`prepare`), so
+    that the manager waits for the snapshot alone."""
+
+    def __init__(self, root: str, owner: str) -> None:
+        self.root, self.owner = root, owner
+        self.target: Target | None = None
+
+    def prepare(self) -> None:
+        self.target = Target(self.root)
+        self.target.store.db  # noqa: B018  (opens the connection)
+
+    def __call__(self) -> bool:
+        if self.target is None:
+            self.prepare()
+        assert self.target is not None
+        return seal(self.target, _sealing(self.owner))
 
 
 def _sealing(owner: str) -> Operation:

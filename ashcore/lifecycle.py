@@ -181,6 +181,7 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
                     recover(target, pending, database if same else database_of(pending["plugin"]))
                 _start(target, op, database, name)
                 return Outcome.STARTED
+        discard_early(target)  # taken before that operation's end: stale
         if time.monotonic() > deadline:
             raise StoreError(
                 f"another package operation is still running: {busy}",
@@ -587,14 +588,36 @@ def _same_folder(old: str, new: str, rel: str, noise: tuple[str, ...]) -> bool:
     return entries(a) == entries(b)
 
 
-def _take_probe(target: Target) -> str:
+def _take_probe(target: Target, checked: Checkpoint | None) -> tuple[str, Checkpoint]:
+    """The probe at probe_path, and the checkpoint it was taken at: the one the hook's
+    launcher took early (ashcore/probe.py) when it is newer than `checked`, else a new one."""
     # The probe lives beside the layers: a read-only subvolume cannot move to another folder.
     store, fs = target.store, target.fs
     probe = store.probe_path
     if os.path.lexists(probe):  # left by a killed run (we hold the lock)
         fs.delete(probe)
+    from ashcore.probe import take_early
+
+    early = take_early(target.root)
+    if early is not None:
+        path, when = early
+        generation = fs.info(path).otransid
+        if when >= 0 and (checked is None or generation > checked[0]):
+            os.rename(path, probe)
+            return probe, (generation, when)
+        fs.delete(path)  # older than the head's checkpoint, or than FRESH
+    when = ctime_now()
     fs.snapshot(target.root, probe, read_only=True, drop=target.config.lock_files)
-    return probe
+    return probe, (fs.info(probe).otransid, when)
+
+
+def discard_early(target: Target) -> None:
+    """Delete the probe the launcher took early, if the begin did not use it."""
+    from ashcore.probe import take_early
+
+    early = take_early(target.root)
+    if early is not None:
+        target.fs.delete(early[0])
 
 
 OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
@@ -665,9 +688,7 @@ def drift_since_head(
     `rpm --justdb`, a hand edit) is drift.
     """
     store, fs = target.store, target.fs
-    when = ctime_now()
-    probe = _take_probe(target)
-    now: Checkpoint = (fs.info(probe).otransid, when)
+    probe, now = _take_probe(target, checked)
 
     def own(path: str) -> bool:
         if not manager_state(path):

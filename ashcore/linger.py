@@ -80,8 +80,11 @@ def linger(
     owner_pid: int,
     seal: Callable[[], bool],
     describe: Callable[[float | None], object],
+    *,
+    prepare: Callable[[], object] | None = None,
 ) -> None:
-    """Fork the helper that seals and describes the run's layer. Returns in the parent."""
+    """Fork the helper that seals and describes the run's layer. Returns in the parent.
+    `prepare` runs in the helper once the parent has gone on, before any request."""
     path = run_file(store)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     for stale in (path, path + ".out", path + ".req", path + ".ack"):
@@ -112,6 +115,8 @@ def linger(
         requests, answers = os.open(path + ".req", flags), os.open(path + ".ack", flags)
         os.write(ready_w, b"1")
         os.close(ready_w)
+        if prepare is not None:
+            prepare()
         _serve(owner_pid, requests, answers, seal, describe, path + ".out")
     except BaseException:
         code = 1
