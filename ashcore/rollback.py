@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 
+from ashcore.caches import drop_caches, renew_caches
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, capture_drift, require_idle
 from ashcore.model import Layer
@@ -92,6 +93,7 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
         capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
         path = _new_deployment_path(target, layer)
         fs.snapshot(store.layer_path(layer.id), path, read_only=False)
+        renew_caches(fs, target.root, path)
         store.set_head(fs.info(path).uuid, layer.id, None)
         if booted:
             fs.set_default(path)
@@ -101,6 +103,7 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
         store.forget_deployment(dep.uuid)  # no longer mounted: its layers are not its base
         if retired is not None:  # one this store made: its state is a layer, it can go
             try:
+                drop_caches(fs, retired)
                 fs.delete(retired)
             except BackendError as e:  # in use, or holds a nested subvolume: leave it
                 log.warning("kept the previous deployment %s: %s", retired, e)

@@ -16,6 +16,7 @@ import tempfile
 from importlib import resources
 from types import ModuleType
 
+from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
 from ashcore.errors import BackendError
 from ashcore.lifecycle import Operation, Target, begin, commit
@@ -167,6 +168,8 @@ def setup(target: Target) -> list[str]:
         write_atomic(commit_helper, data)
         os.chmod(commit_helper, 0o755)
         done.append(f"hook: /{COMMIT_HELPER}")
+    for cache in ensure_caches(target.fs, target.root):
+        done.append(f"cache: {cache} is a subvolume of its own, in no layer")
     for plugin in plugins():
         if plugin.detect(target.root):
             for path in plugin.install(target.root):
