@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
         def delete(self, path: str) -> None: ...
 
+        def set_read_only(self, path: str, read_only: bool) -> None: ...
+
         def create(self, path: str) -> None: ...
 
         def changed_paths(self, old: str, new: str) -> set[str]:
@@ -127,6 +129,12 @@ class Btrfs:
                     self._bu.set_subvolume_read_only(dest, True)
         except self._bu.BtrfsUtilError as e:
             raise _fail(e, "snapshot", dest) from e
+
+    def set_read_only(self, path: str, read_only: bool) -> None:
+        try:
+            self._bu.set_subvolume_read_only(path, read_only)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "setting a subvolume's flags", path) from e
 
     def create(self, path: str) -> None:
         try:

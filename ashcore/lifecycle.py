@@ -598,11 +598,11 @@ def _take_probe(target: Target, checked: Checkpoint | None) -> tuple[str, Checkp
         fs.delete(probe)
     from ashcore.probe import take_early
 
-    early = take_early(target.root)
+    early = take_early(store.layers_dir)
     if early is not None:
         path, when = early
-        generation = fs.info(path).otransid
-        if when >= 0 and (checked is None or generation > checked[0]):
+        generation = fs.info(path).otransid if when >= 0 else 0
+        if when >= 0 and fs.is_read_only(path) and (checked is None or generation > checked[0]):
             os.rename(path, probe)
             return probe, (generation, when)
         fs.delete(path)  # older than the head's checkpoint, or than FRESH
@@ -611,11 +611,21 @@ def _take_probe(target: Target, checked: Checkpoint | None) -> tuple[str, Checkp
     return probe, (fs.info(probe).otransid, when)
 
 
+def _drop_lock_files(target: Target, snapshot: str) -> None:
+    """Remove lock files from a read-only snapshot taken with them (the launcher's probe)."""
+    present = [p for p in target.config.lock_files if os.path.lexists(os.path.join(snapshot, p))]
+    if present:
+        target.fs.set_read_only(snapshot, False)
+        for rel in present:
+            os.unlink(os.path.join(snapshot, rel))
+        target.fs.set_read_only(snapshot, True)
+
+
 def discard_early(target: Target) -> None:
     """Delete the probe the launcher took early, if the begin did not use it."""
     from ashcore.probe import take_early
 
-    early = take_early(target.root)
+    early = take_early(target.store.layers_dir)
     if early is not None:
         target.fs.delete(early[0])
 
@@ -645,7 +655,7 @@ def changes(
     fs = target.fs
     if not os.path.isdir(head_path):
         return ["(the layer's snapshot is missing)"]
-    noise = target.config.noise
+    noise = target.config.noise + target.config.lock_files  # never in a layer
     if checked is not None:
         quick = fs.changed_since(snapshot, checked[0], checked[1])
         if quick is not None:
@@ -764,6 +774,7 @@ def capture_drift(
         deployment=dep.uuid,
         before=None,
     )
+    _drop_lock_files(target, probe)
     os.rename(probe, store.partial_path(pending["id"]))
     layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
     log.info(
