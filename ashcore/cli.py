@@ -96,10 +96,9 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     drift = False
     if head is not None:
         with target.store.locked(target.config.lock_timeout):
-            changed, _ = drift_since_head(target, head, checked, late_until=late_until)
-            if changed:
-                target.fs.delete(target.store.probe_path)
-                drift = True
+            changed, _, probe = drift_since_head(target, head, checked, late_until=late_until)
+            target.fs.delete(probe)
+            drift = bool(changed)
     pending = target.store.pending()
     pending_json = None
     if pending is not None:

@@ -366,6 +366,7 @@ def commit(
                 return None
             sealed = _seal(target, pending, failed)
         layer = describe(target, pending, sealed, database, failed, late_until)
+        sweep_probes(target)
         if sealed_only and layer is not None:  # the helper: off the manager's time
             from ashcore.sets import complete
 
@@ -589,26 +590,43 @@ def _same_folder(old: str, new: str, rel: str, noise: tuple[str, ...]) -> bool:
 
 
 def _take_probe(target: Target, checked: Checkpoint | None) -> tuple[str, Checkpoint]:
-    """The probe at probe_path, and the checkpoint it was taken at: the one the hook's
-    launcher took early (ashcore/probe.py) when it is newer than `checked`, else a new one."""
-    # The probe lives beside the layers: a read-only subvolume cannot move to another folder.
+    """The probe, `layers/probe.<this pid>`, and the checkpoint it was taken at: the one the
+    hook's launcher took early (ashcore/probe.py) when it is newer than `checked`, else a new
+    one. The probe lives beside the layers: a read-only subvolume cannot move to another
+    folder, and a drift layer is made of it.
+
+    Nothing here renames or deletes a subvolume unless it must: either makes btrfs commit
+    the whole transaction at the manager's next fsync (measured: ldconfig's fsync after a
+    pacman install, 26 ms instead of 1), so probes are swept once the manager is done."""
     store, fs = target.store, target.fs
-    probe = store.probe_path
-    if os.path.lexists(probe):  # left by a killed run (we hold the lock)
-        fs.delete(probe)
-    from ashcore.probe import take_early
+    from ashcore.probe import early_path, take_early
 
     early = take_early(store.layers_dir)
     if early is not None:
         path, when = early
         generation = fs.info(path).otransid if when >= 0 else 0
         if when >= 0 and fs.is_read_only(path) and (checked is None or generation > checked[0]):
-            os.rename(path, probe)
-            return probe, (generation, when)
+            return path, (generation, when)
         fs.delete(path)  # older than the head's checkpoint, or than FRESH
+    probe = early_path(store.layers_dir)
+    if os.path.lexists(probe):  # left by a killed run of this pid (we hold the lock)
+        fs.delete(probe)
     when = ctime_now()
     fs.snapshot(target.root, probe, read_only=True, drop=target.config.lock_files)
     return probe, (fs.info(probe).otransid, when)
+
+
+def sweep_probes(target: Target) -> None:
+    """Delete the probes of processes that are gone (a begin's, once its manager is done:
+    the helper, after it describes; `ashctl`). A waiting begin's early probe is kept."""
+    store, fs = target.store, target.fs
+    for name in os.listdir(store.layers_dir):
+        if not name.startswith("probe"):
+            continue
+        pid = name.partition(".")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
+            continue
+        fs.delete(os.path.join(store.layers_dir, name))
 
 
 def _drop_lock_files(target: Target, snapshot: str) -> None:
@@ -682,10 +700,9 @@ def drift_since_head(
     *,
     own_since: float | None = None,
     late_until: float | None = None,
-) -> tuple[list[str], Checkpoint]:
-    """Changed paths (noise excluded) since the head layer, and the checkpoint they were
-    looked at. When there are any, the probe snapshot is left at probe_path so that the
-    caller can keep it as a layer.
+) -> tuple[list[str], Checkpoint, str]:
+    """Changed paths (noise excluded) since the head layer, the checkpoint they were looked
+    at, and the probe: the caller keeps it as a layer, or leaves it to `sweep_probes`.
 
     The probe, a read-only snapshot of the deployment, comes first: it holds every write made
     so far, buffered ones too (a filesystem commit does not write buffered file data, so an
@@ -697,7 +714,7 @@ def drift_since_head(
     its last post hook and before it exited). Any other change to them (`apt-mark hold`,
     `rpm --justdb`, a hand edit) is drift.
     """
-    store, fs = target.store, target.fs
+    store = target.store
     probe, now = _take_probe(target, checked)
 
     def own(path: str) -> bool:
@@ -711,9 +728,7 @@ def drift_since_head(
         )
 
     changed = changes(target, store.layer_path(head), probe, checked, own)
-    if not changed:
-        fs.delete(probe)
-    return changed, now
+    return changed, now, probe
 
 
 MANAGER_PREFIXES = tuple(p + "/" for p in MANAGER_STATE)
@@ -744,7 +759,7 @@ def capture_drift(
     head, checked, late_until = store.head_state(dep.uuid)
     if head is None:
         return None
-    changed, now = drift_since_head(
+    changed, now, probe = drift_since_head(
         target,
         head,
         checked,
@@ -754,7 +769,6 @@ def capture_drift(
     if not changed:
         store.set_checked(dep.uuid, now)
         return head
-    probe = store.probe_path
     shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")
     pending: dict[str, Any] = {
         "name": f"drift: {shown}"[:MAX_NAME],

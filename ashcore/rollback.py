@@ -14,7 +14,7 @@ import tempfile
 
 from ashcore.caches import drop_caches, renew_caches
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import Target, capture_drift, require_idle
+from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
 from ashcore.model import Layer
 from ashcore.mounts import mount_at, mount_subvolume, move_mount, submounts, unmount
 
@@ -91,6 +91,7 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
         require_idle(target)
         dep = target.deployment()
         capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+        sweep_probes(target)
         path = _new_deployment_path(target, layer)
         fs.snapshot(store.layer_path(layer.id), path, read_only=False)
         renew_caches(fs, target.root, path)

@@ -7,7 +7,7 @@ Layout of the store directory (a subvolume outside the deployment, e.g. /.ash):
     layers/<id>.json    its manifest: the record, from which `doctor --repair` rebuilds ash.db
     layers/<id>.partial a snapshot being made (removed by recovery)
     deployments/<n>     writable snapshots made by rollback
-    layers/probe        a snapshot taken to look for drift (removed by the next run)
+    layers/probe.<pid>  a snapshot a begin took to look for drift (swept once its run is done)
 """
 
 from __future__ import annotations
@@ -153,10 +153,6 @@ class Store:
 
     def manifest_path(self, layer_id: int) -> str:
         return os.path.join(self.layers_dir, f"{layer_id}.json")
-
-    @property
-    def probe_path(self) -> str:
-        return os.path.join(self.layers_dir, "probe")
 
     @property
     def deployments_dir(self) -> str:

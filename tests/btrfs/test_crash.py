@@ -38,7 +38,9 @@ def assert_consistent(img: Image) -> None:
         manifest = json.loads((layers_dir / f"{layer_id}.json").read_text())
         assert manifest["uuid"] == record["uuid"]
         assert manifest["status"] == record["status"]
-    assert not any(p.name.endswith(".partial") or p.name == "probe" for p in layers_dir.iterdir())
+    assert not any(
+        p.name.endswith(".partial") or p.name.startswith("probe") for p in layers_dir.iterdir()
+    )
     assert img.json("status")["pending"] is None  # type: ignore[index]
 
 
