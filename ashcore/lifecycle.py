@@ -326,7 +326,10 @@ def _seal(target: Target, pending: Any, failed: bool | None) -> Seal:
     if os.path.lexists(partial):
         fs.delete(partial)
     when = ctime_now()
-    fs.snapshot(target.root, partial, read_only=True, drop=target.config.lock_files)
+    # Lock files stay in it for now: leaving them out means a writable snapshot made
+    # read-only after, a second transaction commit the manager would wait for (16 ms after a
+    # pacman install). `describe` removes them, once the manager is done.
+    fs.snapshot(target.root, partial, read_only=True)
     # Every write the snapshot holds is in its transaction or before; any later one has a
     # later transid and a ctime at least `when`.
     sealed = Seal((fs.info(partial).otransid, when), failed)
@@ -398,6 +401,7 @@ def describe(
     store, fs = target.store, target.fs
     layer_id = pending["id"]
     partial = store.partial_path(layer_id)
+    _drop_lock_files(target, partial)
     # A reopened layer (its old snapshot may be gone already, if a kill came mid-swap).
     amend = os.path.lexists(store.layer_path(layer_id)) or os.path.lexists(
         store.manifest_path(layer_id)

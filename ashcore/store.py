@@ -86,8 +86,13 @@ class Seal:
         self.checked = checked
         self.failed = failed
 
-    def to_json(self) -> dict[str, Any]:
-        return {"generation": self.checked[0], "time": self.checked[1], "failed": self.failed}
+    def to_text(self) -> str:
+        """As JSON, without the json module (5 ms to import, on a post hook's path)."""
+        failed = {None: "null", True: "true", False: "false"}[self.failed]
+        return (
+            f'{{"generation": {int(self.checked[0])}, "time": {float(self.checked[1])!r},'
+            f' "failed": {failed}}}'
+        )
 
     @classmethod
     def from_text(cls, text: str | None) -> Seal | None:
@@ -348,7 +353,7 @@ class Store:
         does not, or no longer)."""
         self.db.execute(
             "UPDATE layers SET sealed = ? WHERE id = ?",
-            (dumps(seal.to_json()) if seal is not None else None, layer_id),
+            (seal.to_text() if seal is not None else None, layer_id),
         )
 
     def finalize(
