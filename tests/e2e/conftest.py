@@ -92,6 +92,19 @@ def root(rig: Rig) -> Iterator[Root]:
         _close(root)
 
 
+@pytest.fixture
+def rig_root_with_store(rig: Rig) -> Iterator[Root]:
+    """A fresh root whose ash.toml puts the store at /.layers, then `ashctl setup`."""
+    root = _open(rig)
+    try:
+        (root.path / "etc/ash").mkdir(parents=True, exist_ok=True)
+        (root.path / "etc/ash/ash.toml").write_text('store = "/.layers"\n')
+        root.setup()
+        yield root
+    finally:
+        _close(root)
+
+
 def _open(rig: Rig) -> Root:
     try:
         return rig.new_root()

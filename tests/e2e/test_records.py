@@ -82,3 +82,29 @@ def test_a_killed_ashctl_run_is_kept_interrupted_under_its_name(root: Root) -> N
     layer = by_name(root, "my change")
     assert layer["status"] == "interrupted"
     assert (root.path / ".ash/layers" / str(layer["id"]) / "etc/half-done").exists()
+
+
+def test_a_manager_after_another_makes_no_drift_of_its_own(root: Root) -> None:
+    """dnf4 writes its history database as it starts, before its pre hook; aptitude its
+    states: after another manager's layer, those writes are the starting run's, not drift."""
+    root.run(["apt-get", "install", "-y", "ashtest-a"])
+    root.run(["dnf", "install", "-y", "ashtest-v"])
+    root.run(["dnf5", "remove", "-y", "ashtest-v"])
+    root.run(["pacman", "-S", "--noconfirm", "ashtest-v"])
+    assert [x["status"] for x in layers(root)] == ["committed"] * 5, layers(root)
+
+
+def test_a_store_elsewhere_is_the_one_the_post_hooks_use(rig_root_with_store: Root) -> None:
+    """`store = "/.layers"` in ash.toml: setup mounts it there and fills the hook files in, so
+    the post hooks find the helper (the layer sealed before apt returns)."""
+    root = rig_root_with_store
+    hook = (root.path / "etc/apt/apt.conf.d/80ashlayers").read_text()
+    assert "ash-commit /.layers " in hook and "@ASH_" not in hook
+    launcher = (root.path / "usr/libexec/ashlayers/apt-hook").read_text()
+    assert "@ASH_" not in launcher and "/dist-packages" in launcher
+    root.run("apt-get install -y ashtest-a >/dev/null && echo x > /etc/after")
+    layer = layers(root)[-1]
+    assert layer["name"] == "apt-get install ashtest-a"
+    assert (root.path / ".layers/layers" / str(layer["id"]) / "usr/share/ashtest/a").exists()
+    assert not (root.path / ".layers/layers" / str(layer["id"]) / "etc/after").exists()
+    assert (root.path / ".layers/run/commit.out").exists()  # the helper described it
