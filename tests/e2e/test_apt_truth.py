@@ -53,22 +53,29 @@ import apt
 cache = apt.Cache()
 cache["ashtest-a"].mark_install()
 cache.commit()
-time.sleep(3)  # longer than a helper waits for a quiet manager (linger.SETTLE)
+time.sleep(1)  # shorter than a helper waits for a quiet manager (linger.SETTLE)
 cache.open()
 cache["ashtest-v"].mark_install()
 cache.commit()
 """
+# A slow hook of another package's, after ashlayers' pre hook: the second dpkg run is still
+# being prepared when a helper that waited SETTLE seconds would take its snapshot.
+SLOW_HOOK = 'DPkg::Pre-Install-Pkgs { "sleep 1.5; cat >/dev/null"; };\n'
 
 
 def test_a_front_end_that_runs_dpkg_twice_gets_whole_layers(root: Root) -> None:
-    """One python-apt process, two `cache.commit()` calls with a pause between (as
-    unattended-upgrades does): whole layers, never one cut in the middle of an unpack."""
+    """One python-apt process, two `cache.commit()` calls a second apart (as
+    unattended-upgrades does): whole layers, never one cut in the middle of a run."""
+    (root.path / "etc/apt/apt.conf.d/zz-slow").write_text(SLOW_HOOK)
     known = {layer["id"] for layer in layers(root)}
     before = dpkg_packages(root)
     root.run(["python3", "-c", PYTHON_APT_TWO_COMMITS])
     after = dpkg_packages(root)
     assert set(after) - set(before) == {"ashtest-a", "ashtest-v"}
+    root.run(["ashctl", "status"])  # waits for the helper
     made = new_layers(root, known)
+    assert made[0]["name"] == "drift: etc/apt/apt.conf.d/zz-slow", made  # the hook file
+    made = made[1:]
     assert made and all(layer["manager"] == "apt" for layer in made), made
     added = sorted(d["name"] for layer in made for d in layer["packages"]["added"])
     assert added == ["ashtest-a", "ashtest-v"], made
