@@ -108,3 +108,19 @@ def test_a_store_elsewhere_is_the_one_the_post_hooks_use(rig_root_with_store: Ro
     assert (root.path / ".layers/layers" / str(layer["id"]) / "usr/share/ashtest/a").exists()
     assert not (root.path / ".layers/layers" / str(layer["id"]) / "etc/after").exists()
     assert (root.path / ".layers/run/commit.out").exists()  # the helper described it
+
+
+def test_an_interrupted_run_closed_by_another_manager_has_its_delta(root: Root) -> None:
+    """apt killed after dpkg installed the package but before its post hook: pacman's next
+    begin closes the run as interrupted, with the package delta apt's database tells."""
+    kill = root.path / "etc/apt/apt.conf.d/00-kill-apt"
+    kill.write_text('DPkg::Post-Invoke { "read -r h o < /.ash/run/commit; kill -9 $o"; };\n')
+    root.run(["ashctl", "run", "--name", "hook", "--", "true"])  # the hook file, kept
+    root.run(["apt-get", "install", "-y", "ashtest-a"], check=False)
+    kill.unlink()
+    root.run(["pacman", "-S", "--noconfirm", "ashtest-v"])
+    found = {x["name"]: x for x in layers(root)}
+    interrupted = found["apt-get install ashtest-a"]
+    assert interrupted["status"] == "interrupted"
+    assert names(interrupted["packages"]) == {"added": ["ashtest-a"]}
+    assert found["pacman -S ashtest-v"]["status"] == "committed"
