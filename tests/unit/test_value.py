@@ -45,3 +45,23 @@ def test_the_hook_path_imports_little(module: str, tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_seal_reads_back_as_written() -> None:
+    from ashcore.store import Seal
+
+    for failed in (None, True, False):
+        seal = Seal((12345, 1795985979.123456), failed)
+        back = Seal.from_text(seal.to_text())
+        assert back is not None and (back.checked, back.failed) == (seal.checked, failed)
+
+
+def test_a_process_start_is_told_on_the_ctime_clock() -> None:
+    import os
+    import time
+
+    from ashcore.process import owner_of, started_at
+
+    started = started_at(owner_of(os.getpid()))
+    assert started is not None and started <= time.time()
+    assert started_at("1234:0") is None
