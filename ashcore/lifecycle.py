@@ -1,17 +1,19 @@
-"""One package operation: begin (pre hook) and commit (post hook), and crash recovery.
+"""One package operation: begin (pre hook), seal (post hook), describe, and crash recovery.
 
-begin: take the store lock; close a transaction whose owner died (recover); keep drift as a
-layer of its own; record a pending transaction. commit: snapshot the deployment read-only
-into a new layer, child of the deployment's layer, with the package delta.
+begin: take the store lock; close a transaction whose owner died (recover); keep drift, found
+through a read-only snapshot of the root (the probe), as a layer of its own; record a pending
+transaction. seal: snapshot the root read-only as the pending layer (`<id>.partial`) before
+the manager goes on. describe (commit): the package delta from the sealed snapshot and its
+parent, the record; may run after the manager exited, in its helper, or in recovery.
 
 A transaction belongs to an *owner*, the package manager's process. A second begin by the
-same owner, or by one of its descendants (dpkg under apt), joins it instead of nesting. A
-begin by the owner of the deployment's newest layer reopens that layer, so that one apt run
-that calls dpkg twice is still one layer.
+same owner, or by one of its descendants (dpkg under apt), joins it instead of nesting (and
+voids its seal: the next post hook seals again). A begin by the owner of the deployment's
+newest layer reopens that layer, so that one apt run that calls dpkg twice is still one layer.
 
 Every step is ordered so that a kill at any line leaves a state `recover` finishes: the
-record is inserted `pending` first; the snapshot is made under `<id>.partial` and renamed;
-the manifest (with the snapshot's uuid) is written; then the record is finalized.
+record is inserted `pending` first; the snapshot is made under `<id>.partial`, marked sealed,
+and renamed; the manifest (with the snapshot's uuid) is written; then the record is finalized.
 """
 
 from __future__ import annotations
