@@ -20,7 +20,16 @@ from collections.abc import Callable, Sequence
 
 from ashcore.config import CONFIG_PATH, load_config
 from ashcore.errors import AshError, StoreError
-from ashcore.lifecycle import Operation, Outcome, Target, begin, commit, discard_early, seal
+from ashcore.lifecycle import (
+    Operation,
+    Outcome,
+    Target,
+    begin,
+    commit,
+    discard_early,
+    extend_late_until,
+    seal,
+)
 from ashcore.process import owner_of
 from ashcore.store import explain
 
@@ -135,7 +144,14 @@ def begin_hook(
             from ashcore.linger import linger
 
             sealer = _Sealer(root, op.owner)
-            linger(target.store.path, owner_pid, sealer, commit, prepare=sealer.prepare)
+            linger(
+                target.store.path,
+                owner_pid,
+                sealer,
+                commit,
+                prepare=sealer.prepare,
+                late=sealer.exited,
+            )
         except OSError as e:  # the post hook then commits the slow way
             say(f"cannot wait for the post hook ({e.strerror}): it will start Python")
     return 0
@@ -199,6 +215,13 @@ class _Sealer:
             self.prepare()
         assert self.target is not None
         return seal(self.target, _sealing(self.owner))
+
+    def exited(self, when: float) -> None:
+        """The manager exited at `when`, after its layer was described."""
+        try:
+            extend_late_until(Target(self.root), self.owner, when)
+        except Exception as e:  # nothing of the layer is at stake
+            say(f"cannot record when the manager exited: {e}")
 
 
 def _sealing(owner: str) -> Operation:

@@ -380,6 +380,17 @@ def commit(
     return layer
 
 
+def extend_late_until(target: Target, owner: str, when: float) -> None:
+    """The owner of the deployment's head layer exited at `when`, after that layer was
+    described: its writes to its own databases until then are its own, not drift."""
+    store = target.store
+    with store.locked(target.config.lock_timeout):
+        dep = target.deployment()
+        head, _ = store.head(dep.uuid)
+        if head is not None and store.layer_owner(head)[0] == owner:
+            store.set_late_until(dep.uuid, when)
+
+
 def _sealed(target: Target, pending: Any) -> Seal | None:
     """The pending layer's seal, if its snapshot is complete (read-only) in place."""
     sealed = Seal.from_text(pending["sealed"])

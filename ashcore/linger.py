@@ -59,6 +59,7 @@ RUN_FILE = "run/commit"
 POLL = 0.5  # seconds between checks that the owner is alive
 SETTLE = 2.0  # seconds: a manager still running this long after a seal is done with it
 GIVE_UP = 86400.0
+LATE_WAIT = 600.0  # seconds a helper waits for a quiet manager's exit once it described
 
 
 def run_file(store: str) -> str:
@@ -82,9 +83,11 @@ def linger(
     describe: Callable[[float | None], object],
     *,
     prepare: Callable[[], object] | None = None,
+    late: Callable[[float], object] | None = None,
 ) -> None:
     """Fork the helper that seals and describes the run's layer. Returns in the parent.
-    `prepare` runs in the helper once the parent has gone on, before any request."""
+    `prepare` runs in the helper once the parent has gone on, before any request; `late`,
+    with the time the manager exited, when that came after its layer was described."""
     path = run_file(store)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     for stale in (path, path + ".out", path + ".req", path + ".ack"):
@@ -117,7 +120,7 @@ def linger(
         os.close(ready_w)
         if prepare is not None:
             prepare()
-        _serve(owner_pid, requests, answers, seal, describe, path + ".out")
+        _serve(owner_pid, requests, answers, seal, describe, path + ".out", late)
     except BaseException:
         code = 1
     finally:
@@ -131,6 +134,7 @@ def _serve(
     seal: Callable[[], bool],
     describe: Callable[[float | None], object],
     out_path: str,
+    late: Callable[[float], object] | None = None,
 ) -> None:
     """Answer seal requests until the owner exits (or goes quiet after a seal); describe."""
     import select
@@ -163,6 +167,16 @@ def _serve(
             out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(out, 2)
             describe(when)
+            # Described while the manager still runs: its writes to its databases until it
+            # exits are its own still, not drift (a front end that idles, then records its
+            # state). Told once it exits, if soon.
+            if (
+                not gone
+                and exited is not None
+                and late is not None
+                and select.select([exited], [], [], LATE_WAIT)[0]
+            ):
+                late(time.time())
             return
 
 
