@@ -7,9 +7,9 @@ the path and says what to do.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
+import stat
 
 from ashcore.errors import BackendError
 from ashcore.value import Value
@@ -89,6 +89,24 @@ def _fail(e: OSError, what: str, path: str) -> BackendError:
     return BackendError(f"{what} failed on {path}: {os.strerror(code or 0)}")
 
 
+def unlink_inside(top: str, rel: str) -> bool:
+    """Remove the file `rel` below `top`, never anything outside it: a folder on the way may
+    be a symlink (in a snapshot of a root, an absolute one points at the live system). True
+    when it was removed."""
+    real_top = os.path.realpath(top)
+    parent = os.path.realpath(os.path.join(real_top, os.path.dirname(rel)))
+    if parent != real_top and not parent.startswith(real_top + "/"):
+        return False
+    path = os.path.join(parent, os.path.basename(rel))
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class Btrfs:
     def __init__(self) -> None:
         import btrfsutil
@@ -123,8 +141,7 @@ class Btrfs:
             self._bu.create_snapshot(source, dest, read_only=read_only and not present)
             if present:
                 for rel in present:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(dest, rel))
+                    unlink_inside(dest, rel)
                 if read_only:
                     self._bu.set_subvolume_read_only(dest, True)
         except self._bu.BtrfsUtilError as e:

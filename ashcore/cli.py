@@ -20,6 +20,7 @@ from ashcore.lifecycle import Operation, Target, begin, check_name, commit, requ
 from ashcore.model import Layer, PackageDelta
 from ashcore.process import owner_of
 from ashcore.store import explain
+from ashcore.text import escaped
 
 log = logging.getLogger("ashctl")
 
@@ -79,7 +80,7 @@ def _line(layer: Layer, head: int | None) -> str:
     pin = " [pinned]" if layer.pinned else ""
     return (
         f"{mark}{layer.id:>5}  {layer.created[:19]}  {layer.status.value:<11} "
-        f"{layer.name}{pin}  ({layer.packages.summary()})"
+        f"{escaped(layer.name)}{pin}  ({layer.packages.summary()})"
     )
 
 
@@ -125,7 +126,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             print("pending reboot: a rollback takes effect at the next boot")
         if pending_json:
             state = "running" if pending_json["alive"] else "interrupted (run `ashctl doctor`)"
-            print(f"pending: {pending_json['command']} ({state})")
+            print(f"pending: {escaped(pending_json['command'])} ({state})")
     return 0
 
 
@@ -153,7 +154,8 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
             last = i == len(kids) - 1
             mark = "  <- deployment" if layer.id == head else ""
             branch = "" if parent is None else ("└─ " if last else "├─ ")
-            print(f"{prefix}{branch}{layer.id} {layer.name} [{layer.status.value}]{mark}")
+            name = escaped(layer.name)
+            print(f"{prefix}{branch}{layer.id} {name} [{layer.status.value}]{mark}")
             walk(layer.id, prefix + ("" if parent is None else ("   " if last else "│  ")))
 
     walk(None, "")
@@ -166,8 +168,8 @@ def cmd_show(target: Target, args: argparse.Namespace) -> int:
         _print_json(layer.to_json())
         return 0
     for key, value in layer.to_json().items():
-        if key != "packages":
-            print(f"{key}: {value}")
+        if key != "packages" and value is not None:
+            print(f"{key}: {escaped(str(value))}")
     _print_delta(layer.packages)
     return 0
 
@@ -206,7 +208,7 @@ def cmd_diff(target: Target, args: argparse.Namespace) -> int:
         _print_delta(PackageDelta.from_json(delta))
     if files is not None:
         for path in files:
-            print(f"  /{path}")
+            print(f"  /{escaped(path)}")
     return 0
 
 
@@ -373,6 +375,14 @@ COMMANDS = {
 }
 
 
+def _needs_root(args: argparse.Namespace) -> None:
+    if os.geteuid() != 0:
+        raise UsageError(
+            f"`ashctl {args.command}` needs root: the store and its snapshots are root's",
+            hint=f"run: sudo ashctl {args.command} ...",
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = (
@@ -385,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args = _parser().parse_args(args_list)
+        _needs_root(args)
         target = Target(args.root)
         try:
             if args.command != "setup":

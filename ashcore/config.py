@@ -129,7 +129,8 @@ class HookConfig(Value):
 def _read_checked(path: str) -> str | None:
     """The text of a config file, or None if there is none; refuse an unsafe one."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO put at a config path must not hang every package operation.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -183,6 +184,25 @@ def _strings(path: str, data: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _paths(path: str, data: dict[str, Any], key: str) -> tuple[str, ...]:
+    """Paths inside the root: relative, normalised, no `..` (a lock file is deleted from
+    each new layer: an absolute or escaping one would name a live file)."""
+    values = _strings(path, data, key)
+    for value in values:
+        parts = value.split("/")
+        if (
+            not value
+            or value.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+            or "\0" in value
+        ):
+            raise ConfigError(
+                f"{path}: '{key}' entry {value!r} is not a plain path inside the root",
+                hint="write it relative to the root, as var/lib/pacman/db.lck",
+            )
+    return values
+
+
 def _check_keys(path: str, data: dict[str, Any], known: set[str]) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
@@ -210,6 +230,8 @@ def load_config(root: str) -> Config:
         if "lock_timeout" in data
         else base.lock_timeout
     )
+    if not 0 <= timeout <= 86400:  # nan fails this too
+        raise ConfigError(f"{path}: lock_timeout must be 0 to 86400 seconds", hint="fix the file")
     retention = Retention()
     if "retention" in data:
         section = _get(path, data, "retention", dict)
@@ -222,8 +244,8 @@ def load_config(root: str) -> Config:
                 else None
             ),
         )
-    noise = base.noise + (_strings(path, data, "noise") if "noise" in data else ())
-    locks = base.lock_files + (_strings(path, data, "lock_files") if "lock_files" in data else ())
+    noise = base.noise + (_paths(path, data, "noise") if "noise" in data else ())
+    locks = base.lock_files + (_paths(path, data, "lock_files") if "lock_files" in data else ())
     return Config(store, on_error, timeout, noise, locks, retention)
 
 

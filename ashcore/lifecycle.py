@@ -31,6 +31,7 @@ from ashcore.ondisk import loads, read_json, write_json
 from ashcore.process import ancestors, is_alive, started_at
 from ashcore.registry import database_of
 from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Seal, Store, now_iso
+from ashcore.text import escaped, refused_character
 from ashcore.value import Value
 
 TYPE_CHECKING = False
@@ -106,8 +107,15 @@ def check_name(name: str) -> str:
     """A user's layer name: one line, printable, not an id, at most MAX_NAME characters."""
     if not name.strip():
         raise UsageError("the layer name is empty", hint="give a name, or unset ASH_NAME")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise UsageError("the layer name holds a newline or control character", hint="use one line")
+    bad = refused_character(name)
+    if bad is not None:
+        raise UsageError(
+            f"the layer name holds {bad}: a newline, control, invisible or undecodable"
+            " character",
+            hint="use one line of plain text",
+        )
+    if name.startswith("-"):
+        raise UsageError("a layer name cannot start with '-'", hint="it would read as an option")
     if len(name) > MAX_NAME:
         raise UsageError(
             f"the layer name is {len(name)} characters long", hint=f"use at most {MAX_NAME}"
@@ -119,13 +127,12 @@ def check_name(name: str) -> str:
 
 def auto_name(argv: tuple[str, ...]) -> str:
     words = [os.path.basename(argv[0]), *argv[1:]] if argv else ["?"]
-    name = shell_join(words)
-    name = "".join(c if c.isprintable() else " " for c in name)
+    name = escaped(shell_join(words))
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "\u2026"
 
 
 def auto_command(argv: tuple[str, ...]) -> str:
-    return shell_join(argv)
+    return escaped(shell_join(argv))
 
 
 SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
@@ -650,9 +657,11 @@ def _drop_lock_files(target: Target, snapshot: str) -> None:
     """Remove lock files from a read-only snapshot taken with them (the launcher's probe)."""
     present = [p for p in target.config.lock_files if os.path.lexists(os.path.join(snapshot, p))]
     if present:
+        from ashcore.btrfs import unlink_inside
+
         target.fs.set_read_only(snapshot, False)
         for rel in present:
-            os.unlink(os.path.join(snapshot, rel))
+            unlink_inside(snapshot, rel)
         target.fs.set_read_only(snapshot, True)
 
 
@@ -786,7 +795,8 @@ def capture_drift(
     if not changed:
         store.set_checked(dep.uuid, now)
         return head
-    shown = ", ".join(changed[:3]) + (f" (+{len(changed) - 3})" if len(changed) > 3 else "")
+    shown = ", ".join(escaped(p) for p in changed[:3])
+    shown += f" (+{len(changed) - 3})" if len(changed) > 3 else ""
     pending: dict[str, Any] = {
         "name": f"drift: {shown}"[:MAX_NAME],
         "parent": head,

@@ -136,7 +136,8 @@ def _serve(
     out_path: str,
     late: Callable[[float], object] | None = None,
 ) -> None:
-    """Answer seal requests until the owner exits (or goes quiet after a seal); describe."""
+    """Answer seal requests until the owner exits; describe the layer then, or once the
+    owner stayed quiet SETTLE seconds after a seal (and then tell `late` when it exits)."""
     import select
 
     owner = owner_of(owner_pid)
@@ -149,35 +150,45 @@ def _serve(
     if exited is not None:
         poller.register(exited, select.POLLIN)
     sealed_at: float | None = None
+    described = False  # while the owner still runs (a quiet front end, a daemon)
     deadline = time.monotonic() + GIVE_UP
     while time.monotonic() < deadline:
-        wait = SETTLE if sealed_at is not None else POLL
-        events = dict(poller.poll(wait * 1000 if exited is None or sealed_at else -1))
+        if sealed_at is not None and not described:
+            wait = SETTLE
+        elif exited is None:
+            wait = POLL
+        else:
+            wait = LATE_WAIT if described else -1
+        events = dict(poller.poll(wait * 1000 if wait >= 0 else -1))
         if requests in events:
             for word in os.read(requests, 4096).split():
                 ok = seal()
                 os.write(answers, word + (b" ok\n" if ok else b" no\n"))
-                sealed_at = time.monotonic()
+                sealed_at, described = time.monotonic(), False
             continue
         gone = (exited is not None and exited in events) or not is_alive(owner)
-        if gone or (sealed_at is not None and time.monotonic() - sealed_at >= SETTLE):
-            when = time.time() if gone else None  # fine: a late write's ctime is at most this
-            if sealed_at is None:
-                return  # never sealed: the next begin closes it as interrupted
-            out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.dup2(out, 2)
-            describe(when)
-            # Described while the manager still runs: its writes to its databases until it
-            # exits are its own still, not drift (a front end that idles, then records its
-            # state). Told once it exits, if soon.
-            if (
-                not gone
-                and exited is not None
-                and late is not None
-                and select.select([exited], [], [], LATE_WAIT)[0]
-            ):
-                late(time.time())
-            return
+        if gone:
+            when = time.time()  # fine: a late write's ctime is at most this
+            if described and late is not None:
+                late(when)  # its writes until now are its own still, not drift
+            elif sealed_at is not None and not described:
+                _describe(describe, when, out_path)
+            return  # never sealed: the next begin closes it as interrupted
+        if described:
+            return  # quiet for LATE_WAIT after its layer: its later writes are drift
+        if sealed_at is not None and time.monotonic() - sealed_at >= SETTLE:
+            # Quiet after its post hook: a daemon, or a front end between dpkg runs. A run
+            # that joins later voids the seal (this describes nothing then), and its post
+            # hook asks this helper again.
+            _describe(describe, None, out_path)
+            described = True
+
+
+def _describe(describe: Callable[[float | None], object], when: float | None, out: str) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    describe(when)
 
 
 def _register(path: str, helper_pid: int, owner_pid: int) -> None:

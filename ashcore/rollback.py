@@ -22,11 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def is_booted_root(root: str) -> bool:
-    """True when `root` is the root of the running system (not a chroot, not an image)."""
+    """True when `root` is the root of the running system (not a chroot, not an image).
+    Fails closed: for this process's own `/`, when that cannot be proven (/proc/1/root
+    unreadable, as in some chroots and containers), a UsageError: a rollback must not take
+    a chroot for the booted system. Another folder is an image or a chroot seen from outside."""
     try:
         return os.path.samestat(os.stat(root), os.stat("/proc/1/root"))
-    except OSError:
-        return os.path.realpath(root) == "/"
+    except OSError as e:
+        if os.path.realpath(root) != "/":
+            return False
+        raise UsageError(
+            f"cannot tell whether {root} is the running system: /proc/1/root: {e.strerror}",
+            hint="run ashctl from the host, as root, with --root PATH for a chroot",
+        ) from e
 
 
 def default_target(target: Target) -> Layer:
@@ -127,7 +135,10 @@ def pending_reboot(target: Target) -> bool:
     """A rollback of the running system waits for a reboot: the default subvolume is a
     deployment this store made, and not the one running. (Systems that mount `subvol=@`
     leave the default at the top level: that is no pending rollback.)"""
-    if not is_booted_root(target.root):
+    try:
+        if not is_booted_root(target.root):
+            return False
+    except UsageError:
         return False
     try:
         default = target.fs.default_id(target.root)

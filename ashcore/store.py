@@ -509,8 +509,10 @@ class Store:
         return "[" + ", ".join(parts) + "]"
 
     def find(self, ref: str) -> Layer:
-        """A layer by id or by unique name."""
-        if ref.isdigit():
+        """A layer by id (ASCII digits) or by unique name."""
+        if ref.isascii() and ref.isdigit():
+            if len(ref) > 18:  # beyond SQLite's integers; no layer has such an id
+                raise NotFoundError(f"no layer {ref}", hint="see `ashctl list`")
             return self.get(int(ref))
         rows = self.db.execute(
             f"SELECT {COLUMNS} FROM layers WHERE name = ? AND status != 'pending'", (ref,)

@@ -62,7 +62,8 @@ def test_a_long_or_odd_command_still_gives_a_valid_name() -> None:
     name = layer_name(["pacman", "-S", *(f"pkg{i}" for i in range(100))])
     assert len(name) <= MAX_NAME
     assert check_name(name) == name
-    assert check_name(layer_name(["pacman", "-S", "a\nb"])) == "pacman -S 'a b'"
+    # A newline is shown as an escape, as ls -b shows it: one visible line.
+    assert check_name(layer_name(["pacman", "-S", "a\nb"])) == "pacman -S 'a\\x0ab'"
 
 
 def test_targets_are_one_a_line() -> None:

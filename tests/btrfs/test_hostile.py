@@ -1,0 +1,128 @@
+"""What an unprivileged user or a careless admin can put in the way: nothing stops the
+package operations, nothing outside the root is touched, nothing untrusted reaches the
+terminal raw."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.btrfs.conftest import Image
+from tests.btrfs.test_lifecycle import layers
+
+pytestmark = pytest.mark.btrfs
+
+
+def test_a_file_name_that_is_not_utf8_stops_nothing(ready: Image) -> None:
+    home = ready.root / "home/user"
+    home.mkdir(parents=True)
+    with open(os.path.join(os.fsencode(home), b"bad\xff\xfename"), "w") as f:
+        f.write("x")
+    result = ready.ashctl("run", "--name", "next", "--", "true")
+    assert result.returncode == 0, result.stderr
+    drift = [x for x in layers(ready) if x["status"] == "drift"]
+    assert len(drift) == 1 and "bad\\xff\\xfename" in drift[0]["name"], drift
+    assert "bad\\xff\\xfename" in ready.ashctl("list", check=True).stdout
+    probes = [n for n in os.listdir(ready.root / ".ash/layers") if n.startswith("probe")]
+    assert probes == []
+
+
+def test_file_names_cannot_write_to_the_terminal_or_fake_a_line(ready: Image) -> None:
+    home = ready.root / "home/user"
+    home.mkdir(parents=True)
+    (home / "\x1b]0;OWNED\x07\x1b[31mRED").write_text("x")
+    (home / "x\n*  999  2026-11-29T19:12:30  committed   apt-get install trusted").write_text("x")
+    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    for command in ("list", "tree"):
+        out = ready.ashctl(command, check=True).stdout
+        assert "\x1b" not in out and "\x07" not in out, out
+        assert len(out.splitlines()) == 3, out  # base, the drift layer, next: no fake line
+        assert "\\x1b]0;OWNED" in out
+    drift = next(x for x in layers(ready) if x["status"] == "drift")
+    assert "\x1b" not in ready.ashctl("show", str(drift["id"]), check=True).stdout
+
+
+@pytest.mark.parametrize("entry", ["/root/precious", "../../../root/precious", "a/../b", ""])
+def test_a_lock_file_outside_the_root_is_refused(ready: Image, entry: str) -> None:
+    conf = ready.root / "etc/ash/ash.toml"
+    conf.write_text(f'lock_files = ["{entry}"]\n')
+    result = ready.ashctl("run", "--name", "x", "--", "true")
+    assert result.returncode != 0
+    assert "not a plain path inside the root" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_lock_file_behind_a_symlink_is_never_deleted_outside_the_snapshot(
+    ready: Image, tmp_path: Path
+) -> None:
+    """The root's var/lib/pacman is a symlink to a live folder outside it: the lock file is
+    dropped from the layer only if it is inside the snapshot."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "db.lck").write_text("live")
+    (ready.root / "var/lib").mkdir(parents=True)
+    (ready.root / "var/lib/pacman").symlink_to(outside)
+    ready.ashctl("run", "--name", "x", "--", "true", check=True)
+    assert (outside / "db.lck").read_text() == "live"
+
+
+def test_a_fifo_at_a_config_path_is_refused_at_once(ready: Image) -> None:
+    os.mkfifo(ready.root / "etc/ash/hooks.d/run.toml", 0o644)
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root)]
+    result = subprocess.run(
+        [*argv, "run", "--name", "x", "--", "true"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0 and "not a regular file" in result.stderr, result.stderr
+
+
+def test_a_user_is_told_that_ashctl_needs_root(ready: Image) -> None:
+    for command in (["list"], ["status"], ["doctor"], ["run", "--", "true"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), *command],
+            capture_output=True,
+            text=True,
+            user=65534,
+            env={**os.environ, "HOME": "/"},
+            cwd="/",
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "needs root" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("ref", ["²", "٣", "999999999999999999999999", "-1"])
+def test_a_layer_is_named_by_ascii_digits_only(ready: Image, ref: str) -> None:
+    result = ready.ashctl("show", ref)
+    assert result.returncode != 0 and "no layer" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["a\u202eb", "x\u200by", "--help", "line\u2028two", "c\x9bd"])
+def test_a_layer_name_with_invisible_or_control_characters_is_refused(
+    ready: Image, name: str
+) -> None:
+    result = ready.ashctl("run", "--name", name, "--", "true")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_rollback_refuses_when_the_running_root_cannot_be_told(
+    ready: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ashcore import rollback
+    from ashcore.errors import UsageError
+
+    real_stat = os.stat
+
+    def stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if path == "/proc/1/root":
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(UsageError, match="cannot tell whether"):
+        rollback.is_booted_root("/")  # this process's own root: maybe a chroot
+    assert rollback.is_booted_root(str(ready.root)) is False  # a folder in it: not booted
