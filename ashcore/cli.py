@@ -30,10 +30,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, hint=f"see `{self.prog} --help`")
 
 
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("ashlayers")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        print(f"ashctl (ashlayers) {found}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ashctl", description="Snapshot layers of package operations on btrfs.")
     p.add_argument("--root", default="/", help="the target root (default: /)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     p.add_argument("--json", action="store_true", help="print JSON (status, list, show, diff)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("setup", help="create the store and install the hooks")
@@ -148,17 +166,23 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
     for layer in layers:
         children.setdefault(layer.parent if layer.parent in ids else None, []).append(layer)
 
-    def walk(parent: int | None, prefix: str) -> None:
-        kids = children.get(parent, [])
-        for i, layer in enumerate(kids):
+    # Depth first, without recursion (a history is thousands of layers deep); a straight
+    # chain stays in its column, as `git log --graph` draws it: only a fork indents.
+    stack = [(layer, "", "") for layer in reversed(children.get(None, []))]
+    while stack:
+        layer, lead, below = stack.pop()
+        mark = "  <- deployment" if layer.id == head else ""
+        name = escaped(layer.name)
+        print(f"{lead}{layer.id} {name} [{layer.status.value}]{mark}")
+        kids = children.get(layer.id, [])
+        if len(kids) == 1:
+            stack.append((kids[0], below, below))
+            continue
+        for i in reversed(range(len(kids))):
             last = i == len(kids) - 1
-            mark = "  <- deployment" if layer.id == head else ""
-            branch = "" if parent is None else ("└─ " if last else "├─ ")
-            name = escaped(layer.name)
-            print(f"{prefix}{branch}{layer.id} {name} [{layer.status.value}]{mark}")
-            walk(layer.id, prefix + ("" if parent is None else ("   " if last else "│  ")))
-
-    walk(None, "")
+            stack.append(
+                (kids[i], below + ("└─ " if last else "├─ "), below + ("   " if last else "│  "))
+            )
     return 0
 
 
@@ -411,6 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ashctl: interrupted\n")
         return 130
+    except BrokenPipeError:  # `ashctl tree | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:
         if debug:
             raise

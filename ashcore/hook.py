@@ -210,11 +210,13 @@ class _Sealer:
         self.target = Target(self.root)
         self.target.store.db  # noqa: B018  (opens the connection)
 
-    def __call__(self) -> bool:
+    def __call__(self) -> str | None:
+        """What the post hook prints (`<id> <name>`), or None when nothing was sealed."""
         if self.target is None:
             self.prepare()
         assert self.target is not None
-        return seal(self.target, _sealing(self.owner))
+        sealed = seal(self.target, _sealing(self.owner))
+        return None if sealed is None else f"{sealed[0]} {sealed[1]}"
 
     def exited(self, when: float) -> None:
         """The manager exited at `when`, after its layer was described."""
@@ -237,7 +239,7 @@ def seal_hook(*, root: str, owner_pid: int) -> bool:
         if not _set_up(target):
             return False
         owner = _owners.get(owner_pid) or owner_of(owner_pid)
-        return seal(target, _sealing(owner))
+        return seal(target, _sealing(owner)) is not None
     except Exception as e:
         _report(e, "warn", before=False)
         return False

@@ -312,18 +312,21 @@ def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
 
 
 # -- seal and describe -----------------------------------------------------------------------
-def seal(target: Target, op: Operation, *, failed: bool | None = None) -> bool:
+def seal(
+    target: Target, op: Operation, *, failed: bool | None = None
+) -> tuple[int, str] | None:
     """The post hook's step, before the manager goes on: snapshot the deployment read-only
     as the owner's pending layer (`<id>.partial`). Nothing done after the manager regains
     control can be in it. Describing it (`commit`) may come later, from that snapshot and
-    its parent's alone. False when the owner has no transaction (skipped, joined)."""
+    its parent's alone. Returns the layer's id and name; None when the owner has no
+    transaction (skipped, joined)."""
     store = target.store
     with store.locked(target.config.lock_timeout):
         pending = store.pending()
         if pending is None or pending["owner"] != op.owner:
-            return False
+            return None
         _seal(target, pending, failed)
-    return True
+    return int(pending["id"]), str(pending["name"])
 
 
 def _seal(target: Target, pending: Any, failed: bool | None) -> Seal:

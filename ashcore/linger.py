@@ -21,9 +21,10 @@ When no helper is there (killed, a skipped begin), the post hook starts Python, 
 and describes at once.
 
 The request and answer go through two FIFOs beside the run file, `<run>.req` and
-`<run>.ack`: ash-commit writes its pid, the helper answers "<pid> ok" (sealed) or "<pid> no"
-(nothing to seal). Every end is opened read-write, so that no open ever blocks; ash-commit
-looks every second whether the helper still lives.
+`<run>.ack`: ash-commit writes its pid, the helper answers "<pid> ok <id> <name>" (sealed:
+ash-commit prints which layer) or "<pid> no" (nothing to seal). Every end is opened
+read-write, so that no open ever blocks; ash-commit looks every second whether the helper
+still lives.
 
 While the helper lives the transaction is running: another begin waits for it, and the
 commands that read layers (`ashctl list`...) wait for it to finish (`helper_alive`).
@@ -79,7 +80,7 @@ def helper_alive(store: str, owner_pid: int) -> bool:
 def linger(
     store: str,
     owner_pid: int,
-    seal: Callable[[], bool],
+    seal: Callable[[], str | None],
     describe: Callable[[float | None], object],
     *,
     prepare: Callable[[], object] | None = None,
@@ -131,7 +132,7 @@ def _serve(
     owner_pid: int,
     requests: int,
     answers: int,
-    seal: Callable[[], bool],
+    seal: Callable[[], str | None],
     describe: Callable[[float | None], object],
     out_path: str,
     late: Callable[[float], object] | None = None,
@@ -162,8 +163,9 @@ def _serve(
         events = dict(poller.poll(wait * 1000 if wait >= 0 else -1))
         if requests in events:
             for word in os.read(requests, 4096).split():
-                ok = seal()
-                os.write(answers, word + (b" ok\n" if ok else b" no\n"))
+                sealed = seal()
+                answer = b" no" if sealed is None else b" ok " + sealed.encode()
+                os.write(answers, word + answer + b"\n")
                 sealed_at, described = time.monotonic(), False
             continue
         gone = (exited is not None and exited in events) or not is_alive(owner)

@@ -126,3 +126,54 @@ def test_a_rollback_refuses_when_the_running_root_cannot_be_told(
     with pytest.raises(UsageError, match="cannot tell whether"):
         rollback.is_booted_root("/")  # this process's own root: maybe a chroot
     assert rollback.is_booted_root(str(ready.root)) is False  # a folder in it: not booted
+
+
+def deep_history(img: Image, depth: int) -> None:
+    """Records of a straight chain `depth` layers deep above base, and a fork at its top
+    (the tree reads records only)."""
+    from ashcore.model import Layer, Status
+    from ashcore.store import Store
+
+    store = Store(str(img.root / ".ash"))
+    with store.transaction(store.db):
+        for i in range(2, depth + 4):
+            parent = i - 1 if i < depth + 3 else depth
+            store.insert_layer(
+                Layer(
+                    id=i,
+                    name=f"op {i}",
+                    parent=parent,
+                    manager="apt",
+                    command="apt",
+                    status=Status.COMMITTED,
+                    created="2026-11-29T00:00:00",
+                )
+            )
+    store.close()
+
+
+def test_the_tree_of_a_deep_history_is_flat_and_whole(ready: Image) -> None:
+    deep_history(ready, 3000)
+    result = ready.ashctl("tree")
+    assert result.returncode == 0, result.stderr[-500:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3003
+    assert max(len(line) for line in lines) < 60  # a chain stays in its column
+    # The fork at the top: two branches, each drawn once.
+    assert sum(1 for line in lines if line.startswith(("├─ ", "└─ "))) == 2, lines[-4:]
+
+
+def test_a_reader_that_stops_early_gets_no_error(ready: Image) -> None:
+    deep_history(ready, 3000)
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), "tree"]
+    result = subprocess.run(
+        ["sh", "-c", '"$@" | head -1', "sh", *argv], capture_output=True, text=True
+    )
+    assert result.stdout.startswith("1 base") and result.stderr == "", result.stderr
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("ashctl (ashlayers) ")

@@ -153,3 +153,11 @@ def test_aptitude_makes_one_layer_and_no_drift_of_its_own(root: Root) -> None:
             d["name"] for d in made[0]["packages"]["added" if command == "install" else "removed"]
         )
         assert "ashtest-b" in names
+
+
+def test_the_managers_output_names_the_layer(root: Root) -> None:
+    """As snap-pac prints its snapshot numbers: the post hook says which layer it sealed."""
+    done = root.run(["apt-get", "install", "-y", "ashtest-a"])
+    assert 'ashlayers: layer 2 "apt-get install ashtest-a"' in done.stderr + done.stdout
+    done = root.run(["pacman", "-S", "--noconfirm", "ashtest-v"])
+    assert 'ashlayers: layer 3 "pacman -S ashtest-v"' in done.stderr + done.stdout

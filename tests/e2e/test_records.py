@@ -99,7 +99,7 @@ def test_a_store_elsewhere_is_the_one_the_post_hooks_use(rig_root_with_store: Ro
     the post hooks find the helper (the layer sealed before apt returns)."""
     root = rig_root_with_store
     hook = (root.path / "etc/apt/apt.conf.d/80ashlayers").read_text()
-    assert "ash-commit /.layers " in hook and "@ASH_" not in hook
+    assert "ash-commit /.layers;" in hook and "@ASH_" not in hook
     launcher = (root.path / "usr/libexec/ashlayers/apt-hook").read_text()
     assert "@ASH_" not in launcher and "/dist-packages" in launcher
     root.run("apt-get install -y ashtest-a >/dev/null && echo x > /etc/after")
