@@ -106,6 +106,9 @@ def _head(target: Target) -> int | None:
     return target.store.head(target.deployment().uuid)[0]
 
 
+SHOWN = 20  # drifted paths `status` lists
+
+
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.lifecycle import drift_since_head, running
     from ashcore.rollback import pending_reboot
@@ -113,9 +116,12 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     dep = target.deployment()
     head, checked, late_until = target.store.head_state(dep.uuid)
     drift = False
+    changed: list[str] = []
     if head is not None:
         with target.store.locked(target.config.lock_timeout):
-            changed, _, probe = drift_since_head(target, head, checked, late_until=late_until)
+            changed, _, probe = drift_since_head(
+                target, head, checked, late_until=late_until, limit=SHOWN + 1
+            )
             target.fs.delete(probe)
             drift = bool(changed)
     pending = target.store.pending()
@@ -133,6 +139,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         "layer": head,
         "pending_reboot": pending_reboot(target),
         "drift": drift,
+        "drifted": [escaped(p) for p in changed[:SHOWN]] if drift else [],
         "pending": pending_json,
     }
     if args.json:
@@ -140,6 +147,10 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     else:
         print(f"layer: {head if head is not None else '(none)'}")
         print(f"drift: {'yes, changes since that layer' if drift else 'no'}")
+        for path in changed[:SHOWN] if drift else []:
+            print(f"  /{escaped(path)}")
+        if drift and len(changed) > SHOWN:
+            print("  ... and more (`ashctl run` or the next operation keeps them as a layer)")
         if status["pending_reboot"]:
             print("pending reboot: a rollback takes effect at the next boot")
         if pending_json:

@@ -50,6 +50,14 @@ def check(target: Target, repair: bool) -> list[str]:
             db_ok = True
     if not db_ok:
         return problems
+    if repair and problems:  # moved aside: the manifests rebuild it below
+        log.info(
+            "mended: %s (moved aside as ash.db.broken; rebuilt from the manifests)", problems.pop()
+        )
+    from ashcore.setup import missing_btrfs_progs
+
+    if (missing := missing_btrfs_progs(target.root)) is not None:
+        problems.append(f"{missing}: install it")
     with store.locked(target.config.lock_timeout):
         require_idle(target)  # closes a transaction whose owner is gone
         records = {layer.id: layer for layer in store.layers()}

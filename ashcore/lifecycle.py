@@ -110,8 +110,7 @@ def check_name(name: str) -> str:
     bad = refused_character(name)
     if bad is not None:
         raise UsageError(
-            f"the layer name holds {bad}: a newline, control, invisible or undecodable"
-            " character",
+            f"the layer name holds {bad}: a newline, control, invisible or undecodable character",
             hint="use one line of plain text",
         )
     if name.startswith("-"):
@@ -312,9 +311,7 @@ def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
 
 
 # -- seal and describe -----------------------------------------------------------------------
-def seal(
-    target: Target, op: Operation, *, failed: bool | None = None
-) -> tuple[int, str] | None:
+def seal(target: Target, op: Operation, *, failed: bool | None = None) -> tuple[int, str] | None:
     """The post hook's step, before the manager goes on: snapshot the deployment read-only
     as the owner's pending layer (`<id>.partial`). Nothing done after the manager regains
     control can be in it. Describing it (`commit`) may come later, from that snapshot and
@@ -469,15 +466,17 @@ def describe(
     )
 
 
-def _files_changed(target: Target, pending: Any) -> bool:
+def _files_changed(target: Target, pending: Any, *, strict: bool = False) -> bool:
     """Whether a run that changed no package still changed files outside the managers' own
     databases (a reinstall of changed files): then it gets a layer. What it wrote to its own
-    databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`)."""
+    databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`).
+    `strict`: any change counts (`ashctl run`, which has no database of its own)."""
     head, checked = target.store.head(pending["deployment"])
     if head is None or head != pending["parent"]:
         return True  # cannot tell: keep it
     partial = target.store.partial_path(pending["id"])
-    return bool(changes(target, target.store.layer_path(head), partial, checked, manager_state))
+    excused = _no_excuse if strict else manager_state
+    return bool(changes(target, target.store.layer_path(head), partial, checked, excused, limit=1))
 
 
 def make_layer(
@@ -677,7 +676,12 @@ def discard_early(target: Target) -> None:
         target.fs.delete(early[0])
 
 
+NAMED = 3  # paths a drift layer's name shows
 OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
+
+
+def _no_excuse(path: str) -> bool:
+    return False
 
 
 def manager_state(path: str) -> bool:
@@ -691,6 +695,8 @@ def changes(
     snapshot: str,
     checked: Checkpoint | None,
     excused: Callable[[str], bool],
+    *,
+    limit: int | None = None,
 ) -> list[str]:
     """The paths (noise excluded) in which the read-only `snapshot` differs from the layer at
     `head_path`, leaving out those `excused` says are no change of interest.
@@ -715,11 +721,14 @@ def changes(
                 return []
     from ashcore.entries import same_entry
 
-    return [
-        p
-        for p in noise_filter(fs.changed_paths(head_path, snapshot), noise)
-        if not excused(p) and not same_entry(os.path.join(head_path, p), os.path.join(snapshot, p))
-    ]
+    found: list[str] = []
+    for p in noise_filter(fs.changed_paths(head_path, snapshot), noise):
+        if excused(p) or same_entry(os.path.join(head_path, p), os.path.join(snapshot, p)):
+            continue
+        found.append(p)
+        if limit is not None and len(found) >= limit:
+            break  # enough to decide and to name (50,000 new files: not 50,000 compares)
+    return found
 
 
 def drift_since_head(
@@ -729,6 +738,7 @@ def drift_since_head(
     *,
     own_since: float | None = None,
     late_until: float | None = None,
+    limit: int | None = None,
 ) -> tuple[list[str], Checkpoint, str]:
     """Changed paths (noise excluded) since the head layer, the checkpoint they were looked
     at, and the probe: the caller keeps it as a layer, or leaves it to `sweep_probes`.
@@ -756,7 +766,7 @@ def drift_since_head(
             late_until is not None and ctime <= late_until
         )
 
-    changed = changes(target, store.layer_path(head), probe, checked, own)
+    changed = changes(target, store.layer_path(head), probe, checked, own, limit=limit)
     return changed, now, probe
 
 
@@ -794,12 +804,13 @@ def capture_drift(
         checked,
         own_since=None if strict else own_since,
         late_until=None if strict else late_until,
+        limit=NAMED + 1,  # enough to name the layer: its paths are in its snapshot
     )
     if not changed:
         store.set_checked(dep.uuid, now)
         return head
-    shown = ", ".join(escaped(p) for p in changed[:3])
-    shown += f" (+{len(changed) - 3})" if len(changed) > 3 else ""
+    shown = ", ".join(escaped(p) for p in changed[:NAMED])
+    shown += " (and more)" if len(changed) > NAMED else ""
     pending: dict[str, Any] = {
         "name": f"drift: {shown}"[:MAX_NAME],
         "parent": head,
@@ -821,11 +832,7 @@ def capture_drift(
     _drop_lock_files(target, probe)
     os.rename(probe, store.partial_path(pending["id"]))
     layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
-    log.info(
-        "ashlayers: kept %d paths changed outside package operations as layer %d",
-        len(changed),
-        layer.id,
-    )
+    log.info("ashlayers: kept changes made outside package operations as layer %d", layer.id)
     return layer.id
 
 

@@ -95,6 +95,11 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
             "cannot switch the root this command runs in",
             hint="run `ashctl --root PATH rollback` from outside the chroot",
         )
+    if not os.path.isdir(store.layer_path(layer.id)):
+        raise UsageError(
+            f"the snapshot of layer {layer.id} ({layer.name}) is gone: nothing to roll back to",
+            hint="see `ashctl list`; `ashctl doctor` tells what is missing",
+        )
     with store.locked(target.config.lock_timeout):
         require_idle(target)
         dep = target.deployment()

@@ -87,6 +87,19 @@ def _check_root(target: Target) -> None:
             f"{root} is the top level of its btrfs filesystem, not a subvolume in it",
             hint="ashlayers needs the root in a subvolume, e.g. @, so that rollbacks can swap it",
         )
+    if (missing := missing_btrfs_progs(root)) is not None:
+        raise BackendError(missing, hint="install btrfs-progs in that root, then run setup again")
+
+
+BTRFS_CLI = ("usr/bin/btrfs", "usr/sbin/btrfs", "bin/btrfs", "sbin/btrfs")
+
+
+def missing_btrfs_progs(root: str) -> str | None:
+    """Why the root's hooks would fail at their first drift, or None: they run `btrfs send`
+    (and the launchers `btrfs subvolume snapshot`) from the root's own btrfs-progs."""
+    if any(os.path.exists(os.path.join(root, p)) for p in BTRFS_CLI):
+        return None
+    return f"btrfs-progs is not installed in {root} (the hooks run its `btrfs` command)"
 
 
 def _fs_uuid(device: str) -> str | None:

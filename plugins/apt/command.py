@@ -95,11 +95,22 @@ def _is_quiet_apt(word: str) -> bool:
     return len(word) > 1 and word[0] == "-" and word[1] != "-" and set(word[1:]) <= {"y", "q"}
 
 
+INTERPRETERS = ("python", "perl", "ruby", "bash", "sh")
+
+
 def name_words(argv: Sequence[str]) -> tuple[str, ...]:
     """argv without the options that only change apt's or dpkg's manners."""
     if not argv:
         return ()
-    is_dpkg = os.path.basename(argv[0]) == "dpkg"
+    first = os.path.basename(argv[0])
+    if first.startswith(INTERPRETERS):  # a script that drives libapt (python-apt, perl)
+        rest = list(argv[1:])
+        if rest[:1] == ["-c"] or rest[:1] == ["-e"]:
+            return (first, rest[0])  # the code itself is no name
+        if rest and not rest[0].startswith("-"):
+            rest[0] = os.path.basename(rest[0])
+        return (first, *rest)
+    is_dpkg = first == "dpkg"
     kept = [os.path.basename(argv[0])]
     words = iter(argv[1:])
     for word in words:

@@ -74,6 +74,9 @@ def make_image(tmp: Path, size: str = "512M") -> Image:
     sh("mount", device, str(top))
     sh("btrfs", "subvolume", "create", str(top / "@root"))
     (top / "@root" / "etc").mkdir()
+    # The root's own btrfs-progs, which its hooks run (setup checks): the host's, linked.
+    (top / "@root" / "usr/sbin").mkdir(parents=True)
+    (top / "@root" / "usr/sbin/btrfs").symlink_to(shutil.which("btrfs") or "/usr/bin/btrfs")
     sh("mount", "-o", "subvol=@root", device, str(root))
     return Image(tmp, device, top, root)
 

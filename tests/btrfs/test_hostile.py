@@ -179,3 +179,37 @@ def test_version() -> None:
         [sys.executable, "-m", "ashcore.cli", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("ashctl (ashlayers) ")
+
+
+def test_setup_and_doctor_say_when_btrfs_progs_is_missing(ready: Image) -> None:
+    (ready.root / "usr/sbin/btrfs").unlink()
+    result = ready.ashctl("doctor")
+    assert result.returncode == 1 and "btrfs-progs is not installed" in result.stdout
+    result = ready.ashctl("setup")
+    assert result.returncode == 1 and "btrfs-progs is not installed" in result.stderr
+
+
+def test_status_lists_what_drifted(ready: Image) -> None:
+    (ready.root / "etc/motd").write_text("edited\n")
+    out = ready.ashctl("status", check=True).stdout
+    assert "drift: yes" in out and "  /etc/motd" in out, out
+    assert ready.json("status")["drifted"] == ["etc/motd"]  # type: ignore[index]
+
+
+def test_a_rollback_to_a_layer_whose_snapshot_is_gone_names_it(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
+    import btrfsutil
+
+    btrfsutil.delete_subvolume(str(ready.root / ".ash/layers/1"))
+    result = ready.ashctl("rollback", "1")
+    assert result.returncode == 2 and "snapshot of layer 1 (base) is gone" in result.stderr
+
+
+def test_doctor_repair_of_a_corrupt_database_says_it_is_mended(ready: Image) -> None:
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
+    for suffix in ("-wal", "-shm"):
+        (ready.root / f".ash/ash.db{suffix}").unlink(missing_ok=True)
+    (ready.root / ".ash/ash.db").write_bytes(b"this is not a database" * 100)
+    result = ready.ashctl("doctor", "--repair")
+    assert result.returncode == 0 and "not mended" not in result.stdout, result.stdout
+    assert [x["name"] for x in layers(ready)] == ["base", "one"]

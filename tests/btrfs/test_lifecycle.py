@@ -82,6 +82,7 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
     assert [x["status"] for x in found] == ["committed", "committed", "drift"]
     assert (ready.root / ".ash/layers/3/etc/by-hand").exists()  # the state left is kept
     assert ready.json("status") == {
+        "drifted": [],
         "layer": 1,
         "pending_reboot": False,
         "drift": False,

@@ -21,6 +21,7 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
     layers = image.json("list")
     assert [(x["id"], x["name"], x["status"]) for x in layers] == [(1, "base", "committed")]
     assert image.json("status") == {
+        "drifted": [],
         "layer": 1,
         "pending_reboot": False,
         "drift": False,

@@ -45,6 +45,11 @@ FILES = Path(install.__file__).parent / "files"
         (["dpkg", "-i", "./foo.deb"], "dpkg -i ./foo.deb"),
         (["dpkg", "--force-depends", "-r", "foo"], "dpkg -r foo"),
         (["apt", "install", "--", "-y"], "apt install -- -y"),
+        (
+            ["python3", "/usr/local/bin/pyapt-install", "-y", "htop"],
+            "python3 pyapt-install -y htop",
+        ),
+        (["/usr/bin/python3", "-c", "import apt; ..."], "python3 -c"),
         ([], "apt"),
     ],
 )
