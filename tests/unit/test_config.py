@@ -50,12 +50,17 @@ def test_wrong_types_are_refused(tmp_path: Path, as_root: None) -> None:
         load_hook_config(str(tmp_path), "apt")
 
 
-def test_unsafe_files_are_refused(tmp_path: Path) -> None:
+def test_unsafe_files_are_refused(tmp_path: Path, as_root: None) -> None:
     path = write(tmp_path, "etc/ash/ash.toml", 'on_error = "warn"\n')
-    path.chmod(0o666)
-    with pytest.raises(ConfigError, match="refusing"):
+    path.chmod(0o664)  # root's, but group-writable: this check alone can refuse it
+    with pytest.raises(ConfigError, match="writable by group or others"):
         load_config(str(tmp_path))
     path.chmod(0o644)
+    os.chown(path, 1, 1)  # safe modes, but not root's
+    with pytest.raises(ConfigError, match="owned by uid 1, not root"):
+        load_config(str(tmp_path))
+    os.chown(path, 0, 0)
+    assert load_config(str(tmp_path)).on_error == "warn"
     link = tmp_path / "etc/ash/hooks.d/apt.toml"
     link.parent.mkdir(parents=True)
     link.symlink_to(path)
