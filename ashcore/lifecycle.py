@@ -399,11 +399,15 @@ def extend_late_until(target: Target, owner: str, when: float) -> None:
 
 
 def _sealed(target: Target, pending: Any) -> Seal | None:
-    """The pending layer's seal, if its snapshot is complete (read-only) in place."""
+    """The pending layer's seal, if its snapshot is in place. A sealed snapshot is made
+    read-only at once; one found writable was being rid of its lock files by `describe`
+    when a kill came (`_drop_lock_files`): that is finished here, the seal still holds."""
     sealed = Seal.from_text(pending["sealed"])
     partial = target.store.partial_path(pending["id"])
-    if sealed is None or not os.path.lexists(partial) or not target.fs.is_read_only(partial):
+    if sealed is None or not os.path.lexists(partial):
         return None
+    if not target.fs.is_read_only(partial):
+        _drop_lock_files(target, partial, writable=True)
     return sealed
 
 
@@ -466,17 +470,16 @@ def describe(
     )
 
 
-def _files_changed(target: Target, pending: Any, *, strict: bool = False) -> bool:
+def _files_changed(target: Target, pending: Any) -> bool:
     """Whether a run that changed no package still changed files outside the managers' own
     databases (a reinstall of changed files): then it gets a layer. What it wrote to its own
-    databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`).
-    `strict`: any change counts (`ashctl run`, which has no database of its own)."""
+    databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`)."""
     head, checked = target.store.head(pending["deployment"])
     if head is None or head != pending["parent"]:
         return True  # cannot tell: keep it
     partial = target.store.partial_path(pending["id"])
-    excused = _no_excuse if strict else manager_state
-    return bool(changes(target, target.store.layer_path(head), partial, checked, excused, limit=1))
+    layer = target.store.layer_path(head)
+    return bool(changes(target, layer, partial, checked, manager_state, limit=1))
 
 
 def make_layer(
@@ -655,10 +658,11 @@ def sweep_probes(target: Target) -> None:
         fs.delete(os.path.join(store.layers_dir, name))
 
 
-def _drop_lock_files(target: Target, snapshot: str) -> None:
-    """Remove lock files from a read-only snapshot taken with them (the launcher's probe)."""
+def _drop_lock_files(target: Target, snapshot: str, *, writable: bool = False) -> None:
+    """Remove lock files from a read-only snapshot taken with them (a seal, the launcher's
+    probe); `writable`: a kill left it writable halfway through this."""
     present = [p for p in target.config.lock_files if os.path.lexists(os.path.join(snapshot, p))]
-    if present:
+    if present or writable:
         from ashcore.btrfs import unlink_inside
 
         target.fs.set_read_only(snapshot, False)
@@ -678,10 +682,6 @@ def discard_early(target: Target) -> None:
 
 NAMED = 3  # paths a drift layer's name shows
 OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
-
-
-def _no_excuse(path: str) -> bool:
-    return False
 
 
 def manager_state(path: str) -> bool:

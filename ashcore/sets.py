@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 
 from ashcore.log import logger
-from ashcore.model import PackageDelta, Status
-from ashcore.ondisk import read_json
+from ashcore.model import PackageDelta
+from ashcore.ondisk import read_json, write_json
 from ashcore.registry import DATABASES, database_of
 
 TYPE_CHECKING = False
@@ -64,8 +64,6 @@ def sets_of(target: Target, layer_id: int) -> Sets | None:
         return None
     sets = read_sets(path)
     manifest["sets"] = sets
-    from ashcore.ondisk import write_json
-
     write_json(store.manifest_path(layer_id), manifest, durable=False)
     return sets
 
@@ -95,7 +93,8 @@ def complete_now(target: Target, layer_id: int) -> None:
 
 def complete(target: Target, layer_id: int) -> None:
     """Record the sets of `layer_id` and of the layers above it that lack them (up to WALK);
-    a drift, `run` or interrupted layer without a package delta gets the one its sets tell."""
+    a layer without a package delta of its own (drift, `run`, interrupted without its
+    database face) gets the one its sets tell."""
     store = target.store
     todo: list[int] = []
     current: int | None = layer_id
@@ -111,14 +110,8 @@ def complete(target: Target, layer_id: int) -> None:
     for layer in reversed(todo):
         sets = sets_of(target, layer)
         record = store.get(layer)
-        if (
-            sets is None
-            or record.parent is None
-            or record.packages
-            or record.status
-            not in (Status.DRIFT, Status.INTERRUPTED, Status.COMMITTED, Status.FAILED)
-        ):
-            continue
+        if sets is None or record.parent is None or record.packages:
+            continue  # a manager's layer has its own delta already
         parent_sets = sets_of(target, record.parent)
         if parent_sets is None:
             continue
@@ -129,7 +122,5 @@ def complete(target: Target, layer_id: int) -> None:
             store.set_packages(layer, merged)
             manifest = read_json(store.manifest_path(layer))
             if isinstance(manifest, dict):
-                from ashcore.ondisk import write_json
-
                 manifest["packages"] = merged.to_json()
                 write_json(store.manifest_path(layer), manifest, durable=False)

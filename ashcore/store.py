@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from ashcore.errors import AshError, BackendError, NotFoundError, StoreError
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import dumps, loads
+from ashcore.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,16 +76,17 @@ Checkpoint = tuple[int, float]
 """(generation, time): every change to a deployment after it has a later transid and ctime."""
 
 
-class Seal:
+class Seal(Value):
     """A pending layer's sealed state: its snapshot `<id>.partial` was taken in the manager's
     post hook, before the manager went on. `failed`: the hook's verdict, None when the
     database face judges it (apt: a package left part-way)."""
 
     __slots__ = ("checked", "failed")
+    checked: Checkpoint
+    failed: bool | None
 
     def __init__(self, checked: Checkpoint, failed: bool | None) -> None:
-        self.checked = checked
-        self.failed = failed
+        self._init(checked=checked, failed=failed)
 
     def to_text(self) -> str:
         """As JSON, without the json module (5 ms to import, on a post hook's path)."""

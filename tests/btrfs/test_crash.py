@@ -190,3 +190,29 @@ def test_sigkill_at_a_begin_after_writes_to_a_managers_database(ready: Image) ->
         assert layer["status"] == "committed", (limit, layer)
         assert (ready.root / f".ash/layers/{layer['id']}/usr/m{limit}").exists()
     assert kills >= 20
+
+
+def test_a_kill_while_a_seal_sheds_its_lock_files_keeps_the_seal(ready: Image) -> None:
+    """`describe` makes a sealed snapshot writable for a moment to remove lock files; a kill
+    then leaves it writable. Recovery finishes that and keeps the sealed state: not the
+    root as it is later."""
+    from ashcore.lifecycle import Operation, Target, begin, recover, seal
+
+    target = Target(str(ready.root))
+    op = Operation("test", "test", ("test", "install", "x"), "1:1")  # an owner that is gone
+    begin(target, op, None)
+    (ready.root / "usr").mkdir(exist_ok=True)
+    (ready.root / "usr/x").write_text("sealed")
+    assert seal(target, op) is not None
+    pending = target.store.pending()
+    assert pending is not None
+    partial = target.store.partial_path(pending["id"])
+    target.fs.set_read_only(partial, False)  # the kill came inside _drop_lock_files
+    (ready.root / "etc/after").write_text("written after the manager went on")
+    with target.store.locked(10):
+        layer = recover(target, pending, None)
+    assert layer is not None and layer.status.value == "committed"
+    kept = Path(target.store.layer_path(layer.id))
+    assert (kept / "usr/x").exists() and not (kept / "etc/after").exists()
+    assert target.fs.is_read_only(str(kept))
+    target.store.close()
