@@ -111,7 +111,7 @@ SHOWN = 20  # drifted paths `status` lists
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.lifecycle import drift_since_head, running
-    from ashcore.rollback import pending_reboot
+    from ashcore.rollback import interrupted, pending_reboot
 
     dep = target.deployment()
     head, checked, late_until = target.store.head_state(dep.uuid)
@@ -141,6 +141,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         "drift": drift,
         "drifted": [escaped(p) for p in changed[:SHOWN]] if drift else [],
         "pending": pending_json,
+        "interrupted_rollback": interrupted(target) is not None,
     }
     if args.json:
         _print_json(status)
@@ -153,6 +154,8 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             print("  ... and more (`ashctl run` or the next operation keeps them as a layer)")
         if status["pending_reboot"]:
             print("pending reboot: a rollback takes effect at the next boot")
+        if status["interrupted_rollback"]:
+            print("rollback: interrupted (`ashctl doctor --repair` finishes or undoes it)")
         if pending_json:
             state = "running" if pending_json["alive"] else "interrupted (run `ashctl doctor`)"
             print(f"pending: {escaped(pending_json['command'])} ({state})")
@@ -410,6 +413,15 @@ COMMANDS = {
 }
 
 
+def _finish_switch(root: str) -> None:
+    """A rollback killed while it switched the root's mounts left them half moved (the store
+    among them): finish the switch before anything looks at the root."""
+    from ashcore.rollback import finish_swap, staging_path
+
+    if os.path.lexists(staging_path(root)) and finish_swap(root):
+        log.info("ashctl: finished switching %s, which an interrupted rollback began", root)
+
+
 def _needs_root(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         raise UsageError(
@@ -431,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(args_list)
         _needs_root(args)
+        _finish_switch(args.root)
         target = Target(args.root)
         try:
             if args.command != "setup":

@@ -60,6 +60,7 @@ def check(target: Target, repair: bool) -> list[str]:
         problems.append(f"{missing}: install it")
     with store.locked(target.config.lock_timeout):
         require_idle(target)  # closes a transaction whose owner is gone
+        problems += _rollbacks(target, repair)
         records = {layer.id: layer for layer in store.layers()}
         on_disk: dict[int, str] = {}
         for entry in sorted(os.listdir(store.layers_dir)):
@@ -114,4 +115,40 @@ def check(target: Target, repair: bool) -> list[str]:
                     store.delete_row(layer_id)
                     store.reparent(layer_id, records[layer_id].parent)
                     problems.pop()
+    return problems
+
+
+def _rollbacks(target: Target, repair: bool) -> list[str]:
+    """A rollback cut short, and deployments nothing uses (what killed rollbacks of earlier
+    versions left). An unused deployment is deleted only when proven unchanged since made."""
+    from ashcore.rollback import (
+        forget_unused,
+        interrupted,
+        resume,
+        unchanged_since_made,
+        unused_deployments,
+    )
+
+    problems = []
+    journal = interrupted(target)
+    if journal is not None:
+        if repair:
+            log.info("mended: %s", resume(target))
+        else:
+            problems.append(
+                f"a rollback to layer {journal.get('layer')} was cut short (--repair finishes"
+                " or undoes it)"
+            )
+    for path in unused_deployments(target):
+        name = os.path.basename(path)
+        if not unchanged_since_made(target, path):
+            problems.append(
+                f"deployment {name} is unused but changed since it was made: kept"
+                f" (look at {path}; delete it with `btrfs subvolume delete` when not needed)"
+            )
+        elif repair:
+            forget_unused(target, path)
+            log.info("mended: deleted unused deployment %s (unchanged since made)", name)
+        else:
+            problems.append(f"deployment {name} is unused and unchanged (--repair deletes it)")
     return problems

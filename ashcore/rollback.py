@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 from ashcore.caches import drop_caches, renew_caches
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
 from ashcore.model import Layer
-from ashcore.mounts import mount_at, mount_subvolume, move_mount, submounts, unmount
+from ashcore.mounts import mount_at, mount_subvolume, mounts, move_mount, submounts, unmount
+from ashcore.ondisk import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +56,146 @@ def _new_deployment_path(target: Target, layer: Layer) -> str:
     return os.path.join(base, f"{n}-layer{layer.id}")
 
 
+def staging_path(root: str) -> str:
+    """Where a rollback mounts the new deployment before it takes the root's place: a fixed
+    sibling of the root, so that the next run finds a switch that was cut short."""
+    real = os.path.realpath(root).rstrip("/")
+    return os.path.join(os.path.dirname(real), ".ash-swap-" + os.path.basename(real))
+
+
 def _swap_mount(root: str, new_path: str) -> None:
-    """Mount `new_path` at `root` in place of what is there, moving the submounts across."""
+    """Mount `new_path` at `root` in place of what is there, moving the submounts across.
+    Each step leaves a state `finish_swap` recognises and completes."""
     import btrfsutil
 
     real = os.path.realpath(root).rstrip("/")
     current = mount_at(real)
     if current is None:
         raise BackendError(f"{root} is not a mount point", hint="mount the root's subvolume there")
-    below = submounts(real)
-    outermost = [m for m in below if not any(m.target.startswith(o.target + "/") for o in below)]
-    staging = tempfile.mkdtemp(prefix=".ash-swap-", dir=os.path.dirname(real))
-    try:
-        mount_subvolume(current.source, "/" + btrfsutil.subvolume_path(new_path), staging)
-        for m in outermost:
-            inside = os.path.join(staging, os.path.relpath(m.target, real))
-            os.makedirs(inside, exist_ok=True)
-            move_mount(m.target, inside)
-        try:
-            unmount(real)
-        except BackendError:
-            unmount(real, lazy=True)
+    staging = staging_path(real)
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    mount_subvolume(current.source, "/" + btrfsutil.subvolume_path(new_path), staging)
+    finish_swap(real)
+
+
+def finish_swap(root: str) -> bool:
+    """Complete a switch of `root` that was cut short (a kill, a power loss); False when none
+    was under way. Idempotent: each step checks what is already done.
+
+    Once the new deployment is mounted at the staging folder the switch goes forward: the
+    mounts still below the root move across (outermost first), the old root is unmounted, the
+    staging mount moves to the root. Before that nothing was changed, and only the empty
+    staging folder is removed."""
+    real = os.path.realpath(root).rstrip("/")
+    staging = staging_path(real)
+    if not os.path.lexists(staging):
+        return False
+    if mount_at(staging) is not None:
+        if mount_at(real) is not None:
+            below = submounts(real)
+            outermost = [
+                m for m in below if not any(m.target.startswith(o.target + "/") for o in below)
+            ]
+            for m in outermost:
+                inside = os.path.join(staging, os.path.relpath(m.target, real))
+                os.makedirs(inside, exist_ok=True)
+                move_mount(m.target, inside)
+            try:
+                unmount(real)
+            except BackendError:
+                unmount(real, lazy=True)
         move_mount(staging, real)
-    finally:
-        if not os.path.ismount(staging):
-            os.rmdir(staging)
+    os.rmdir(staging)
+    return True
+
+
+# -- the journal: a rollback that was cut short is finished or undone by the next run --------
+
+JOURNAL = "rollback.json"
+
+
+def _journal(target: Target) -> str:
+    return os.path.join(target.store.path, JOURNAL)
+
+
+def _begin_journal(target: Target, path: str, layer: Layer, old: str, booted: bool) -> None:
+    retired = _deployment_in_store(target) if not booted else None
+    write_json(
+        _journal(target),
+        {
+            "deployment": os.path.basename(path),
+            "layer": layer.id,
+            "from": old,
+            "booted": booted,
+            "retired": os.path.basename(retired) if retired else None,
+        },
+    )
+
+
+def interrupted(target: Target) -> dict[str, object] | None:
+    """The journal of a rollback that was cut short, or None."""
+    found = read_json(_journal(target))
+    if found is None and os.path.lexists(_journal(target)):
+        return {}  # torn: written before anything it names was made
+    return found if isinstance(found, dict) else None
+
+
+def resume(target: Target) -> str | None:
+    """Finish or undo a rollback that was cut short; say which (None: there was none).
+    Call under the store lock, after `finish_swap`.
+
+    The switch is the commit point: the root mounts the new deployment (or, on the booted
+    system, it is the default subvolume). Then what remained is done: the old deployment is
+    forgotten and, if this store made it, deleted. Before it the new deployment was never
+    used: it is deleted and nothing else changed."""
+    journal = interrupted(target)
+    if journal is None:
+        return None
+    store, fs = target.store, target.fs
+    name = journal.get("deployment")
+    path = os.path.join(store.deployments_dir, name) if isinstance(name, str) else None
+    layer = journal.get("layer")
+    said: str
+    if path is None or not fs.is_subvolume(path):
+        said = f"an interrupted rollback to layer {layer} made nothing: cleared"
+    else:
+        new = fs.info(path)
+        if journal.get("booted"):
+            committed = fs.default_id(target.root) == new.id
+        else:
+            committed = target.deployment().uuid == new.uuid
+        if committed:
+            if not journal.get("booted") and isinstance(journal.get("from"), str):
+                store.forget_deployment(str(journal["from"]))
+            retired = journal.get("retired")
+            if isinstance(retired, str):
+                _delete_retired(target, os.path.join(store.deployments_dir, retired))
+            said = f"finished the interrupted rollback to layer {layer}"
+        else:
+            drop_caches(fs, path)
+            fs.delete(path)
+            store.forget_deployment(new.uuid)
+            said = f"undid the interrupted rollback to layer {layer}: nothing changed"
+    os.unlink(_journal(target))
+    return said
+
+
+def _delete_retired(target: Target, retired: str) -> None:
+    if not target.fs.is_subvolume(retired):
+        return
+    try:
+        drop_caches(target.fs, retired)
+        target.fs.delete(retired)
+    except BackendError as e:  # in use, or holds a nested subvolume: leave it
+        log.warning("kept the previous deployment %s: %s", retired, e)
 
 
 def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
     """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot).
 
     All under the store lock: no package operation begins against a root being swapped.
+    A journal names the new deployment before it is made, so that a kill at any point is
+    finished or undone by the next run (`resume`).
     """
     store, fs = target.store, target.fs
     booted = is_booted_root(target.root)
@@ -102,26 +211,22 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
         )
     with store.locked(target.config.lock_timeout):
         require_idle(target)
+        if (said := resume(target)) is not None:
+            log.info("%s", said)
         dep = target.deployment()
         capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
         sweep_probes(target)
         path = _new_deployment_path(target, layer)
+        _begin_journal(target, path, layer, dep.uuid, booted)
         fs.snapshot(store.layer_path(layer.id), path, read_only=False)
         renew_caches(fs, target.root, path)
         store.set_head(fs.info(path).uuid, layer.id, None)
         if booted:
             fs.set_default(path)
-            return path, True
-        retired = _deployment_in_store(target)
-        _swap_mount(target.root, path)  # the lock's file moves with the store's mount
-        store.forget_deployment(dep.uuid)  # no longer mounted: its layers are not its base
-        if retired is not None:  # one this store made: its state is a layer, it can go
-            try:
-                drop_caches(fs, retired)
-                fs.delete(retired)
-            except BackendError as e:  # in use, or holds a nested subvolume: leave it
-                log.warning("kept the previous deployment %s: %s", retired, e)
-    return path, False
+        else:
+            _swap_mount(target.root, path)  # the lock's file moves with the store's mount
+        resume(target)
+    return path, booted
 
 
 def _deployment_in_store(target: Target) -> str | None:
@@ -154,3 +259,58 @@ def pending_reboot(target: Target) -> bool:
         return ("/" + target.fs.path_of(target.root, default)).startswith(prefix)
     except BackendError:
         return False
+
+
+def unused_deployments(target: Target) -> list[str]:
+    """Deployments this store made that nothing uses: not mounted, not the default subvolume,
+    not named by an unfinished rollback's journal (paths)."""
+    base = target.store.deployments_dir
+    if not os.path.isdir(base):
+        return []
+    store_mount = mount_at(target.store.path)
+    if store_mount is None:
+        return []
+    prefix = store_mount.fs_root.rstrip("/") + "/deployments/"
+    mounted = {
+        m.fs_root[len(prefix) :].split("/")[0]
+        for m in mounts()
+        if m.source == store_mount.source and m.fs_root.startswith(prefix)
+    }
+    journal = interrupted(target) or {}
+    try:
+        default = target.fs.default_id(target.root)
+    except BackendError:
+        default = None
+    unused = []
+    for entry in sorted(os.listdir(base)):
+        path = os.path.join(base, entry)
+        if entry in mounted or entry == journal.get("deployment"):
+            continue
+        if not target.fs.is_subvolume(path) or target.fs.info(path).id == default:
+            continue
+        unused.append(path)
+    return unused
+
+
+def unchanged_since_made(target: Target, path: str) -> bool:
+    """True when nothing in the deployment at `path` changed since its snapshot was taken
+    (the cache folders a rollback puts in it aside): deleting it loses nothing its layer lacks."""
+    from ashcore.caches import CACHES
+
+    info = target.fs.info(path)
+    changed = target.fs.changed_since(path, info.otransid, 0.0)
+    if changed is None:
+        return False
+    made = {""}
+    for rel in CACHES:
+        parts = rel.split("/")
+        made |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
+    return changed <= made
+
+
+def forget_unused(target: Target, path: str) -> None:
+    """Delete a deployment nothing uses, and its record (call under the store lock)."""
+    uuid = target.fs.info(path).uuid
+    drop_caches(target.fs, path)
+    target.fs.delete(path)
+    target.store.forget_deployment(uuid)

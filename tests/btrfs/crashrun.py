@@ -1,6 +1,7 @@
 """Run `ashctl` and SIGKILL it when it reaches its Nth executed line of the core's state code.
 
 Usage: python -m tests.btrfs.crashrun N ASHCTL-ARGS...  (N = 0: never; prints the count)
+ASH_CRASH_ONLY=rollback,mounts counts only the lines of those modules (a denser sweep of them).
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ import sys
 from types import FrameType
 from typing import Any
 
+ONLY = os.environ.get("ASH_CRASH_ONLY")
 WATCHED = tuple(
-    f"/ashcore/{name}.py" for name in ("lifecycle", "store", "ondisk", "btrfs", "rollback")
+    f"/ashcore/{name}.py"
+    for name in (
+        ONLY.split(",")
+        if ONLY
+        else ("lifecycle", "store", "ondisk", "btrfs", "rollback", "mounts", "caches", "doctor")
+    )
 )
 count = 0
 limit = int(sys.argv[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.btrfs.conftest import Image
+from tests.btrfs.conftest import Image, sh
 
 pytestmark = pytest.mark.btrfs
 
@@ -66,14 +66,96 @@ def test_sigkill_at_every_step_of_begin_and_commit(ready: Image) -> None:
     assert_consistent(ready)
 
 
-def test_sigkill_during_rollback(ready: Image) -> None:
+def crashrun_env(
+    img: Image, limit: int, only: str | None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"ASH_CRASH_ONLY": only} if only else {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root", str(img.root), *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        env=env,
+    )
+
+
+def mounts_by_target() -> dict[str, tuple[str, str]]:
+    """mount point -> (fstype, path inside the filesystem), the last mount on each point."""
+    found = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            found[fields[4]] = (right.split()[0], fields[3])
+    return found
+
+
+def assert_switched_whole(img: Image) -> str:
+    """The root is one mount with everything below it in place, nothing half moved, and no
+    deployment left that nothing uses. Returns the subvolume mounted at the root."""
+    found = mounts_by_target()
+    root = str(img.root)
+    assert found[root][0] == "btrfs", found.get(root)
+    assert found[root + "/.ash"] == ("btrfs", "/@ash"), found.get(root + "/.ash")
+    assert found[root + "/tmp"][0] == "tmpfs", "the submount was not moved across"
+    assert (img.root / "tmp/marker").exists()
+    assert not any(t.startswith(str(img.dir)) and ".ash-swap" in t for t in found), found
+    assert not list(img.root.parent.glob(".ash-swap-*"))
+    assert not (img.root / ".ash/rollback.json").exists()
+    subvol = found[root][1]
+    deployments = {p.name for p in (img.root / ".ash/deployments").iterdir()}
+    mounted = {subvol.rsplit("/", 1)[1]} if subvol.startswith("/@ash/deployments/") else set()
+    assert deployments == mounted, (deployments, subvol)
+    return subvol
+
+
+@pytest.mark.parametrize("only", [None, "rollback,mounts,caches"], ids=["spread", "switch"])
+def test_sigkill_at_every_step_of_rollback(ready: Image, only: str | None) -> None:
+    """A rollback killed at any line (about 60 points spread over all its traced lines, then
+    60 over the modules of the switch alone: rollback, mounts, caches) is finished or undone by
+    the next run: mounts whole, store consistent, no
+    deployment leaked, and the root is one of the two layers, never something between."""
     ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
-    total = int(crashrun(ready, 0, "status").stderr.rsplit("LINES ", 1)[1])
-    assert total > 0
-    for limit in (5, 20, 40, 60):
-        crashrun(ready, limit, "rollback", "base")
-        assert ready.ashctl("doctor", "--repair").returncode == 0
+    (ready.root / "tmp").mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(ready.root / "tmp")], check=True)
+    (ready.root / "tmp/marker").write_text("a submount that must move with the root")
+    counted = crashrun_env(ready, 0, only, "rollback", "base")
+    assert counted.returncode == 0, counted.stderr
+    total = int(counted.stderr.rsplit("LINES ", 1)[1])
+    assert total > 20
+    assert_switched_whole(ready)
+    kills, outcomes, cut_switch, cut_journal = 0, set(), 0, 0
+    step = max(1, total // 60)
+    for limit in range(1, total + 1, step):
+        current = ready.json("status")["layer"]  # type: ignore[index]
+        goal = "one" if current == 1 else "base"
+        goal_id = 2 if goal == "one" else 1
+        result = crashrun_env(ready, limit, only, "rollback", goal)
+        if result.returncode == -signal.SIGKILL:
+            kills += 1
+            cut_switch += bool(list(ready.root.parent.glob(".ash-swap-*")))
+            cut_journal += (ready.root / ".ash/rollback.json").exists() or bool(
+                list(ready.root.parent.glob(".ash-swap-*"))
+            )
+        else:
+            assert result.returncode == 0, (limit, result.stderr)
+        doctor = ready.ashctl("doctor", "--repair")
+        assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
+        assert_switched_whole(ready)
         assert_consistent(ready)
+        now = ready.json("status")["layer"]  # type: ignore[index]
+        assert now in (current, goal_id), (limit, current, now)
+        assert (ready.root / "etc/one").exists() == (now == 2), (limit, now)
+        outcomes.add("finished" if now == goal_id else "undone")
+    assert kills >= min(30, total // step // 2), (kills, total)
+    assert cut_journal >= 5, "no kill came while a rollback was under way"
+    assert outcomes == {"finished", "undone"}, outcomes
+    if only:
+        assert cut_switch >= 3, "no kill came inside the switch of the mounts"
+    ready.ashctl("rollback", "one", check=True)
+    assert (ready.root / "etc/one").exists()
+    assert_switched_whole(ready)
+    subprocess.run(["umount", str(ready.root / "tmp")], check=True)
 
 
 def test_a_manager_killed_between_begin_and_commit_is_closed_as_interrupted(
@@ -216,3 +298,28 @@ def test_a_kill_while_a_seal_sheds_its_lock_files_keeps_the_seal(ready: Image) -
     assert (kept / "usr/x").exists() and not (kept / "etc/after").exists()
     assert target.fs.is_read_only(str(kept))
     target.store.close()
+
+
+def test_doctor_finds_deployments_nothing_uses(ready: Image) -> None:
+    """What killed rollbacks of earlier versions left: doctor reports each; --repair deletes
+    one unchanged since it was made, and keeps (and names) one that changed."""
+    deployments = ready.root / ".ash/deployments"
+    deployments.mkdir(exist_ok=True)
+    for name in ("7-layer1", "8-layer1"):
+        sh(
+            "btrfs",
+            "subvolume",
+            "snapshot",
+            str(ready.root / ".ash/layers/1"),
+            str(deployments / name),
+        )
+    (deployments / "8-layer1/etc/edited").write_text("a change no layer has")
+    doctor = ready.ashctl("doctor")
+    assert doctor.returncode == 1
+    assert "deployment 7-layer1 is unused and unchanged" in doctor.stdout, doctor.stdout
+    assert "deployment 8-layer1 is unused but changed" in doctor.stdout, doctor.stdout
+    repaired = ready.ashctl("doctor", "--repair")
+    assert repaired.returncode == 1, repaired.stdout  # the changed one is left to the user
+    assert "deleted unused deployment 7-layer1" in repaired.stderr, repaired.stderr
+    assert not (deployments / "7-layer1").exists()
+    assert (deployments / "8-layer1/etc/edited").read_text() == "a change no layer has"

@@ -26,6 +26,7 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
         "pending_reboot": False,
         "drift": False,
         "pending": None,
+        "interrupted_rollback": False,
     }
 
 
