@@ -17,7 +17,7 @@ from typing import Any
 
 from ashcore.errors import AshError, UsageError
 from ashcore.lifecycle import Operation, Target, begin, check_name, commit, require_idle
-from ashcore.model import Layer, PackageDelta
+from ashcore.model import Layer, PackageDelta, Status
 from ashcore.process import owner_of
 from ashcore.store import explain
 from ashcore.text import escaped
@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prune", help="delete layers by retention")
     s.add_argument("--keep", type=int, help="keep the newest N layers")
     s.add_argument("--keep-days", type=float, help="keep layers newer than this many days")
+    s.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        help="prune the oldest until the layers hold at most SIZE (e.g. 20G)",
+    )
     s.add_argument("--dry-run", action="store_true")
     s = sub.add_parser("doctor", help="check the store; --repair mends it")
     s.add_argument("--repair", action="store_true")
@@ -94,10 +99,13 @@ def _print_json(value: Any) -> None:
 
 
 def _line(layer: Layer, head: int | None) -> str:
+    from ashcore.sizes import human
+
     mark = "*" if layer.id == head else " "
     pin = " [pinned]" if layer.pinned else ""
+    size = "-" if layer.status == Status.PRUNED else human(layer.size)
     return (
-        f"{mark}{layer.id:>5}  {layer.created[:19]}  {layer.status.value:<11} "
+        f"{mark}{layer.id:>5}  {layer.created[:19]}  {layer.status.value:<11} {size:>6}  "
         f"{escaped(layer.name)}{pin}  ({layer.packages.summary()})"
     )
 
@@ -109,9 +117,16 @@ def _head(target: Target) -> int | None:
 SHOWN = 20  # drifted paths `status` lists
 
 
+def _free(root: str) -> int:
+    st = os.statvfs(root)
+    return st.f_bavail * st.f_frsize
+
+
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.lifecycle import drift_since_head, running
+    from ashcore.prune import total_size
     from ashcore.rollback import interrupted, pending_reboot
+    from ashcore.sizes import human
 
     dep = target.deployment()
     head, checked, late_until = target.store.head_state(dep.uuid)
@@ -142,12 +157,15 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         "drifted": [escaped(p) for p in changed[:SHOWN]] if drift else [],
         "pending": pending_json,
         "interrupted_rollback": interrupted(target) is not None,
+        "size": (held := total_size(target.store.layers())),
+        "free": (free := _free(target.root)),
     }
     if args.json:
         _print_json(status)
     else:
         print(f"layer: {head if head is not None else '(none)'}")
         print(f"drift: {'yes, changes since that layer' if drift else 'no'}")
+        print(f"layers hold: {human(held)}, free: {human(free)}")
         for path in changed[:SHOWN] if drift else []:
             print(f"  /{escaped(path)}")
         if drift and len(changed) > SHOWN:
@@ -173,6 +191,8 @@ def cmd_list(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_tree(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.sizes import human
+
     layers = target.store.layers()
     head = _head(target)
     children: dict[int | None, list[Layer]] = {}
@@ -187,7 +207,8 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
         layer, lead, below = stack.pop()
         mark = "  <- deployment" if layer.id == head else ""
         name = escaped(layer.name)
-        print(f"{lead}{layer.id} {name} [{layer.status.value}]{mark}")
+        size = "" if layer.status == Status.PRUNED else f" {human(layer.size)}"
+        print(f"{lead}{layer.id} {name} [{layer.status.value}{size}]{mark}")
         kids = children.get(layer.id, [])
         if len(kids) == 1:
             stack.append((kids[0], below, below))
@@ -205,8 +226,12 @@ def cmd_show(target: Target, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(layer.to_json())
         return 0
+    from ashcore.sizes import human
+
     for key, value in layer.to_json().items():
-        if key != "packages" and value is not None:
+        if key == "size" and layer.status != Status.PRUNED:
+            print(f"size: {human(layer.size)} (added over its parent)")
+        elif key not in ("packages", "size") and value is not None:
             print(f"{key}: {escaped(str(value))}")
     _print_delta(layer.packages)
     return 0
@@ -289,45 +314,72 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_remove(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.prune import delete_layer, protected
+    from ashcore.prune import delete_layer
 
     with target.store.locked(target.config.lock_timeout):
         require_idle(target)
         layer = target.store.find(args.layer)
         layers = target.store.layers()
-        if layer.id in protected(layers, target.store.heads()):
+        if layer.pinned:
+            raise UsageError(f"layer {layer.id} is pinned", hint=f"`ashctl unpin {layer.id}` first")
+        if layer.id in target.store.heads():
             raise UsageError(
-                f"layer {layer.id} is pinned or the base of a deployment",
-                hint="unpin it, or roll back elsewhere first",
+                f"layer {layer.id} is a deployment's layer: the root stands on it",
+                hint="roll back to another layer first",
             )
-        if any(other.parent == layer.id for other in layers):
+        children = [other.id for other in layers if other.parent == layer.id]
+        if children:
+            shown = ", ".join(map(str, children[:5])) + (", ..." if len(children) > 5 else "")
             raise UsageError(
-                f"layer {layer.id} has children",
-                hint="remove its children first (rebasing them is not supported yet)",
+                f"layer {layer.id} has children ({shown}): removing it from the middle means"
+                " replaying them on its parent, which ashctl cannot do yet",
+                hint="`ashctl prune` frees its space and keeps its record (e.g. prune --keep N),"
+                " or remove its children first",
             )
         delete_layer(target, layer)
-    print(f"removed layer {layer.id} ({layer.name})")
+    print(f"removed layer {layer.id} ({escaped(layer.name)})")
     return 0
 
 
 def cmd_prune(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.prune import candidates, delete_layer
+    from ashcore.prune import plan, prune_layer, total_size
+    from ashcore.rollback import resume
+    from ashcore.sizes import complete_sizes, human, parse_size
 
-    keep = args.keep if args.keep is not None else target.config.retention.keep
-    days = args.keep_days if args.keep_days is not None else target.config.retention.keep_days
+    rules = target.config.retention
+    keep = args.keep if args.keep is not None else rules.keep
+    days = args.keep_days if args.keep_days is not None else rules.keep_days
+    try:
+        budget = parse_size(args.max_size) if args.max_size is not None else rules.max_size
+    except ValueError as e:
+        raise UsageError(f"--max-size: {e}", hint="e.g. --max-size 20G") from None
     if keep is not None and keep < 0:
         raise UsageError("--keep must be 0 or more", hint="e.g. --keep 10")
+    if days is not None and not 0 <= days <= 36500:
+        raise UsageError("--keep-days must be 0 to 36500", hint="e.g. --keep-days 30")
+    if budget is not None:
+        complete_sizes(target)  # a budget needs every size (reads snapshots, without the lock)
     with target.store.locked(target.config.lock_timeout):
         require_idle(target)
-        doomed = candidates(target.store.layers(), target.store.heads(), keep, days)
+        if (said := resume(target)) is not None:
+            log.info("%s", said)
+        before = total_size(target.store.layers())
+        doomed = plan(target, keep, days, budget, keep_base=rules.keep_base)
         for layer in doomed:
-            print(
-                f"{'would remove' if args.dry_run else 'removing'} layer {layer.id} ({layer.name})"
-            )
+            verb = "would prune" if args.dry_run else "pruning"
+            print(f"{verb} layer {layer.id} ({escaped(layer.name)}, {human(layer.size)})")
             if not args.dry_run:
-                delete_layer(target, layer)
+                prune_layer(target, layer)
+        after = total_size(target.store.layers())
     if not doomed:
         print("nothing to prune")
+    elif not args.dry_run:
+        print(f"pruned {len(doomed)} layers: the layers hold {human(after)} (was {human(before)})")
+    if budget is not None and after > budget:
+        print(
+            f"the layers still hold {human(after)}, over --max-size {human(budget)}: the rest is"
+            " the deployment's own layer, pinned layers and the base (see `ashctl list`)"
+        )
     return 0
 
 

@@ -74,13 +74,35 @@ such writes are told by their ctime (lifecycle.drift_since_head) and are not dri
 other change to them (`apt-mark`, `rpm --justdb`) is."""
 
 
+WARN_FREE = 1 << 30
+"""Below this many free bytes, each operation's hook warns (retention.warn_free)."""
+
+
 class Retention(Value):
-    __slots__ = ("keep", "keep_days")
+    """[retention]: the rules of `ashctl prune` (ashcore/prune.py), and the free-space warning."""
+
+    __slots__ = ("keep", "keep_base", "keep_days", "max_size", "warn_free")
     keep: int | None
     keep_days: float | None
+    keep_base: bool
+    max_size: int | None  # bytes
+    warn_free: int  # bytes; 0: never warn
 
-    def __init__(self, keep: int | None = None, keep_days: float | None = None) -> None:
-        self._init(keep=keep, keep_days=keep_days)
+    def __init__(
+        self,
+        keep: int | None = None,
+        keep_days: float | None = None,
+        keep_base: bool = True,
+        max_size: int | None = None,
+        warn_free: int = WARN_FREE,
+    ) -> None:
+        self._init(
+            keep=keep,
+            keep_days=keep_days,
+            keep_base=keep_base,
+            max_size=max_size,
+            warn_free=warn_free,
+        )
 
 
 class Config(Value):
@@ -235,18 +257,37 @@ def load_config(root: str) -> Config:
     retention = Retention()
     if "retention" in data:
         section = _get(path, data, "retention", dict)
-        _check_keys(path, section, {"keep", "keep_days"})
-        retention = Retention(
-            keep=_get(path, section, "keep", int) if "keep" in section else None,
-            keep_days=(
-                float(_get(path, section, "keep_days", (int, float)))
-                if "keep_days" in section
-                else None
-            ),
-        )
+        retention = _retention(path, section)
     noise = base.noise + (_paths(path, data, "noise") if "noise" in data else ())
     locks = base.lock_files + (_paths(path, data, "lock_files") if "lock_files" in data else ())
     return Config(store, on_error, timeout, noise, locks, retention)
+
+
+def _size(path: str, section: dict[str, Any], key: str) -> int:
+    from ashcore.sizes import parse_size
+
+    value = _get(path, section, key, (str, int))
+    try:
+        return parse_size(str(value)) if not isinstance(value, int) else value
+    except ValueError as e:
+        raise ConfigError(f"{path}: retention.{key}: {e}", hint='e.g. "20G"') from None
+
+
+def _retention(path: str, section: dict[str, Any]) -> Retention:
+    _check_keys(path, section, {"keep", "keep_days", "keep_base", "max_size", "warn_free"})
+    keep = _get(path, section, "keep", int) if "keep" in section else None
+    days = float(_get(path, section, "keep_days", (int, float))) if "keep_days" in section else None
+    if keep is not None and (isinstance(keep, bool) or keep < 0):
+        raise ConfigError(f"{path}: retention.keep must be 0 or more", hint="e.g. keep = 10")
+    if days is not None and not 0 <= days <= 36500:  # nan fails this too
+        raise ConfigError(f"{path}: retention.keep_days must be 0 to 36500", hint="fix the file")
+    return Retention(
+        keep=keep,
+        keep_days=days,
+        keep_base=_get(path, section, "keep_base", bool) if "keep_base" in section else True,
+        max_size=_size(path, section, "max_size") if "max_size" in section else None,
+        warn_free=_size(path, section, "warn_free") if "warn_free" in section else WARN_FREE,
+    )
 
 
 def load_hook_config(root: str, plugin: str) -> HookConfig:

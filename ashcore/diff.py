@@ -11,8 +11,9 @@ import re
 from typing import Any
 
 from ashcore.entries import same_entry
+from ashcore.errors import UsageError
 from ashcore.lifecycle import Target, noise_filter
-from ashcore.model import Layer, PackageDelta
+from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import read_json
 
 _PIECES = re.compile(r"(\d+)")
@@ -53,6 +54,12 @@ def diff_layers(
 def _files(target: Target, a: Layer, b: Layer, files: bool) -> list[str] | None:
     if not files:
         return None
+    for layer in (a, b):
+        if layer.status == Status.PRUNED:
+            raise UsageError(
+                f"layer {layer.id} was pruned: its files are gone, its record stays",
+                hint="drop --files for the package diff",
+            )
     store = target.store
     return noise_filter(target.fs.changed_paths(store.layer_path(a.id), store.layer_path(b.id)), ())
 

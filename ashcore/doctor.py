@@ -1,7 +1,8 @@
 """`ashctl doctor`: find (and with --repair mend) what a crash or a hand can leave behind.
 
 Consistent means: no pending transaction whose owner is gone, every record has its
-snapshot, every snapshot has its record, no partial snapshot or probe is left over.
+snapshot (a pruned one has none), every snapshot has its record, no partial snapshot or probe
+is left over, no rollback cut short, no deployment nothing uses.
 The database can be rebuilt from the manifests beside the snapshots.
 """
 
@@ -14,7 +15,7 @@ import sqlite3
 
 from ashcore.lifecycle import Target, require_idle, write_manifest
 from ashcore.model import Layer, Status
-from ashcore.ondisk import read_json
+from ashcore.ondisk import read_json, write_json
 from ashcore.store import now_iso
 
 log = logging.getLogger(__name__)
@@ -108,13 +109,25 @@ def check(target: Target, repair: bool) -> list[str]:
                     store.insert_layer(recovered)
                     write_manifest(store, recovered, None, None, None)
                 problems.pop()
-        for layer_id in records:
+        for layer_id, record in records.items():
+            if record.status == Status.PRUNED:
+                if layer_id in on_disk:  # a prune killed between its record and the delete
+                    log.info(
+                        "deleted the snapshot of pruned layer %d (its prune was cut short)",
+                        layer_id,
+                    )
+                    fs.delete(on_disk[layer_id])
+                continue
             if layer_id not in on_disk:
                 problems.append(f"record {layer_id} has no snapshot")
-                if repair:
-                    store.delete_row(layer_id)
-                    store.reparent(layer_id, records[layer_id].parent)
+                if repair:  # kept as history, as prune keeps it
+                    store.mark_pruned(layer_id)
+                    manifest = read_json(store.manifest_path(layer_id))
+                    if isinstance(manifest, dict):
+                        manifest["status"] = Status.PRUNED.value
+                        write_json(store.manifest_path(layer_id), manifest)
                     problems.pop()
+                    log.info("mended: layer %d has no snapshot: kept as a pruned record", layer_id)
     return problems
 
 

@@ -193,6 +193,10 @@ def commit_hook(
         if layer is not None:
             state = ", failed" if layer.status.value == "failed" else ""
             say(f"layer {layer.id} {layer.name!r} ({layer.packages.summary()}{state})")
+        if layer is not None and helper:  # off the manager's time
+            from ashcore.sizes import SIZE_WALK, complete_sizes
+
+            complete_sizes(target, limit=SIZE_WALK)
     except Exception as e:
         _report(e, "warn", before=False)
     return 0

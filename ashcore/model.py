@@ -41,6 +41,7 @@ class Status(str):
     FAILED: ClassVar[Status]
     INTERRUPTED: ClassVar[Status]
     DRIFT: ClassVar[Status]
+    PRUNED: ClassVar[Status]
 
     def __new__(cls, value: str) -> Status:
         if value not in STATUSES:
@@ -52,10 +53,15 @@ class Status(str):
         return str(self)
 
 
-STATUSES = ("pending", "committed", "failed", "interrupted", "drift")
-Status.PENDING, Status.COMMITTED, Status.FAILED, Status.INTERRUPTED, Status.DRIFT = map(
-    Status, STATUSES
-)
+STATUSES = ("pending", "committed", "failed", "interrupted", "drift", "pruned")
+(
+    Status.PENDING,
+    Status.COMMITTED,
+    Status.FAILED,
+    Status.INTERRUPTED,
+    Status.DRIFT,
+    Status.PRUNED,  # the snapshot was deleted by retention; the record stays, as history
+) = map(Status, STATUSES)
 
 
 class PackageDelta(Value):
@@ -157,6 +163,7 @@ class Layer(Value):
         "packages",
         "parent",
         "pinned",
+        "size",
         "status",
         "uuid",
     )
@@ -171,6 +178,7 @@ class Layer(Value):
     packages: PackageDelta
     pinned: bool
     uuid: str | None
+    size: int | None  # bytes added over the parent (ashcore/sizes.py); None: not measured
 
     def __init__(
         self,
@@ -185,6 +193,7 @@ class Layer(Value):
         packages: PackageDelta | None = None,
         pinned: bool = False,
         uuid: str | None = None,
+        size: int | None = None,
     ) -> None:
         self._init(
             id=id,
@@ -198,6 +207,7 @@ class Layer(Value):
             packages=packages or PackageDelta(),
             pinned=pinned,
             uuid=uuid,
+            size=size,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -213,6 +223,7 @@ class Layer(Value):
             "packages": self.packages.to_json(),
             "pinned": self.pinned,
             "uuid": self.uuid,
+            "size": self.size,
         }
 
     @classmethod
@@ -237,4 +248,5 @@ class Layer(Value):
             packages=PackageDelta.from_json(manifest.get("packages")),
             pinned=bool(manifest.get("pinned")),
             uuid=uuid,
+            size=size if isinstance(size := manifest.get("size"), int) else None,
         )

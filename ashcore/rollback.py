@@ -14,7 +14,7 @@ import os
 from ashcore.caches import drop_caches, renew_caches
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
-from ashcore.model import Layer
+from ashcore.model import Layer, Status
 from ashcore.mounts import mount_at, mount_subvolume, mounts, move_mount, submounts, unmount
 from ashcore.ondisk import read_json, write_json
 
@@ -203,6 +203,12 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
         raise UsageError(
             "cannot switch the root this command runs in",
             hint="run `ashctl --root PATH rollback` from outside the chroot",
+        )
+    if layer.status == Status.PRUNED:
+        raise UsageError(
+            f"layer {layer.id} ({layer.name}) was pruned: its snapshot is gone, only its record"
+            " stays",
+            hint="see `ashctl list` for layers with snapshots",
         )
     if not os.path.isdir(store.layer_path(layer.id)):
         raise UsageError(

@@ -86,9 +86,12 @@ def delta_between(a: Sets, b: Sets) -> dict[str, PackageDelta]:
 
 
 def complete_now(target: Target, layer_id: int) -> None:
-    """`complete`, taking the store lock (for `ashctl` commands)."""
+    """`complete`, taking the store lock (for `ashctl` commands), and the sizes."""
+    from ashcore.sizes import SIZE_WALK, complete_sizes
+
     with target.store.locked(target.config.lock_timeout):
         complete(target, layer_id)
+    complete_sizes(target, limit=SIZE_WALK)
 
 
 def complete(target: Target, layer_id: int) -> None:

@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WAL_LIMIT = 1 << 20  # bytes: see Store.bound_wal
 # Waiting for the lock or for another operation: the first look again after 1 ms, then twice
 # as long each time, up to 50 ms (a layer is often done a few milliseconds later).
@@ -52,7 +52,8 @@ CREATE TABLE layers (
     owner TEXT,
     deployment TEXT,
     before TEXT,
-    sealed TEXT
+    sealed TEXT,
+    size INTEGER
 );
 CREATE INDEX layers_status ON layers(status);
 CREATE TABLE deployments (
@@ -67,9 +68,13 @@ CREATE TABLE deployments (
 MIGRATIONS = {
     1: "ALTER TABLE layers ADD COLUMN sealed TEXT;"
     "ALTER TABLE deployments ADD COLUMN late_until REAL;",
+    # Version 2 had no sizes (ashcore/sizes.py).
+    2: "ALTER TABLE layers ADD COLUMN size INTEGER;",
 }
 
-COLUMNS = "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid"
+COLUMNS = (
+    "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid, size"
+)
 
 
 Checkpoint = tuple[int, float]
@@ -121,6 +126,7 @@ def layer_from_row(row: tuple[Any, ...]) -> Layer:
         packages=PackageDelta.from_json(loads(row[8]) if row[8] else None),
         pinned=bool(row[9]),
         uuid=row[10],
+        size=row[11],
     )
 
 
@@ -506,6 +512,7 @@ class Store:
                 "finished": r[7],
                 "pinned": bool(r[9]),
                 "uuid": r[10],
+                "size": r[11],
             }
             parts.append(fast(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
         return "[" + ", ".join(parts) + "]"
@@ -530,6 +537,21 @@ class Store:
         self.db.execute(
             "UPDATE layers SET packages = ? WHERE id = ?", (dumps(delta.to_json()), layer_id)
         )
+
+    def set_size(self, layer_id: int, size: int) -> None:
+        self.db.execute("UPDATE layers SET size = ? WHERE id = ?", (size, layer_id))
+
+    def unsized(self) -> list[int]:
+        """Layers that keep their snapshot and have no size yet, newest first."""
+        rows = self.db.execute(
+            "SELECT id FROM layers WHERE size IS NULL AND status NOT IN ('pending', 'pruned')"
+            " ORDER BY id DESC"
+        )
+        return [r[0] for r in rows]
+
+    def mark_pruned(self, layer_id: int) -> None:
+        """The layer's snapshot is deleted: its record stays, as history."""
+        self.db.execute("UPDATE layers SET status = 'pruned' WHERE id = ?", (layer_id,))
 
     def set_pinned(self, layer_id: int, pinned: bool) -> None:
         self.db.execute("UPDATE layers SET pinned = ? WHERE id = ?", (int(pinned), layer_id))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.btrfs.conftest import Image
+from tests.btrfs.conftest import Image, sh
 
 pytestmark = pytest.mark.btrfs
 
@@ -81,7 +81,10 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
     found = layers(ready)
     assert [x["status"] for x in found] == ["committed", "committed", "drift"]
     assert (ready.root / ".ash/layers/3/etc/by-hand").exists()  # the state left is kept
-    assert ready.json("status") == {
+    status = ready.json("status")
+    assert isinstance(status, dict)
+    assert status.pop("free") > 0 and status.pop("size") >= 0
+    assert status == {
         "drifted": [],
         "layer": 1,
         "pending_reboot": False,
@@ -93,7 +96,7 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
     ready.ashctl("run", "--name", "branch", "--", "true", check=True)
     assert layers(ready)[-1]["parent"] == 1
     tree = ready.ashctl("tree", check=True).stdout
-    assert "branch [committed]  <- deployment" in tree
+    assert "branch [committed " in tree and "]  <- deployment" in tree
 
 
 def test_rollback_to_a_named_layer(ready: Image) -> None:
@@ -136,21 +139,126 @@ def test_concurrent_transactions_are_serialised_and_none_is_lost(ready: Image) -
     assert ready.ashctl("doctor").returncode == 0
 
 
-def test_prune_keeps_ancestry_pins_and_newest(ready: Image) -> None:
-    for name in ("a", "b", "c"):
-        ready.ashctl("run", "--name", name, "--", "true", check=True)
-    ready.ashctl("rollback", "a", check=True)  # deployment now on layer 2 ("a")
-    for name in ("x", "y"):
-        ready.ashctl("run", "--name", name, "--", "true", check=True)
+def write_mib(img: Image, name: str, mib: int = 1) -> None:
+    """A layer that adds `mib` MiB of new data at /opt/<name>."""
+    target = img.root / "opt" / name
+    img.ashctl(
+        "run",
+        "--name",
+        name,
+        "--",
+        "sh",
+        "-c",
+        f"mkdir -p {target.parent} && head -c {mib}M /dev/urandom > {target}",
+        check=True,
+    )
+
+
+def test_prune_frees_a_straight_history_and_keeps_the_records(ready: Image) -> None:
+    for name in ("a", "b", "c", "d"):
+        write_mib(ready, name)
+    sizes = {x["name"]: x["size"] for x in layers(ready)}
+    assert sizes["base"] == 0
+    assert all(1 << 20 <= sizes[n] < (1 << 20) + (64 << 10) for n in "abcd"), sizes
     ready.ashctl("pin", "b", check=True)
     dry = ready.ashctl("prune", "--keep", "1", "--dry-run", check=True).stdout
-    assert "would remove" in dry and len(layers(ready)) == 6
-    ready.ashctl("prune", "--keep", "1", check=True)
-    names = [x["name"] for x in layers(ready)]
-    # c is off the deployment's ancestry, not pinned, not newest: gone. b is pinned.
-    assert names == ["base", "a", "b", "x", "y"]
+    assert "would prune layer 2 (a, 1.0M)" in dry and "layer 3" not in dry, dry
+    assert (ready.root / ".ash/layers/2").exists()
+    out = ready.ashctl("prune", "--keep", "1", check=True).stdout
+    found = {x["name"]: x for x in layers(ready)}
+    # Inner layers of the deployment's own line go; the base, the pin and the head stay.
+    assert [found[n]["status"] for n in ("base", "a", "b", "c", "d")] == [
+        "committed",
+        "pruned",
+        "committed",
+        "pruned",
+        "committed",
+    ], out
+    assert not (ready.root / ".ash/layers/2").exists()
     assert not (ready.root / ".ash/layers/4").exists()
+    assert (ready.root / "opt/a").exists()  # the root is untouched
+    # d now stands on b: it is measured again against b (c's file counts as d's too).
+    assert found["d"]["size"] >= 2 << 20
+    # The record works where only the record is needed.
+    assert ready.json("show", "a")["status"] == "pruned"  # type: ignore[index]
+    assert "a [pruned]" in ready.ashctl("tree", check=True).stdout
+    assert ready.ashctl("diff", "a").returncode == 0
+    files = ready.ashctl("diff", "a", "--files")
+    assert files.returncode == 2 and "layer 2 was pruned" in files.stderr, files.stderr
+    back = ready.ashctl("rollback", "a")
+    assert back.returncode == 2 and "was pruned" in back.stderr, back.stderr
     assert ready.ashctl("doctor").returncode == 0
+    assert ready.ashctl("prune", "--keep", "1", check=True).stdout.strip() == "nothing to prune"
+
+
+def test_prune_to_a_size_budget(ready: Image) -> None:
+    for name in ("a", "b", "c", "d"):  # each rewrites /opt/f: each layer holds its version
+        ready.ashctl(
+            "run",
+            "--name",
+            name,
+            "--",
+            "sh",
+            "-c",
+            f"mkdir -p {ready.root}/opt && head -c 2M /dev/urandom > {ready.root}/opt/f",
+            check=True,
+        )
+    assert ready.json("status")["size"] >= 8 << 20  # type: ignore[index]
+    out = ready.ashctl("prune", "--max-size", "5M", check=True).stdout
+    assert ready.json("status")["size"] <= 5 << 20, out  # type: ignore[index]
+    pruned = [x["name"] for x in layers(ready) if x["status"] == "pruned"]
+    assert pruned == ["a", "b"], (pruned, out)  # the oldest, and no more than needed
+    # What the deployment's layer holds cannot go: said, and nothing pruned for nothing.
+    short = ready.ashctl("prune", "--max-size", "1M", check=True).stdout
+    assert "still hold" in short and "deployment's own layer" in short, short
+    assert [x["status"] for x in layers(ready)].count("pruned") == 3, short  # c freed its 2M
+
+
+def test_layer_sizes_explain_the_store_growth(ready: Image) -> None:
+    """The sum of the layers' sizes is what the filesystem grew by, within 10%."""
+
+    def used() -> int:
+        sh("btrfs", "filesystem", "sync", str(ready.root))
+        out = sh("btrfs", "filesystem", "df", "-b", str(ready.root))
+        return sum(
+            int(line.split("used=")[1].split()[0].rstrip(","))
+            for line in out.splitlines()
+            if line.startswith(("Data", "Metadata"))
+        )
+
+    before = used()
+    for i in range(4):
+        write_mib(ready, f"new{i}", 3)
+    for i in range(2):  # a file rewritten: the old version stays in its layer
+        write_mib(ready, f"new{i}", 3)
+    ready.ashctl(
+        "run",
+        "--name",
+        "append",
+        "--",
+        "sh",
+        "-c",
+        f"head -c 2M /dev/urandom >> {ready.root}/opt/new2",
+        check=True,
+    )
+    grown = used() - before
+    total = ready.json("status")["size"]  # type: ignore[index]
+    assert grown > 20 << 20
+    assert abs(total - grown) <= grown // 10, (total, grown)
+    append = next(x for x in layers(ready) if x["name"] == "append")
+    assert 2 << 20 <= append["size"] < 3 << 20  # the appended part only
+
+
+def test_remove_says_why_an_inner_layer_cannot_go(ready: Image) -> None:
+    write_mib(ready, "a")
+    write_mib(ready, "b")
+    inner = ready.ashctl("remove", "a")
+    assert inner.returncode == 2
+    assert "has children (3)" in inner.stderr and "ashctl prune" in inner.stderr, inner.stderr
+    head = ready.ashctl("remove", "b")
+    assert "deployment's layer" in head.stderr, head.stderr
+    ready.ashctl("pin", "a", check=True)
+    assert "is pinned" in ready.ashctl("remove", "a").stderr
 
 
 def test_diff_lists_packages_and_files(ready: Image) -> None:

@@ -6,7 +6,7 @@ from ashcore.config import DEFAULT_NOISE, HookConfig
 from ashcore.errors import UsageError
 from ashcore.lifecycle import Operation, auto_name, check_name, noise_filter, skip_reason
 from ashcore.model import Layer, Status
-from ashcore.prune import candidates, protected
+from ashcore.prune import by_rules, plan, protected, total_size
 
 
 def test_noise_is_not_drift_but_a_hand_edit_is() -> None:
@@ -55,7 +55,7 @@ def layer(i: int, parent: int | None, pinned: bool = False) -> Layer:
     )
 
 
-def test_prune_never_takes_ancestry_pins_or_a_layer_with_kept_descendants() -> None:
+def test_prune_may_take_any_layer_but_heads_pins_and_the_base() -> None:
     # 1 - 2 - 3 - 4 (head)      2 - 5 - 6      1 - 7 (pinned)
     layers = [
         layer(1, None),
@@ -66,15 +66,26 @@ def test_prune_never_takes_ancestry_pins_or_a_layer_with_kept_descendants() -> N
         layer(6, 5),
         layer(7, 1, pinned=True),
     ]
-    assert protected(layers, [4]) == {1, 2, 3, 4, 7}
-    assert [x.id for x in candidates(layers, [4], keep=0, keep_days=None)] == [6, 5]
-    assert [x.id for x in candidates(layers, [4], keep=1, keep_days=None)] == [6, 5]
-    assert candidates(layers, [4], keep=10, keep_days=None) == []
-    # 6 is kept as newest: 5 stays too (6's base).
-    layers.append(layer(8, 1))
-    assert [x.id for x in candidates(layers, [4], keep=1, keep_days=None)] == [6, 5]
+    assert protected(layers, [4]) == {1, 4, 7}
+    assert protected(layers, [4], keep_base=False) == {4, 7}
+
+    def ids(found: list[Layer]) -> list[int]:
+        return [x.id for x in found]
+
+    # Inner layers go too: a snapshot stands alone, their children keep theirs.
+    assert ids(by_rules(layers, [4], keep=0, keep_days=None)) == [2, 3, 5, 6]
+    assert ids(by_rules(layers, [4], keep=3, keep_days=None)) == [2, 3]  # 5, 6, 7 newest
+    assert by_rules(layers, [4], keep=10, keep_days=None) == []
+    assert ids(by_rules(layers, [4], keep=0, keep_days=None, keep_base=False)) == [1, 2, 3, 5, 6]
+    assert ids(by_rules(layers, [4], keep=None, keep_days=36500)) == []  # all young enough
+    assert ids(by_rules(layers, [4], keep=None, keep_days=1)) == [2, 3, 5, 6]  # all of 2026-01
+    # A pruned layer has no snapshot to take, and does not count among the newest kept.
+    layers[5] = Layer(6, "l6", 5, None, "", Status.PRUNED, "2026-01-01T00:00:00+0000")
+    assert ids(by_rules(layers, [4], keep=0, keep_days=None)) == [2, 3, 5]
+    assert ids(by_rules(layers, [4], keep=2, keep_days=None)) == [2, 3]  # 5 and 7 newest
+    assert total_size([Layer(9, "s", 1, None, "", Status.COMMITTED, "", size=5)]) == 5
     with pytest.raises(UsageError):
-        candidates(layers, [4], keep=None, keep_days=None)
+        plan(None, keep=None, keep_days=None, max_size=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
