@@ -1,11 +1,13 @@
 """`ashctl`: list, show, diff, roll back, prune and repair layers; set a root up.
 
-Exit codes: 0 success, 1 failure, 2 usage. Errors are one line; --debug adds a traceback.
+Exit codes: 0 success, 1 failure, 2 usage; `run` exits with its command's code (127 or 126,
+as a shell's, when the command cannot start). Errors are one line; --debug adds a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -15,8 +17,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ashcore.errors import AshError, UsageError
-from ashcore.lifecycle import Operation, Target, begin, check_name, commit, require_idle
+from ashcore.errors import AshError, CannotRunError, UsageError
+from ashcore.lifecycle import (
+    Operation,
+    Target,
+    abandon,
+    begin,
+    check_name,
+    commit,
+    require_idle,
+)
 from ashcore.model import Layer, PackageDelta
 from ashcore.process import owner_of
 from ashcore.store import explain
@@ -306,13 +316,22 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
     )
     begin(target, op, None)
     try:
-        code = subprocess.call(argv)
+        process = subprocess.Popen(argv)
     except OSError as e:
-        commit(target, op, None, failed=True)
-        raise UsageError(f"cannot run {argv[0]}: {e.strerror}", hint="check the command") from e
-    except KeyboardInterrupt:
-        commit(target, op, None, failed=True)
-        raise
+        # Nothing ran, so nothing changed: no layer, no pending transaction left.
+        abandon(target, op)
+        raise CannotRunError(
+            f"cannot run '{escaped(argv[0])}': {e.strerror}",
+            not_found=e.errno == errno.ENOENT,
+        ) from e
+    with process:
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+            process.wait()
+            commit(target, op, None, failed=True)
+            raise
     layer = commit(target, op, None, failed=code != 0)
     if layer is not None:
         from ashcore.sets import complete_now
@@ -489,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             log.exception("ashctl: error")
         sys.stderr.write(f"ashctl: {e}\n")
-        return 2 if isinstance(e, UsageError) else 1
+        return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("ashctl: interrupted\n")
         return 130
