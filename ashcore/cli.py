@@ -1,11 +1,13 @@
 """`ashctl`: list, show, diff, roll back, prune and repair layers; set a root up.
 
-Exit codes: 0 success, 1 failure, 2 usage. Errors are one line; --debug adds a traceback.
+Exit codes: 0 success, 1 failure, 2 usage; `run` exits with its command's code (127 or 126,
+as a shell's, when the command cannot start). Errors are one line; --debug adds a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -15,8 +17,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ashcore.errors import AshError, UsageError
-from ashcore.lifecycle import Operation, Target, begin, check_name, commit, require_idle
+from ashcore.errors import AshError, CannotRunError, UsageError
+from ashcore.lifecycle import (
+    Operation,
+    Target,
+    abandon,
+    begin,
+    check_name,
+    commit,
+    require_idle,
+)
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.process import owner_of
 from ashcore.store import explain
@@ -47,50 +57,100 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+LAYER = "a layer id or name"
+JSON = "print JSON instead of text"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ashctl", description="Snapshot layers of package operations on btrfs.")
     p.add_argument("--root", default="/", help="the target root (default: /)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("--version", action=_Version, help="print the version and exit")
     p.add_argument("--json", action="store_true", help="print JSON (status, list, show, diff)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        parser_class=_Parser,
+        title="commands",
+        metavar="COMMAND",
+        help="what to do (`ashctl COMMAND --help` tells more)",
+    )
     sub.add_parser("setup", help="create the store and install the hooks")
     s = sub.add_parser("status", help="the deployment's layer, drift, pending reboot")
-    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     s = sub.add_parser("list", help="all layers")
-    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     sub.add_parser("tree", help="the layer tree, the deployment marked")
     s = sub.add_parser("show", help="one layer in full")
-    s.add_argument("layer")
-    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    s.add_argument("layer", metavar="LAYER", help=LAYER)
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     s = sub.add_parser(
         "diff", help="package (and file) changes from A to B (default: A's parent to A)"
     )
-    s.add_argument("a")
-    s.add_argument("b", nargs="?")
+    s.add_argument("a", metavar="A", help=f"{LAYER}: the layer to compare from")
+    s.add_argument(
+        "b",
+        metavar="B",
+        nargs="?",
+        help=f"{LAYER}: the layer to compare to (default: A, from its parent)",
+    )
     s.add_argument("--files", action="store_true", help="also list the changed files")
-    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    s = sub.add_parser("run", help="one transaction around any command")
-    s.add_argument("--name")
-    s.add_argument("argv", nargs=argparse.REMAINDER)
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
+    s = sub.add_parser(
+        "run",
+        help="one transaction around any command",
+        description="Run CMD as one transaction: what it changes in the root becomes a layer"
+        " (none when it changes nothing). Exits with CMD's exit code.",
+    )
+    s.add_argument("--name", help="the layer's name (default: $ASH_NAME, else the command line)")
+    s.add_argument(
+        "argv",
+        metavar="-- CMD [ARG ...]",
+        nargs=argparse.REMAINDER,
+        help="the command to run and its arguments, after `--`",
+    )
     s = sub.add_parser("rollback", help="make a layer the deployment")
-    s.add_argument("layer", nargs="?")
+    s.add_argument(
+        "layer",
+        metavar="LAYER",
+        nargs="?",
+        help=f"{LAYER} (default: the parent of the deployment's layer)",
+    )
     s = sub.add_parser("remove", help="delete a layer that has no children")
-    s.add_argument("layer")
-    s = sub.add_parser("prune", help="delete layers by retention")
-    s.add_argument("--keep", type=int, help="keep the newest N layers")
-    s.add_argument("--keep-days", type=float, help="keep layers newer than this many days")
+    s.add_argument(
+        "layer", metavar="LAYER", help=f"{LAYER}: a leaf, not pinned, not a deployment's layer"
+    )
+    s = sub.add_parser(
+        "prune", help="delete the snapshots of layers by retention; their records stay"
+    )
+    s.add_argument(
+        "--keep", type=int, metavar="N", help="keep the newest N layers (default: ash.toml's)"
+    )
+    s.add_argument(
+        "--keep-days",
+        type=float,
+        metavar="DAYS",
+        help="keep layers newer than this many days (default: ash.toml's)",
+    )
     s.add_argument(
         "--max-size",
         metavar="SIZE",
-        help="prune the oldest until the layers hold at most SIZE (e.g. 20G)",
+        help="prune the oldest until the layers hold at most SIZE, e.g. 20G (default: ash.toml's)",
     )
-    s.add_argument("--dry-run", action="store_true")
+    s.add_argument(
+        "--dry-run", action="store_true", help="say which layers would go; delete nothing"
+    )
     s = sub.add_parser("doctor", help="check the store; --repair mends it")
-    s.add_argument("--repair", action="store_true")
+    s.add_argument(
+        "--repair",
+        action="store_true",
+        help="mend what it finds: a lost or corrupt database rebuilt from the manifests,"
+        " a snapshot without a record recorded, a record without a snapshot kept as pruned,"
+        " a rollback cut short finished or undone, an unused unchanged deployment deleted",
+    )
     for name in ("pin", "unpin"):
         s = sub.add_parser(name, help=f"{name} a layer (pinned layers are never pruned)")
-        s.add_argument("layer")
+        s.add_argument("layer", metavar="LAYER", help=LAYER)
     return p
 
 
@@ -287,13 +347,22 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
     )
     begin(target, op, None)
     try:
-        code = subprocess.call(argv)
+        process = subprocess.Popen(argv)
     except OSError as e:
-        commit(target, op, None, failed=True)
-        raise UsageError(f"cannot run {argv[0]}: {e.strerror}", hint="check the command") from e
-    except KeyboardInterrupt:
-        commit(target, op, None, failed=True)
-        raise
+        # Nothing ran, so nothing changed: no layer, no pending transaction left.
+        abandon(target, op)
+        raise CannotRunError(
+            f"cannot run '{escaped(argv[0])}': {e.strerror}",
+            not_found=e.errno == errno.ENOENT,
+        ) from e
+    with process:
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+            process.wait()
+            commit(target, op, None, failed=True)
+            raise
     layer = commit(target, op, None, failed=code != 0)
     if layer is not None:
         from ashcore.sets import complete_now
@@ -507,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             log.exception("ashctl: error")
         sys.stderr.write(f"ashctl: {e}\n")
-        return 2 if isinstance(e, UsageError) else 1
+        return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("ashctl: interrupted\n")
         return 130

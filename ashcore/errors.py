@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class AshError(Exception):
-    """Something the user can act on. `hint` says what to do."""
+    """Something the user can act on. `hint` says what to do; `exit_code`, how `ashctl`
+    exits."""
+
+    exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -21,6 +24,17 @@ class ConfigError(AshError):
 
 class UsageError(AshError):
     """Bad input on the command line: exit code 2."""
+
+    exit_code = 2
+
+
+class CannotRunError(AshError):
+    """`ashctl run` could not start its command: exit code 127 when it is not found, 126
+    when it cannot be executed, as a shell's."""
+
+    def __init__(self, message: str, *, not_found: bool) -> None:
+        super().__init__(message)
+        self.exit_code = 127 if not_found else 126
 
 
 class NotFoundError(AshError):

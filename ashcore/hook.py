@@ -237,16 +237,21 @@ def _sealing(owner: str) -> Operation:
 
 def seal_hook(*, root: str, owner_pid: int) -> bool:
     """Post-transaction, inside the manager's own process (dnf4): seal the layer now, before
-    the manager goes on. False when there was nothing to seal, or it failed (said)."""
+    the manager goes on, and say which layer it is, as `ash-commit` does for the managers
+    whose helper seals. False when there was nothing to seal, or it failed (said)."""
     try:
         target = Target(root)
         if not _set_up(target):
             return False
         owner = _owners.get(owner_pid) or owner_of(owner_pid)
-        return seal(target, _sealing(owner)) is not None
+        sealed = seal(target, _sealing(owner))
     except Exception as e:
         _report(e, "warn", before=False)
         return False
+    if sealed is None:
+        return False
+    say(f'layer {sealed[0]} "{sealed[1]}"')
+    return True
 
 
 def hand_over_hook(*, root: str, owner_pid: int, command: list[str]) -> Handover | None:

@@ -387,6 +387,23 @@ def commit(
     return layer
 
 
+def abandon(target: Target, op: Operation) -> None:
+    """End the owner's transaction without a layer: its command never started (`ashctl run`
+    of a command not found), so none of it is in the root. Drift the begin kept stays."""
+    store = target.store
+    with store.locked(target.config.lock_timeout):
+        pending = store.pending()
+        if pending is None or pending["owner"] != op.owner:
+            return
+        # The record first: a kill after it leaves at most a probe, which the next run or
+        # `doctor` sweeps; a kill before it, a transaction recovery closes as interrupted.
+        store.delete_row(pending["id"])
+        partial = store.partial_path(pending["id"])
+        if os.path.lexists(partial):
+            target.fs.delete(partial)
+        sweep_probes(target)
+
+
 def extend_late_until(target: Target, owner: str, when: float) -> None:
     """The owner of the deployment's head layer exited at `when`, after that layer was
     described: its writes to its own databases until then are its own, not drift."""
@@ -448,7 +465,10 @@ def describe(
         # A reopened layer is kept whatever it touched: it is a layer already.
         skipped = [] if amend else [p for p in hooks.skip_packages if _matches(p, changed)]
         if skipped or (
-            not delta and not failed and not amend and not _files_changed(target, pending)
+            not delta
+            and not failed
+            and not amend
+            and not _files_changed(target, pending, manager_state)
         ):
             fs.delete(partial)
             store.delete_row(layer_id)
@@ -459,6 +479,18 @@ def describe(
                 "no package changed" if not skipped else "skip_packages",
             )
             return None
+    elif (
+        pending["plugin"] == "run"
+        and not failed
+        and not amend
+        and not _files_changed(target, pending, _no_excuse)
+    ):
+        # `ashctl run`, which has no database face: the same rule on the files alone, and
+        # every change counts, the managers' own databases too (`apt-mark hold` is one).
+        fs.delete(partial)
+        store.delete_row(layer_id)
+        log.info("ashlayers: nothing changed, no layer")
+        return None
     return make_layer(
         target,
         pending,
@@ -470,16 +502,20 @@ def describe(
     )
 
 
-def _files_changed(target: Target, pending: Any) -> bool:
-    """Whether a run that changed no package still changed files outside the managers' own
-    databases (a reinstall of changed files): then it gets a layer. What it wrote to its own
-    databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`)."""
+def _files_changed(target: Target, pending: Any, excused: Callable[[str], bool]) -> bool:
+    """Whether a run that changed no package still changed files (a reinstall of changed
+    files): then it gets a layer. A package run passes `manager_state`: what it wrote to its
+    own databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`)."""
     head, checked = target.store.head(pending["deployment"])
     if head is None or head != pending["parent"]:
         return True  # cannot tell: keep it
     partial = target.store.partial_path(pending["id"])
     layer = target.store.layer_path(head)
-    return bool(changes(target, layer, partial, checked, manager_state, limit=1))
+    return bool(changes(target, layer, partial, checked, excused, limit=1))
+
+
+def _no_excuse(path: str) -> bool:
+    return False
 
 
 def make_layer(

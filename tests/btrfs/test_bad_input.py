@@ -46,19 +46,21 @@ def test_unsafe_config_is_refused(ready: Image, unsafe: str) -> None:
     else:
         os.chown(config, 1000, 1000)
         hint = "chown root:root"
-    line = one_line_error(ready.ashctl("run", "--", "true"), 1)
+    line = one_line_error(ready.ashctl("run", "--", "touch", str(ready.root / "etc/refused")), 1)
     assert f"refusing {config}" in line and hint in line
     assert len(ready.json("list")) == 1  # type: ignore[arg-type]
 
 
 def test_hook_config_opts_a_plugin_out(ready: Image) -> None:
     (ready.root / "etc/ash/hooks.d/run.toml").write_text("enabled = false\n")
-    ready.ashctl("run", "--", "true", check=True)
+    ready.ashctl("run", "--", "touch", str(ready.root / "etc/opted-out"), check=True)
     assert len(ready.json("list")) == 1  # type: ignore[arg-type]
 
 
 def test_ash_skip_opts_one_run_out(ready: Image) -> None:
-    ready.ashctl("run", "--", "true", check=True, env={"ASH_SKIP": "1"})
+    ready.ashctl(
+        "run", "--", "touch", str(ready.root / "etc/skipped"), check=True, env={"ASH_SKIP": "1"}
+    )
     assert len(ready.json("list")) == 1  # type: ignore[arg-type]
 
 
@@ -79,14 +81,16 @@ def test_unknown_layers(ready: Image, ref: str) -> None:
     ],
 )
 def test_bad_names_are_refused(ready: Image, name: str, code: int, expected: str) -> None:
-    line = one_line_error(ready.ashctl("run", "--name", name, "--", "true"), code)
+    line = one_line_error(
+        ready.ashctl("run", "--name", name, "--", "touch", str(ready.root / "etc/refused")), code
+    )
     assert expected in line
     assert len(ready.json("list")) == 1  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", ["with/slash", "../../../etc/passwd", ".."])
 def test_names_are_never_paths(ready: Image, name: str) -> None:
-    ready.ashctl("run", "--name", name, "--", "true", check=True)
+    ready.ashctl("run", "--name", name, "--", "touch", str(ready.root / "etc/named"), check=True)
     layer = ready.json("list")[-1]  # type: ignore[index]
     assert layer["name"] == name
     assert (ready.root / f".ash/layers/{layer['id']}").is_dir()
@@ -111,7 +115,9 @@ def test_a_full_filesystem_is_reported_and_loses_nothing(tmp_path: object) -> No
     img = make_image(Path(str(tmp_path)), size="256M")
     try:
         img.ashctl("setup", check=True)
-        img.ashctl("run", "--name", "before", "--", "true", check=True)
+        img.ashctl(
+            "run", "--name", "before", "--", "touch", str(img.root / "etc/before"), check=True
+        )
         filler = img.root / "filler"
         dd = subprocess.run(
             ["dd", "if=/dev/urandom", f"of={filler}", "bs=1M", "count=400"],
@@ -142,7 +148,7 @@ def test_a_full_filesystem_is_reported_and_loses_nothing(tmp_path: object) -> No
         filler.unlink()
         subprocess.run(["sync"])
         assert img.ashctl("doctor").returncode == 0
-        img.ashctl("run", "--name", "after", "--", "true", check=True)
+        img.ashctl("run", "--name", "after", "--", "touch", str(img.root / "etc/after"), check=True)
         names = [x["name"] for x in img.json("list")]  # type: ignore[union-attr]
         assert names[:2] == ["base", "before"] and names[-1] == "after"
     finally:

@@ -46,7 +46,9 @@ def assert_consistent(img: Image) -> None:
 
 def test_sigkill_at_every_step_of_begin_and_commit(ready: Image) -> None:
     (ready.root / "etc/drift").write_text("0")
-    probe = crashrun(ready, 0, "run", "--name", "probe", "--", "true")
+    probe = crashrun(
+        ready, 0, "run", "--name", "probe", "--", "touch", str(ready.root / "etc/probe")
+    )
     assert probe.returncode == 0, probe.stderr
     total = int(probe.stderr.rsplit("LINES ", 1)[1])
     assert total > 50
@@ -54,14 +56,23 @@ def test_sigkill_at_every_step_of_begin_and_commit(ready: Image) -> None:
     step = max(1, total // 80)
     for limit in range(1, total + 1, step):
         (ready.root / "etc/drift").write_text(str(limit))  # so that the drift path runs too
-        result = crashrun(ready, limit, "run", "--name", f"k{limit}", "--", "true")
+        result = crashrun(
+            ready,
+            limit,
+            "run",
+            "--name",
+            f"k{limit}",
+            "--",
+            "touch",
+            str(ready.root / f"etc/k{limit}"),
+        )
         if result.returncode == -signal.SIGKILL:
             kills += 1
         doctor = ready.ashctl("doctor")
         assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
         assert_consistent(ready)
     assert kills >= 30
-    ready.ashctl("run", "--name", "after", "--", "true", check=True)
+    ready.ashctl("run", "--name", "after", "--", "touch", str(ready.root / "etc/after"), check=True)
     assert ready.json("list")[-1]["name"] == "after"  # type: ignore[index]
     assert_consistent(ready)
 
@@ -175,7 +186,7 @@ def test_a_manager_killed_between_begin_and_commit_is_closed_as_interrupted(
     manager.wait()
     assert ready.json("status")["pending"]["alive"] is False  # type: ignore[index]
     # The next transaction closes it first.
-    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"), check=True)
     found = ready.json("list")
     assert [(x["name"], x["status"]) for x in found[1:]] == [  # type: ignore[index]
         ("test install x", "interrupted"),
@@ -201,7 +212,7 @@ def test_doctor_closes_an_interrupted_transaction(ready: Image) -> None:
 
 
 def test_doctor_repair_rebuilds_a_lost_database(ready: Image) -> None:
-    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
     before = ready.json("list")
     for suffix in ("", "-wal", "-shm"):
         (ready.root / f".ash/ash.db{suffix}").unlink(missing_ok=True)
@@ -258,13 +269,24 @@ def test_sigkill_at_a_begin_after_writes_to_a_managers_database(ready: Image) ->
     manager_layer(ready, "probe")
     late.write_text("probe")
     total = int(
-        crashrun(ready, 0, "run", "--name", "r0", "--", "true").stderr.rsplit("LINES ", 1)[1]
+        crashrun(
+            ready, 0, "run", "--name", "r0", "--", "touch", str(ready.root / "etc/r0")
+        ).stderr.rsplit("LINES ", 1)[1]
     )
     kills = 0
     for limit in range(1, total + 1, max(1, total // 40)):
         manager_layer(ready, f"m{limit}")
         late.write_text(str(limit))  # the manager's database, written between runs: not drift
-        result = crashrun(ready, limit, "run", "--name", f"r{limit}", "--", "true")
+        result = crashrun(
+            ready,
+            limit,
+            "run",
+            "--name",
+            f"r{limit}",
+            "--",
+            "touch",
+            str(ready.root / f"etc/r{limit}"),
+        )
         kills += result.returncode == -signal.SIGKILL
         assert ready.ashctl("doctor").returncode == 0
         assert_consistent(ready)

@@ -22,7 +22,7 @@ def test_a_file_name_that_is_not_utf8_stops_nothing(ready: Image) -> None:
     home.mkdir(parents=True)
     with open(os.path.join(os.fsencode(home), b"bad\xff\xfename"), "w") as f:
         f.write("x")
-    result = ready.ashctl("run", "--name", "next", "--", "true")
+    result = ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"))
     assert result.returncode == 0, result.stderr
     drift = [x for x in layers(ready) if x["status"] == "drift"]
     assert len(drift) == 1 and "bad\\xff\\xfename" in drift[0]["name"], drift
@@ -36,7 +36,7 @@ def test_file_names_cannot_write_to_the_terminal_or_fake_a_line(ready: Image) ->
     home.mkdir(parents=True)
     (home / "\x1b]0;OWNED\x07\x1b[31mRED").write_text("x")
     (home / "x\n*  999  2026-11-29T19:12:30  committed   apt-get install trusted").write_text("x")
-    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"), check=True)
     for command in ("list", "tree"):
         out = ready.ashctl(command, check=True).stdout
         assert "\x1b" not in out and "\x07" not in out, out
@@ -50,7 +50,7 @@ def test_file_names_cannot_write_to_the_terminal_or_fake_a_line(ready: Image) ->
 def test_a_lock_file_outside_the_root_is_refused(ready: Image, entry: str) -> None:
     conf = ready.root / "etc/ash/ash.toml"
     conf.write_text(f'lock_files = ["{entry}"]\n')
-    result = ready.ashctl("run", "--name", "x", "--", "true")
+    result = ready.ashctl("run", "--name", "x", "--", "touch", str(ready.root / "etc/x"))
     assert result.returncode != 0
     assert "not a plain path inside the root" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -66,7 +66,7 @@ def test_a_lock_file_behind_a_symlink_is_never_deleted_outside_the_snapshot(
     (outside / "db.lck").write_text("live")
     (ready.root / "var/lib").mkdir(parents=True)
     (ready.root / "var/lib/pacman").symlink_to(outside)
-    ready.ashctl("run", "--name", "x", "--", "true", check=True)
+    ready.ashctl("run", "--name", "x", "--", "touch", str(ready.root / "etc/x"), check=True)
     assert (outside / "db.lck").read_text() == "live"
 
 
@@ -74,13 +74,21 @@ def test_a_fifo_at_a_config_path_is_refused_at_once(ready: Image) -> None:
     os.mkfifo(ready.root / "etc/ash/hooks.d/run.toml", 0o644)
     argv = [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root)]
     result = subprocess.run(
-        [*argv, "run", "--name", "x", "--", "true"], capture_output=True, text=True, timeout=30
+        [*argv, "run", "--name", "x", "--", "touch", str(ready.root / "etc/x")],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode != 0 and "not a regular file" in result.stderr, result.stderr
 
 
 def test_a_user_is_told_that_ashctl_needs_root(ready: Image) -> None:
-    for command in (["list"], ["status"], ["doctor"], ["run", "--", "true"]):
+    for command in (
+        ["list"],
+        ["status"],
+        ["doctor"],
+        ["run", "--", "touch", str(ready.root / "etc/x")],
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "ashcore.cli", "--root", str(ready.root), *command],
             capture_output=True,
@@ -96,7 +104,9 @@ def test_a_user_is_told_that_ashctl_needs_root(ready: Image) -> None:
 @pytest.mark.parametrize("ref", ["²", "٣", "999999999999999999999999", "-1"])
 def test_a_layer_is_named_by_ascii_digits_only(ready: Image, ref: str) -> None:
     for name in ("two", "three"):  # layer 3 exists: `٣` must not reach it
-        ready.ashctl("run", "--name", name, "--", "true", check=True)
+        ready.ashctl(
+            "run", "--name", name, "--", "touch", str(ready.root / f"etc/{name}"), check=True
+        )
     result = ready.ashctl("show", ref)
     assert result.returncode != 0 and "no layer" in result.stderr, result.stderr
     assert "internal error" not in result.stderr
@@ -106,7 +116,7 @@ def test_a_layer_is_named_by_ascii_digits_only(ready: Image, ref: str) -> None:
 def test_a_layer_name_with_invisible_or_control_characters_is_refused(
     ready: Image, name: str
 ) -> None:
-    result = ready.ashctl("run", f"--name={name}", "--", "true")
+    result = ready.ashctl("run", f"--name={name}", "--", "touch", str(ready.root / "etc/refused"))
     assert result.returncode == 2 and "layer name" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 

@@ -39,17 +39,92 @@ def test_failed_command_leaves_a_failed_layer(ready: Image) -> None:
     assert layers(ready)[-1]["status"] == "failed"
 
 
+def leftovers(img: Image) -> list[str]:
+    """What a run must not leave in the store: partial snapshots, probes."""
+    return sorted(
+        p.name
+        for p in (img.root / ".ash/layers").iterdir()
+        if p.name.endswith(".partial") or p.name.startswith("probe")
+    )
+
+
+def test_a_run_that_changes_nothing_makes_no_layer_and_says_so(ready: Image) -> None:
+    (ready.root / "var/log").mkdir(parents=True)
+    result = ready.ashctl("run", "--name", "noop", "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["ashlayers: nothing changed, no layer"]
+    # Noise (a log) is no change either; the command's exit code is ashctl's.
+    log = ready.root / "var/log/syslog"
+    result = ready.ashctl("run", "--", "sh", "-c", f"echo noise >> {log}; exit 0")
+    assert (result.returncode, result.stderr) == (0, "ashlayers: nothing changed, no layer\n")
+    assert [x["name"] for x in layers(ready)] == ["base"]
+    assert leftovers(ready) == []
+    status = ready.json("status")
+    assert status["layer"] == 1 and status["pending"] is None  # type: ignore[index]
+    assert ready.ashctl("doctor").stdout == "store is consistent\n"
+    # The next run that changes something is a child of the same layer.
+    ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"), check=True)
+    found = layers(ready)
+    assert [(x["name"], x["parent"]) for x in found] == [("base", None), ("next", 1)]
+    assert found[-1]["id"] > 3  # ids are never reused: the two runs' records took 2 and 3
+
+
+def test_a_run_that_changes_only_a_managers_database_makes_a_layer(ready: Image) -> None:
+    """A package run's writes to its own databases alone are its own; a command's (apt-mark
+    hold, rpm --justdb) are what it changed."""
+    status = ready.root / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("Package: x\nStatus: install ok installed\n")
+    ready.ashctl("run", "--name", "drift", "--", "touch", str(ready.root / "etc/x"), check=True)
+    hold = f"sed -i s/install/hold/ {status}"
+    result = ready.ashctl("run", "--name", "hold", "--", "sh", "-c", hold)
+    assert result.returncode == 0, result.stderr
+    made = layers(ready)[-1]
+    assert (made["name"], made["status"]) == ("hold", "committed")
+    kept = ready.root / f".ash/layers/{made['id']}/var/lib/dpkg/status"
+    assert "hold ok installed" in kept.read_text()
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "why"),
+    [("missing", 127, "No such file or directory"), ("not-executable", 126, "Permission denied")],
+)
+def test_a_command_that_cannot_start_leaves_no_layer_and_nothing_behind(
+    ready: Image, kind: str, code: int, why: str
+) -> None:
+    command = "nosuchcmd-ash"
+    if kind == "not-executable":
+        script = ready.dir / "script"
+        script.write_text("#!/bin/sh\ntouch /tmp/ran\n")
+        script.chmod(0o644)
+        command = str(script)
+    (ready.root / "etc/by-hand").write_text("drift, kept before the run")
+    result = ready.ashctl("run", "--name", "never", "--", command, "arg")
+    assert result.returncode == code
+    assert result.stderr.splitlines()[-1:] == [f"ashctl: cannot run '{command}': {why}"]
+    assert "Traceback" not in result.stderr
+    found = layers(ready)
+    assert [(x["name"], x["status"]) for x in found] == [
+        ("base", "committed"),
+        ("drift: etc/by-hand", "drift"),
+    ]
+    assert leftovers(ready) == []
+    status = ready.json("status")
+    assert status["pending"] is None and status["layer"] == 2  # type: ignore[index]
+    assert ready.ashctl("doctor").stdout == "store is consistent\n"
+
+
 def test_drift_becomes_its_own_layer_and_noise_does_not(ready: Image) -> None:
     (ready.root / "var/log").mkdir(parents=True)
     (ready.root / "var/log/syslog").write_text("noise")
     (ready.root / "tmp").mkdir()
     (ready.root / "tmp/x").write_text("noise")
     assert ready.json("status")["drift"] is False  # type: ignore[index]
-    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
     assert [x["name"] for x in layers(ready)] == ["base", "one"]
     (ready.root / "etc/motd").write_text("by hand")
     assert ready.json("status")["drift"] is True  # type: ignore[index]
-    ready.ashctl("run", "--name", "two", "--", "true", check=True)
+    ready.ashctl("run", "--name", "two", "--", "touch", str(ready.root / "etc/two"), check=True)
     found = layers(ready)
     assert [(x["name"], x["status"], x["parent"]) for x in found[2:]] == [
         ("drift: etc/motd", "drift", 2),
@@ -61,10 +136,13 @@ def test_drift_becomes_its_own_layer_and_noise_does_not(ready: Image) -> None:
 def test_lock_files_are_never_kept_in_a_layer(ready: Image) -> None:
     lock = ready.root / "var/lib/pacman/db.lck"
     lock.parent.mkdir(parents=True)
-    ready.ashctl("run", "--name", "locked", "--", "touch", str(lock), check=True)
+    also = ready.root / "etc/locked"  # a lock file alone is no change: no layer
+    ready.ashctl("run", "--name", "locked", "--", "touch", str(lock), str(also), check=True)
     assert lock.exists()
-    assert not (ready.root / ".ash/layers/2/var/lib/pacman/db.lck").exists()
-    assert (ready.root / ".ash/layers/2/var/lib/pacman").is_dir()
+    made = layers(ready)[-1]
+    assert made["name"] == "locked"
+    assert not (ready.root / f".ash/layers/{made['id']}/var/lib/pacman/db.lck").exists()
+    assert (ready.root / f".ash/layers/{made['id']}/var/lib/pacman").is_dir()
     assert ready.json("status")["drift"] is False  # type: ignore[index]
 
 
@@ -93,7 +171,9 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
         "interrupted_rollback": False,
     }
     # The next operation branches from the layer rolled back to.
-    ready.ashctl("run", "--name", "branch", "--", "true", check=True)
+    ready.ashctl(
+        "run", "--name", "branch", "--", "touch", str(ready.root / "etc/branch"), check=True
+    )
     assert layers(ready)[-1]["parent"] == 1
     tree = ready.ashctl("tree", check=True).stdout
     assert "branch [committed " in tree and "]  <- deployment" in tree
@@ -282,9 +362,9 @@ def test_diff_lists_packages_and_files(ready: Image) -> None:
 
 
 def test_remove_a_leaf(ready: Image) -> None:
-    ready.ashctl("run", "--name", "keep", "--", "true", check=True)
+    ready.ashctl("run", "--name", "keep", "--", "touch", str(ready.root / "etc/keep"), check=True)
     ready.ashctl("rollback", "base", check=True)
-    ready.ashctl("run", "--name", "other", "--", "true", check=True)
+    ready.ashctl("run", "--name", "other", "--", "touch", str(ready.root / "etc/other"), check=True)
     assert ready.ashctl("remove", "base").returncode == 2
     ready.ashctl("remove", "keep", check=True)
     assert [x["name"] for x in layers(ready)] == ["base", "other"]
@@ -352,7 +432,7 @@ def test_a_managers_late_writes_are_its_own_a_hand_edit_of_its_database_is_drift
     status.parent.mkdir(parents=True)
     status.write_text("Package: x\nStatus: hold ok installed\n")  # apt-mark hold, later
     assert ready.json("status")["drift"] is True  # type: ignore[index]
-    ready.ashctl("run", "--name", "next", "--", "true", check=True)
+    ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"), check=True)
     found = layers(ready)
     assert [(x["name"], x["status"]) for x in found][1:3] == [
         ("test install x", "committed"),
@@ -377,7 +457,7 @@ def test_a_deployment_made_by_a_rollback_goes_when_rolled_away_from(ready: Image
 def test_a_rollback_never_deletes_a_nested_subvolume(ready: Image) -> None:
     import btrfsutil
 
-    ready.ashctl("run", "--name", "one", "--", "true", check=True)
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
     ready.ashctl("rollback", "base", check=True)  # the deployment is now one of the store's
     btrfsutil.create_subvolume(str(ready.root / "srv-data"))
     (ready.root / "srv-data/precious").write_text("in no layer")
@@ -470,7 +550,8 @@ def test_a_begin_without_drift_imports_nothing_heavy(ready: Image) -> None:
     """What a pre hook pays on every package operation: no `re` (shlex, fnmatch, tomllib
     pull it in), no `json`, no logging; and a commit that follows is unchanged by it."""
     (ready.root / "usr/lib/__pycache__").mkdir(parents=True)
-    ready.ashctl("run", "--name", "one", "--", "true", check=True)  # a fresh checkpoint
+    # A fresh checkpoint.
+    ready.ashctl("run", "--name", "one", "--", "touch", str(ready.root / "etc/one"), check=True)
     (ready.root / "usr/lib/__pycache__/m.pyc").write_text("noise, by the default's glob")
     # As the hooks start Python: -I -S, the packages' folders put on the path by hand (no .pth
     # file runs, so `loaded` is only what the interpreter needs).

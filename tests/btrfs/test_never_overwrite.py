@@ -30,7 +30,7 @@ def test_a_lost_database_stops_the_next_operation_until_doctor_rebuilds_it(ready
         path = ready.root / f".ash/ash.db{suffix}"
         if path.exists():
             path.unlink()
-    result = ready.ashctl("run", "--name", "two", "--", "true")
+    result = ready.ashctl("run", "--name", "two", "--", "touch", str(ready.root / "etc/two"))
     assert result.returncode == 1
     assert "doctor --repair" in result.stderr and "Traceback" not in result.stderr
     ready.ashctl("doctor", "--repair", check=True)

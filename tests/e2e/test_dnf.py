@@ -120,12 +120,13 @@ def test_install(root: Root, dnf: str) -> None:
     assert layer["packages"]["added"] == [{"name": "ashtest-a", "version": "1.0-1"}]
     # The layer is sealed before dnf goes on, and described by the transaction's helper once
     # dnf is done (dnf5: the begin's own process, ashcore/linger.py; dnf4: a process its
-    # plugin starts, dnf4helper.py), which says so in the store's run/commit.out. dnf5's post
-    # action names the sealed layer in dnf's output.
+    # plugin starts, dnf4helper.py), which says so in the store's run/commit.out. The seal
+    # names the layer in dnf's output, on stderr (dnf5: its post action; dnf4: its plugin's
+    # transaction hook), as apt's and pacman's do.
     said = root.run(["cat", "/.ash/run/commit.out"]).stdout
     assert "ashlayers: layer" in said
-    if dnf == "dnf5":
-        assert f'ashlayers: layer {layer["id"]} "' in r.proc.stdout + r.proc.stderr
+    named = [x for x in r.proc.stderr.splitlines() if x.startswith("ashlayers: layer")]
+    assert named == [f'ashlayers: layer {layer["id"]} "{layer["name"]}"'], r.proc.stderr
 
 
 def test_install_with_a_dependency(root: Root, dnf: str) -> None:

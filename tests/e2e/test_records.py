@@ -115,7 +115,8 @@ def test_an_interrupted_run_closed_by_another_manager_has_its_delta(root: Root) 
     begin closes the run as interrupted, with the package delta apt's database tells."""
     kill = root.path / "etc/apt/apt.conf.d/00-kill-apt"
     kill.write_text('DPkg::Post-Invoke { "read -r h o < /.ash/run/commit; kill -9 $o"; };\n')
-    root.run(["ashctl", "run", "--name", "hook", "--", "true"])  # the hook file, kept
+    # The hook file, kept as drift before a run of ashctl's own.
+    root.run(["ashctl", "run", "--name", "hook", "--", "touch", "/etc/hook-run"])
     root.run(["apt-get", "install", "-y", "ashtest-a"], check=False)
     kill.unlink()
     root.run(["pacman", "-S", "--noconfirm", "ashtest-v"])
