@@ -78,7 +78,8 @@ def _fail(e: OSError, what: str, path: str) -> BackendError:
     if code == errno.ENOSPC:
         return BackendError(
             f"no space left on the filesystem of {path} ({what})",
-            hint="free space, e.g. `ashctl prune --keep 10`, then try again",
+            hint="`ashctl list` shows what each layer holds; `ashctl prune --max-size SIZE`"
+            " deletes the oldest snapshots down to SIZE (records stay), then try again",
         )
     if code in (errno.ENOTTY, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
         return BackendError(f"{path} is not on btrfs ({what})", hint="ashlayers needs a btrfs root")

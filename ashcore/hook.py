@@ -136,6 +136,8 @@ def begin_hook(
         op = _operation(plugin, manager, argv, owner_pid, targets, name, reopen)
         started = begin(target, op, database()) == Outcome.STARTED
         discard_early(target)  # a begin that skipped or joined did not use it
+        if started:
+            _warn_low_space(target)
     except Exception as e:  # never let a crash of ours break the manager in a worse way
         return _report(e, on_error, before=True)
     if started and commit is not None:
@@ -291,6 +293,24 @@ def guarded(step: Callable[[], int], *, before: bool, root: str = "/") -> int:
         except Exception:
             on_error = "abort"
         return _report(e, on_error, before=before)
+
+
+def _warn_low_space(target: Target) -> None:
+    """Say so when the root's filesystem runs low (below retention.warn_free), with what
+    pruning could free. Only warns: nothing is deleted on a package operation's path."""
+    limit = target.config.retention.warn_free
+    st = os.statvfs(target.root)
+    free = st.f_bavail * st.f_frsize
+    if not limit or free >= limit:
+        return
+    from ashcore.sizes import human
+
+    held, prunable = target.store.space()
+    say(
+        f"only {human(free)} free on {target.root}; the layers hold {human(held)}, of which"
+        f" up to {human(prunable)} can be pruned: see `ashctl list`, then e.g."
+        " `ashctl prune --max-size SIZE` (or set retention.warn_free in ash.toml)"
+    )
 
 
 def _report(error: Exception, on_error: str, *, before: bool) -> int:

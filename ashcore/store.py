@@ -140,7 +140,8 @@ def explain(error: sqlite3.Error, path: str) -> AshError:
     if full or "full" in str(error):
         return BackendError(
             f"no space left on the filesystem of {path}",
-            hint="free space, e.g. `ashctl prune --keep 10`, then try again",
+            hint="`ashctl list` shows what each layer holds; `ashctl prune --max-size SIZE`"
+            " deletes the oldest snapshots down to SIZE (records stay), then try again",
         )
     if isinstance(error, sqlite3.OperationalError):
         return StoreError(f"cannot use the layer database in {path}: {error}")
@@ -548,6 +549,16 @@ class Store:
             " ORDER BY id DESC"
         )
         return [r[0] for r in rows]
+
+    def space(self) -> tuple[int, int]:
+        """(bytes the layers with snapshots added, of those the bytes of layers prune may
+        take: not pinned, not a deployment's, not a base). One query: the hook asks."""
+        row = self.db.execute(
+            "SELECT coalesce(sum(size), 0), coalesce(sum(CASE WHEN pinned = 0 AND parent IS NOT"
+            " NULL AND id NOT IN (SELECT head FROM deployments WHERE head IS NOT NULL)"
+            " THEN size END), 0) FROM layers WHERE status NOT IN ('pending', 'pruned')"
+        ).fetchone()
+        return int(row[0]), int(row[1])
 
     def mark_pruned(self, layer_id: int) -> None:
         """The layer's snapshot is deleted: its record stays, as history."""

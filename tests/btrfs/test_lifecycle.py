@@ -638,3 +638,36 @@ def test_the_set_before_is_the_parent_layers_unless_the_database_changed_since(
     assert recorded is not None and "x" in recorded  # read by the begin: the file changed
     assert added == (("d", "1"),)
     assert [x["status"] for x in layers(ready)][-3:] == ["committed"] * 3  # no drift layer
+
+
+def test_a_hook_warns_when_space_runs_low_and_deletes_nothing(ready: Image) -> None:
+    conf = ready.root / "etc/ash/ash.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text('[retention]\nwarn_free = "100T"\n')  # kept as a drift layer, first
+    write_mib(ready, "a", 2)
+    write_mib(ready, "b", 1)
+    manager = subprocess.Popen(["sleep", "60"])
+    code = (
+        "import sys; from ashcore.hook import begin_hook, commit_hook;"
+        f"r = begin_hook(root={str(ready.root)!r}, plugin='test', manager='test',"
+        f" argv=['test', 'install', 'x'], owner_pid={manager.pid}, database=lambda: None);"
+        f"open({str(ready.root / 'etc/x')!r}, 'w').write('x');"
+        f"commit_hook(root={str(ready.root)!r}, plugin='test', manager='test',"
+        f" argv=['test', 'install', 'x'], owner_pid={manager.pid}, database=lambda: None);"
+        "sys.exit(r)"
+    )
+    try:
+        hook = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    finally:
+        manager.kill()
+    assert hook.returncode == 0, hook.stderr
+    warning = [line for line in hook.stderr.splitlines() if "free on" in line]
+    assert len(warning) == 1, hook.stderr
+    # a (2M) can be pruned; b is the deployment's layer when the operation began.
+    assert "the layers hold 3.0M, of which up to 2.0M can be pruned" in warning[0], warning
+    assert "ashctl prune --max-size" in warning[0]
+    statuses = [x["status"] for x in layers(ready)]
+    assert statuses == ["committed", "drift", "committed", "committed", "committed"]  # all kept
+    conf.write_text('[retention]\nwarn_free = "1M"\n')
+    quiet = ready.ashctl("run", "--", "touch", str(ready.root / "etc/y"), check=True)
+    assert "free on" not in quiet.stderr
