@@ -39,10 +39,16 @@ DEFAULT_CONFIG = """\
 # lock_timeout = 600           # seconds to wait for another package operation
 # noise = []                   # more paths whose changes are not drift (dirs cover below)
 # lock_files = []              # more lock files never kept inside a layer
-# [retention]                  # what a plain `ashctl prune` keeps; no default: without
-# keep = 50                    #   these, prune needs --keep or --keep-days. The newest N,
-# keep_days = 30               #   and those newer than D days, stay.
+# [retention]                  # what a plain `ashctl prune` (and its daily timer) deletes:
+# keep = 50                    #   the newest N snapshots stay,
+# keep_days = 30               #   and those newer than D days;
+# max_size = "20G"             #   the oldest go until the layers hold at most this.
+# keep_base = true             # the base layer's snapshot is never pruned
+# warn_free = "1G"             # a package operation warns below this much free space
 """
+
+UNITS = ("ashlayers-prune.service", "ashlayers-prune.timer")
+UNIT_DIR = "etc/systemd/system"
 
 
 def plugins() -> list[ModuleType]:
@@ -160,6 +166,37 @@ def _ensure_fstab(target: Target, subvol: str) -> bool:
     return True
 
 
+def _install_units(target: Target) -> list[str]:
+    """The prune timer's units, in a root that boots with systemd. Enabled only when
+    [retention] has a rule: pruning deletes history, so it runs on the user's rules alone
+    (`systemctl enable --now ashlayers-prune.timer` once they are set)."""
+    from ashcore.launcher import fill
+
+    if not os.path.exists(os.path.join(target.root, "usr/lib/systemd/systemd")) and not (
+        os.path.exists(os.path.join(target.root, "lib/systemd/systemd"))
+    ):
+        return []
+    done = []
+    folder = os.path.join(target.root, UNIT_DIR)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    for unit in UNITS:
+        data = fill(resources.files("ashcore").joinpath("files", unit).read_bytes(), target.root)
+        path = os.path.join(folder, unit)
+        if _read(path) != data:
+            write_atomic(path, data)
+            os.chmod(path, 0o644)
+            done.append(f"unit: /{UNIT_DIR}/{unit}")
+    rules = target.config.retention
+    wants = os.path.join(folder, "timers.target.wants", UNITS[1])
+    if (rules.keep, rules.keep_days, rules.max_size) != (None, None, None) and not (
+        os.path.lexists(wants)
+    ):
+        os.makedirs(os.path.dirname(wants), mode=0o755, exist_ok=True)
+        os.symlink(f"/{UNIT_DIR}/{UNITS[1]}", wants)
+        done.append(f"unit: enabled {UNITS[1]} (ash.toml has retention rules)")
+    return done
+
+
 def setup(target: Target) -> list[str]:
     """Make `target` ready. Returns what was done, one line each. Idempotent."""
     done: list[str] = []
@@ -181,6 +218,7 @@ def setup(target: Target) -> list[str]:
         write_atomic(commit_helper, data)
         os.chmod(commit_helper, 0o755)
         done.append(f"hook: /{COMMIT_HELPER}")
+    done += _install_units(target)
     for cache in ensure_caches(target.fs, target.root):
         done.append(f"cache: {cache} is a subvolume of its own, in no layer")
     for plugin in plugins():

@@ -76,3 +76,21 @@ def test_setup_refuses_the_top_level_of_the_filesystem(image: Image) -> None:
     assert "is the top level of its btrfs filesystem" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (image.top / "@ash").exists()
+
+
+def test_setup_installs_the_prune_timer_and_enables_it_only_with_rules(image: Image) -> None:
+    (image.root / "usr/lib/systemd").mkdir(parents=True)
+    (image.root / "usr/lib/systemd/systemd").write_text("")
+    image.ashctl("setup", check=True)
+    units = image.root / "etc/systemd/system"
+    service = (units / "ashlayers-prune.service").read_text()
+    assert "ConditionPathIsMountPoint=/.ash\n" in service
+    assert "ExecStart=/usr/bin/python3 -m ashcore.cli prune\n" in service
+    assert "@ASH_" not in service
+    assert "OnCalendar=daily" in (units / "ashlayers-prune.timer").read_text()
+    wants = units / "timers.target.wants/ashlayers-prune.timer"
+    assert not wants.exists(), "pruning deletes history: not without the user's rules"
+    (image.root / "etc/ash/ash.toml").write_text('[retention]\nmax_size = "20G"\n')
+    again = image.ashctl("setup", check=True)
+    assert os.readlink(wants) == "/etc/systemd/system/ashlayers-prune.timer", again.stdout
+    assert "enabled ashlayers-prune.timer" in again.stdout
