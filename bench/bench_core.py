@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,9 @@ def main() -> None:
             p.mkdir(parents=True)
             for i in range(20):
                 (p / f"f{i}").write_text("x" * 100)
+        # The root's own btrfs-progs, which its hooks run (setup checks): the host's, linked.
+        (top / "@root/usr/sbin").mkdir(parents=True)
+        (top / "@root/usr/sbin/btrfs").symlink_to(shutil.which("btrfs") or "/usr/bin/btrfs")
         sh("mount", "-o", "subvol=@root", dev, str(root))
         sh(sys.executable, "-m", "ashcore.cli", "--root", str(root), "setup")
         print(f"python: {args.python}; runs: {args.runs}")
