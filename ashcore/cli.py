@@ -116,10 +116,19 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         help=f"{LAYER} (default: the parent of the deployment's layer)",
     )
-    s = sub.add_parser("remove", help="delete a layer that has no children")
-    s.add_argument(
-        "layer", metavar="LAYER", help=f"{LAYER}: a leaf, not pinned, not a deployment's layer"
+    s = sub.add_parser(
+        "remove",
+        help="delete a leaf layer; an inner one of the deployment's line is removed by replaying"
+        " the layers after it on its parent",
     )
+    s.add_argument("layer", metavar="LAYER", help=f"{LAYER}: not pinned, not a deployment's layer")
+    s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    s = sub.add_parser(
+        "rebase", help="replay LAYER and the layers after it on the deployment's line onto BASE"
+    )
+    s.add_argument("layer", metavar="LAYER", help=f"{LAYER}: the first layer to replay")
+    s.add_argument("--onto", metavar="BASE", required=True, help=f"{LAYER}: the new base")
+    s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
         "prune", help="delete the snapshots of layers by retention; their records stay"
     )
@@ -384,6 +393,7 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
 
 def cmd_remove(target: Target, args: argparse.Namespace) -> int:
     from ashcore.prune import delete_layer
+    from ashcore.replay import branch
 
     with target.store.locked(target.config.lock_timeout):
         require_idle(target)
@@ -396,17 +406,71 @@ def cmd_remove(target: Target, args: argparse.Namespace) -> int:
                 f"layer {layer.id} is a deployment's layer: the root stands on it",
                 hint="roll back to another layer first",
             )
-        children = [other.id for other in layers if other.parent == layer.id]
-        if children:
-            shown = ", ".join(map(str, children[:5])) + (", ..." if len(children) > 5 else "")
+        children = [other for other in layers if other.parent == layer.id]
+        if not children:
+            if args.dry_run:
+                print(f"would remove layer {layer.id} ({escaped(layer.name)})")
+                return 0
+            delete_layer(target, layer)
+            print(f"removed layer {layer.id} ({escaped(layer.name)})")
+            return 0
+        head = _head(target)
+        line = [c for c in children if head is not None and _on_line(target, c, head)]
+        if not line or layer.parent is None:
+            shown = ", ".join(str(c.id) for c in children[:5])
             raise UsageError(
-                f"layer {layer.id} has children ({shown}): removing it from the middle means"
-                " replaying them on its parent, which ashctl cannot do yet",
-                hint="`ashctl prune` frees its space and keeps its record (e.g. prune --keep N),"
-                " or remove its children first",
+                f"layer {layer.id} has children ({shown}) off the deployment's line: replay"
+                " rebuilds the deployment's line only",
+                hint="roll back onto that line first, or `ashctl prune` frees its space and"
+                " keeps its record",
             )
-        delete_layer(target, layer)
-    print(f"removed layer {layer.id} ({escaped(layer.name)})")
+        branch(target, line[0])  # on the line: checked before anything is made
+        base = target.store.get(layer.parent)
+    return _replay(target, base, line[0], args.dry_run, f"removed layer {layer.id}")
+
+
+def _on_line(target: Target, layer: Layer, head: int) -> bool:
+    current: int | None = head
+    while current is not None:
+        if current == layer.id:
+            return True
+        current = target.store.get(current).parent
+    return False
+
+
+def cmd_rebase(target: Target, args: argparse.Namespace) -> int:
+    first = target.store.find(args.layer)
+    base = target.store.find(args.onto)
+    return _replay(target, base, first, args.dry_run, f"rebased onto layer {base.id}")
+
+
+def _replay(target: Target, base: Layer, first: Layer, dry_run: bool, done: str) -> int:
+    from ashcore.replay import foresee_dissolved, plan, rebuild
+
+    if dry_run:
+        steps = plan(target, first)
+        print(f"would rebuild the deployment on layer {base.id} ({escaped(base.name)}):")
+        for step in steps:
+            why = foresee_dissolved(target, base, step)
+            if why is not None:
+                print(f"  would dissolve {step.describe()} ({why})")
+            else:
+                print(f"  would replay {step.describe()}")
+        replaced = ", ".join(str(step.layer.id) for step in steps)
+        print(f"layers {replaced} would be replaced (kept as the old line until pruned)")
+        return 0
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    outcome = rebuild(target, base, first, say)
+    when = "at the next boot" if outcome.at_reboot else "now"
+    print(
+        f"{done}: {len(outcome.made)} layers replayed, {len(outcome.dissolved)} dissolved;"
+        f" takes effect {when} (the old line stays until pruned)"
+    )
+    for old, why in outcome.dissolved:
+        print(f'dissolved: "{escaped(old.name)}" ({why})')
     return 0
 
 
@@ -527,6 +591,7 @@ COMMANDS = {
     "run": cmd_run,
     "rollback": cmd_rollback,
     "remove": cmd_remove,
+    "rebase": cmd_rebase,
     "prune": cmd_prune,
     "doctor": cmd_doctor,
     "pin": cmd_pin,

@@ -134,6 +134,8 @@ def check(target: Target, repair: bool) -> list[str]:
 def _rollbacks(target: Target, repair: bool) -> list[str]:
     """A rollback cut short, and deployments nothing uses (what killed rollbacks of earlier
     versions left). An unused deployment is deleted only when proven unchanged since made."""
+    from ashcore.replay import resume as resume_replay
+    from ashcore.replay import stage_name
     from ashcore.rollback import (
         forget_unused,
         interrupted,
@@ -143,6 +145,11 @@ def _rollbacks(target: Target, repair: bool) -> list[str]:
     )
 
     problems = []
+    if stage_name(target) is not None:
+        if repair:
+            log.info("mended: %s", resume_replay(target))
+        else:
+            problems.append("a replay was cut short (--repair undoes it)")
     journal = interrupted(target)
     if journal is not None:
         if repair:

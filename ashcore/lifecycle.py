@@ -480,7 +480,7 @@ def describe(
             )
             return None
     elif (
-        pending["plugin"] == "run"
+        pending["plugin"] in ("run", "replay")
         and not failed
         and not amend
         and not _files_changed(target, pending, _no_excuse)

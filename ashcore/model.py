@@ -163,6 +163,7 @@ class Layer(Value):
         "packages",
         "parent",
         "pinned",
+        "replaced_by",
         "size",
         "status",
         "uuid",
@@ -179,6 +180,7 @@ class Layer(Value):
     pinned: bool
     uuid: str | None
     size: int | None  # bytes added over the parent (ashcore/sizes.py); None: not measured
+    replaced_by: int | None  # the layer a replay made in its place (ashcore/replay.py)
 
     def __init__(
         self,
@@ -194,6 +196,7 @@ class Layer(Value):
         pinned: bool = False,
         uuid: str | None = None,
         size: int | None = None,
+        replaced_by: int | None = None,
     ) -> None:
         self._init(
             id=id,
@@ -208,6 +211,7 @@ class Layer(Value):
             pinned=pinned,
             uuid=uuid,
             size=size,
+            replaced_by=replaced_by,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -224,6 +228,7 @@ class Layer(Value):
             "pinned": self.pinned,
             "uuid": self.uuid,
             "size": self.size,
+            "replaced_by": self.replaced_by,
         }
 
     @classmethod

@@ -282,6 +282,8 @@ def unused_deployments(target: Target) -> list[str]:
         for m in mounts()
         if m.source == store_mount.source and m.fs_root.startswith(prefix)
     }
+    from ashcore.replay import stage_name
+
     journal = interrupted(target) or {}
     try:
         default = target.fs.default_id(target.root)
@@ -290,7 +292,7 @@ def unused_deployments(target: Target) -> list[str]:
     unused = []
     for entry in sorted(os.listdir(base)):
         path = os.path.join(base, entry)
-        if entry in mounted or entry == journal.get("deployment"):
+        if entry in mounted or entry in (journal.get("deployment"), stage_name(target)):
             continue
         if not target.fs.is_subvolume(path) or target.fs.info(path).id == default:
             continue

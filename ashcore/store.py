@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 WAL_LIMIT = 1 << 20  # bytes: see Store.bound_wal
 # Waiting for the lock or for another operation: the first look again after 1 ms, then twice
 # as long each time, up to 50 ms (a layer is often done a few milliseconds later).
@@ -53,7 +53,8 @@ CREATE TABLE layers (
     deployment TEXT,
     before TEXT,
     sealed TEXT,
-    size INTEGER
+    size INTEGER,
+    replaced_by INTEGER
 );
 CREATE INDEX layers_status ON layers(status);
 CREATE TABLE deployments (
@@ -70,10 +71,13 @@ MIGRATIONS = {
     "ALTER TABLE deployments ADD COLUMN late_until REAL;",
     # Version 2 had no sizes (ashcore/sizes.py).
     2: "ALTER TABLE layers ADD COLUMN size INTEGER;",
+    # Version 3 had no replay (ashcore/replay.py).
+    3: "ALTER TABLE layers ADD COLUMN replaced_by INTEGER;",
 }
 
 COLUMNS = (
-    "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid, size"
+    "id, name, parent, manager, command, status, created, finished, packages, pinned, uuid, size,"
+    " replaced_by"
 )
 
 
@@ -127,6 +131,7 @@ def layer_from_row(row: tuple[Any, ...]) -> Layer:
         pinned=bool(row[9]),
         uuid=row[10],
         size=row[11],
+        replaced_by=row[12],
     )
 
 
@@ -514,6 +519,7 @@ class Store:
                 "pinned": bool(r[9]),
                 "uuid": r[10],
                 "size": r[11],
+                "replaced_by": r[12],
             }
             parts.append(fast(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
         return "[" + ", ".join(parts) + "]"
@@ -559,6 +565,14 @@ class Store:
             " THEN size END), 0) FROM layers WHERE status NOT IN ('pending', 'pruned')"
         ).fetchone()
         return int(row[0]), int(row[1])
+
+    def set_replaced_by(self, layer_id: int, new: int) -> None:
+        self.db.execute("UPDATE layers SET replaced_by = ? WHERE id = ?", (new, layer_id))
+
+    def layers_of_deployment(self, deployment: str) -> list[int]:
+        """The layers made on the deployment `deployment` (its uuid), pending ones too."""
+        rows = self.db.execute("SELECT id FROM layers WHERE deployment = ?", (deployment,))
+        return [r[0] for r in rows]
 
     def mark_pruned(self, layer_id: int) -> None:
         """The layer's snapshot is deleted: its record stays, as history."""

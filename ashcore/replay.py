@@ -1,0 +1,526 @@
+"""Replay: rebuild the deployment's line of layers on another base with the real managers.
+
+`ashctl remove LAYER` (an inner layer) replays the layers after it onto its parent; `ashctl
+rebase LAYER --onto BASE` replays LAYER and the layers after it onto BASE. Either way:
+
+1. Under the store lock, the root's drift is kept first (as rollback keeps it), and the plan
+   is made: the layers from the first one replayed to the deployment's layer, oldest first.
+2. A writable snapshot of the base is made (a deployment of its own, named by a journal) and
+   mounted in a folder of its own with proc, sys, dev, a /tmp and the store.
+3. Each layer is replayed in order:
+   - a package manager's layer runs its recorded command line again, chrooted into the
+     snapshot, made non-interactive (`-y`, `--noconfirm`); the hooks inside make the new
+     layer, with a true delta. When the manager changes nothing (the base has what it
+     installs), the hooks make no layer: the operation *dissolves*, and is reported;
+   - a drift or `ashctl run` layer is replayed as its file changes: each path it changed
+     (added, changed, removed, modes and owners) is copied from its snapshot. Where a
+     replayed operation changed the same path, the drift's version wins (it was the user's
+     last word on that path), and such paths under a manager's database are named.
+4. Only when every step succeeded, and the root did not move on meanwhile, does the result
+   become the deployment: at once on a root that is not booted, at the next boot on the
+   booted one (as rollback). The old line stays until pruned; its records say which layer
+   replaced each (`replaced_by`).
+
+Any failure leaves everything as it was: the new deployment and the layers made in it are
+deleted, and the error names the step, the command and the manager's own last words. A kill
+at any point is undone by the next `ashctl doctor --repair` (the journal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+from ashcore.errors import BackendError, UsageError
+from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
+from ashcore.log import logger
+from ashcore.model import Layer, Status
+from ashcore.mounts import mount_at, mount_subvolume, submounts, unmount
+from ashcore.ondisk import read_json, write_json
+from ashcore.process import is_alive, owner_of
+from ashcore.text import escaped
+
+log = logger(__name__)
+
+JOURNAL = "replay.json"
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed layer
+
+# Command words of each manager's front ends, and how each is made non-interactive.
+APT = ("apt", "apt-get", "aptitude")
+DNF = ("dnf", "dnf5", "dnf-3", "dnf4", "yum")
+PACMAN = ("pacman",)
+VERBS = {
+    "apt": {
+        "install",
+        "remove",
+        "purge",
+        "upgrade",
+        "full-upgrade",
+        "dist-upgrade",
+        "autoremove",
+        "autopurge",
+        "reinstall",
+        "markauto",
+        "unmarkauto",
+    },
+    "dnf": {
+        "install",
+        "remove",
+        "erase",
+        "upgrade",
+        "update",
+        "downgrade",
+        "reinstall",
+        "autoremove",
+        "distro-sync",
+        "swap",
+        "group",
+    },
+}
+LOCAL_FILE = (".deb", ".rpm", ".pkg.tar.zst", ".pkg.tar.xz", ".pkg.tar.gz")
+
+
+class Step:
+    """One layer to replay: by its command (`argv`) or by its file changes (`argv` None)."""
+
+    def __init__(self, layer: Layer, argv: list[str] | None) -> None:
+        self.layer, self.argv = layer, argv
+
+    def describe(self) -> str:
+        what = shlex.join(self.argv) if self.argv else "its file changes"
+        return f'layer {self.layer.id} "{escaped(self.layer.name)}": {what}'
+
+
+def replay_argv(layer: Layer) -> list[str] | None:
+    """The command that replays a manager's layer, non-interactive; None for a layer that is
+    replayed as its file changes (drift, `ashctl run`). UsageError when it cannot be
+    replayed (a local package file, a script, a command line that is not a manager's)."""
+    # A pruned layer's record is enough to run its command again (its snapshot is not).
+    if layer.manager is None or layer.status not in (Status.COMMITTED, Status.PRUNED):
+        if layer.manager is not None:
+            raise UsageError(
+                f'layer {layer.id} "{escaped(layer.name)}" is {layer.status.value}: a failed or'
+                " cut operation cannot be replayed",
+                hint="remove it first, or roll back past it",
+            )
+        return None
+    try:
+        argv = shlex.split(layer.command)
+    except ValueError:
+        argv = []
+    word = os.path.basename(argv[0]) if argv else ""
+    bad = UsageError(
+        f'layer {layer.id} "{escaped(layer.name)}" was made by `{escaped(layer.command)}`,'
+        " which replay cannot run again (not a manager's install/remove command line)",
+        hint="roll back past it instead, or run it again by hand after",
+    )
+    if "\\x" in layer.command or any(a.endswith(LOCAL_FILE) for a in argv[1:]):
+        raise bad  # a local package file (gone or elsewhere), or an escaped command line
+    verbs = [a for a in argv[1:] if not a.startswith("-")]
+    if word in APT and verbs and verbs[0] in VERBS["apt"]:
+        return [argv[0], "-y", *argv[1:]]
+    if word in DNF and verbs and verbs[0] in VERBS["dnf"]:
+        return [argv[0], "-y", *argv[1:]]
+    if word in PACMAN and any(a.startswith(("-S", "-R", "--sync", "--remove")) for a in argv):
+        return [argv[0], "--noconfirm", *argv[1:]]
+    raise bad
+
+
+def branch(target: Target, first: Layer) -> list[Layer]:
+    """The layers from `first` to the deployment's layer, oldest first; UsageError when
+    `first` is not on the deployment's line."""
+    store = target.store
+    head, _ = store.head(target.deployment().uuid)
+    line: list[Layer] = []
+    current = head
+    while current is not None:
+        layer = store.get(current)
+        line.append(layer)
+        if current == first.id:
+            return list(reversed(line))
+        current = layer.parent
+    raise UsageError(
+        f"layer {first.id} is not on the deployment's line (layer {head} and its ancestors)",
+        hint="see `ashctl tree`; roll back to its line first",
+    )
+
+
+def plan(target: Target, first: Layer) -> list[Step]:
+    """The steps of replaying `first` and what follows it on the deployment's line."""
+    steps = []
+    for layer in branch(target, first):
+        argv = replay_argv(layer)
+        if argv is None and (
+            layer.status == Status.PRUNED
+            or (
+                layer.parent is not None
+                and not os.path.isdir(target.store.layer_path(layer.parent))
+            )
+        ):
+            raise UsageError(
+                f'layer {layer.id} "{escaped(layer.name)}" is replayed as its file'
+                " changes, and its snapshot or its parent's was pruned",
+                hint="roll back past it instead",
+            )
+        steps.append(Step(layer, argv))
+    return steps
+
+
+def foresee_dissolved(target: Target, base: Layer, step: Step) -> str | None:
+    """Why a step would dissolve on `base` (all it added is there already), or None."""
+    from ashcore.sets import sets_of
+
+    if step.argv is None or not step.layer.packages.added or step.layer.packages.removed:
+        return None
+    sets = sets_of(target, base.id) or {}
+    have: dict[str, str] = {}
+    for installed in sets.values():
+        have.update(installed)
+    if all(have.get(name) == version for name, version in step.layer.packages.added):
+        shown = ", ".join(f"{n} {v}" for n, v in step.layer.packages.added[:3])
+        return f"the base has {shown} now"
+    return None
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+class Outcome:
+    def __init__(self) -> None:
+        self.made: list[tuple[Layer, int]] = []  # (old layer, the new layer replacing it)
+        self.dissolved: list[tuple[Layer, str]] = []
+        self.deployment = ""
+        self.at_reboot = False
+
+
+def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None]) -> Outcome:
+    """Replay `first` and the layers after it on the deployment's line onto `base`, and make
+    the result the deployment. Everything as it was on any failure (BackendError/UsageError)."""
+    from ashcore.rollback import _new_deployment_path, is_booted_root
+
+    store, fs = target.store, target.fs
+    booted = is_booted_root(target.root)
+    if not booted and os.path.realpath(target.root) == "/":
+        raise UsageError(
+            "cannot replace the root this command runs in",
+            hint="run `ashctl --root PATH ...` from outside the chroot",
+        )
+    if base.status == Status.PRUNED or not os.path.isdir(store.layer_path(base.id)):
+        raise UsageError(f"layer {base.id} was pruned: nothing to rebuild on", hint="see list")
+    with store.locked(target.config.lock_timeout):
+        require_idle(target)
+        resume(target)
+        dep = target.deployment()
+        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+        sweep_probes(target)
+        head, _ = store.head(dep.uuid)
+        steps = plan(target, first)
+        stage = _new_deployment_path(target, base)
+        write_json(
+            os.path.join(store.path, JOURNAL),
+            {
+                "deployment": os.path.basename(stage),
+                "head": head,
+                "from": dep.uuid,
+                "owner": owner_of(os.getpid()),
+            },
+        )
+        fs.snapshot(store.layer_path(base.id), stage, read_only=False)
+        from ashcore.caches import renew_caches
+
+        renew_caches(fs, target.root, stage)
+        uuid = fs.info(stage).uuid
+        store.set_head(uuid, base.id, None)
+    outcome = Outcome()
+    outcome.deployment = stage
+    mountpoint = os.path.join("/run/ashlayers", "stage-" + os.path.basename(stage))
+    try:
+        _mount_stage(target, stage, mountpoint)
+        inner = Target(mountpoint)
+        for number, step in enumerate(steps, 1):
+            started = time.monotonic()
+            say(f"[{number}/{len(steps)}] replaying {step.describe()}")
+            before, _ = store.head(uuid)
+            if step.argv is None:
+                _replay_files(target, inner, step.layer)
+            else:
+                _replay_command(target, mountpoint, step)
+            after, _ = store.head(uuid)
+            took = time.monotonic() - started
+            if after == before or after is None:
+                why = foresee_dissolved(target, base, step) or "it changed nothing"
+                outcome.dissolved.append((step.layer, why))
+                say(f'      dissolved: "{escaped(step.layer.name)}" ({why}) in {took:.1f} s')
+                continue
+            made = store.get(after)
+            if made.status != Status.COMMITTED and step.argv is not None:
+                raise BackendError(
+                    f"replaying {step.describe()} made a {made.status.value} layer",
+                    hint="see `ashctl show` of the old layer; nothing was changed",
+                )
+            outcome.made.append((step.layer, after))
+            say(f"      layer {after} ({made.packages.summary()}) in {took:.1f} s")
+    except BaseException:
+        _unmount_stage(mountpoint)
+        with store.locked(target.config.lock_timeout):
+            _undo(target, stage)
+        raise
+    _unmount_stage(mountpoint)
+    with store.locked(target.config.lock_timeout):
+        try:
+            dep_now = target.deployment()
+            moved, _ = store.head(dep_now.uuid)
+            kept = capture_drift(target, dep_now, strict=True)
+            if moved != head or kept != head:
+                raise UsageError(
+                    "the root changed while it was being rebuilt (a new layer or drift since"
+                    f" layer {head}): nothing was replaced",
+                    hint="run it again; what changed is kept as a layer",
+                )
+        except BaseException:
+            _undo(target, stage)
+            raise
+        for old, new in outcome.made:
+            store.set_replaced_by(old.id, new)
+        _switch(target, stage, dep_now.uuid, booted)
+        outcome.at_reboot = booted
+    return outcome
+
+
+def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
+    assert step.argv is not None
+    env = {
+        "PATH": CHROOT_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "ASH_NAME": step.layer.name,
+    }
+    result = subprocess.run(
+        ["chroot", mountpoint, *step.argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    _wait_described(target)
+    if result.returncode != 0:
+        lines = [x for x in (result.stderr or result.stdout).strip().splitlines() if x.strip()]
+        said = lines[-1] if lines else "no message"
+        raise BackendError(
+            f"replaying {step.describe()} failed (exit {result.returncode}): {escaped(said)}",
+            hint="nothing was changed; fix the cause (a package gone from the repositories?)"
+            " or roll back past that layer",
+        )
+
+
+def _wait_described(target: Target) -> None:
+    """Wait until the replayed operation's layer is described (its helper is done)."""
+    from ashcore.lifecycle import running
+
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        pending = target.store.pending()
+        if pending is None:
+            return
+        if not running(target, pending):
+            with target.store.locked(target.config.lock_timeout):
+                require_idle(target)  # describes a layer whose helper is gone
+            return
+        time.sleep(0.05)
+    raise BackendError("a replayed operation's layer was not described in time")
+
+
+def _replay_files(outer: Target, inner: Target, layer: Layer) -> None:
+    """Copy the file changes of `layer` (against its parent) onto the stage, as a layer."""
+    from ashcore.lifecycle import Operation, begin, commit
+
+    store = outer.store
+    assert layer.parent is not None
+    old, new = store.layer_path(layer.parent), store.layer_path(layer.id)
+    paths = sorted(outer.fs.changed_paths(old, new))
+    op = Operation(
+        plugin="replay",
+        manager=None,
+        argv=("ashctl", "replay", str(layer.id)),
+        owner=owner_of(os.getpid()),
+        name=layer.name,
+    )
+    begin(inner, op, None)
+    try:
+        for rel in paths:
+            _copy_entry(new, inner.root, rel)
+    except BaseException:
+        commit(inner, op, None, failed=True)
+        raise
+    commit(inner, op, None)
+
+
+def _copy_entry(source_root: str, dest_root: str, rel: str) -> None:
+    """Make `rel` under `dest_root` what it is under `source_root` (gone if gone there)."""
+    source, dest = os.path.join(source_root, rel), os.path.join(dest_root, rel)
+    try:
+        st = os.lstat(source)
+    except FileNotFoundError:
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)
+        return
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        if os.path.lexists(dest) and not os.path.isdir(dest):
+            os.unlink(dest)
+        os.makedirs(dest, exist_ok=True)
+    else:
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        subprocess.run(
+            ["cp", "-a", "--reflink=auto", "--no-dereference", "--", source, dest + ".ash-new"],
+            check=True,
+            capture_output=True,
+        )
+        os.replace(dest + ".ash-new", dest)
+        return
+    os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
+    os.chmod(dest, st.st_mode & 0o7777)
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _mount_stage(target: Target, stage: str, mountpoint: str) -> None:
+    """The stage mounted at `mountpoint` as a root a manager can run in."""
+    import btrfsutil
+
+    root_mount = mount_at(target.root)
+    store_mount = mount_at(target.store.path)
+    if root_mount is None or store_mount is None:
+        raise BackendError(f"{target.root} or its store is not mounted", hint="run doctor")
+    os.makedirs(mountpoint, mode=0o700, exist_ok=True)
+    mount_subvolume(root_mount.source, "/" + btrfsutil.subvolume_path(stage), mountpoint)
+    from ashcore.run import run
+
+    inside = os.path.join(mountpoint, target.config.store.lstrip("/"))
+    os.makedirs(inside, exist_ok=True)
+    run(["mount", "-t", "btrfs", "-o", f"subvol={store_mount.fs_root}", store_mount.source, inside])
+    for fstype, rel, options in (
+        ("proc", "proc", "nosuid,nodev,noexec"),
+        ("sysfs", "sys", "nosuid,nodev,noexec,ro"),
+        ("tmpfs", "tmp", "mode=1777,nosuid,nodev"),
+        ("tmpfs", "run", "mode=755,nosuid,nodev"),
+    ):
+        os.makedirs(os.path.join(mountpoint, rel), exist_ok=True)
+        run(["mount", "-t", fstype, "-o", options, fstype, os.path.join(mountpoint, rel)])
+    dev = os.path.join(mountpoint, "dev")
+    os.makedirs(dev, exist_ok=True)
+    run(["mount", "--rbind", "/dev", dev])
+    run(["mount", "--make-rslave", dev])
+
+
+def _unmount_stage(mountpoint: str) -> None:
+    if not os.path.isdir(mountpoint):
+        return
+    _kill_inside(mountpoint)
+    for m in sorted(submounts(mountpoint), key=lambda m: len(m.target), reverse=True):
+        try:
+            unmount(m.target)
+        except BackendError:
+            unmount(m.target, lazy=True)
+    if mount_at(mountpoint) is not None:
+        try:
+            unmount(mountpoint)
+        except BackendError:
+            unmount(mountpoint, lazy=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(mountpoint)
+
+
+def _kill_inside(mountpoint: str) -> None:
+    """SIGKILL what a package script left running in the stage (a daemon), so that it can be
+    unmounted."""
+    real = os.path.realpath(mountpoint)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            root = os.readlink(f"/proc/{entry}/root")
+        except OSError:
+            continue
+        if root == real or root.startswith(real + "/"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+
+
+def _undo(target: Target, stage: str) -> None:
+    """Delete the stage and every layer made in it (call under the store lock)."""
+    from ashcore.caches import drop_caches
+    from ashcore.prune import delete_layer
+
+    store, fs = target.store, target.fs
+    if fs.is_subvolume(stage):
+        uuid = fs.info(stage).uuid
+        for layer_id in sorted(store.layers_of_deployment(uuid), reverse=True):
+            delete_layer(target, store.get(layer_id))
+        drop_caches(fs, stage)
+        fs.delete(stage)
+        store.forget_deployment(uuid)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(store.path, JOURNAL))
+
+
+def _switch(target: Target, stage: str, old: str, booted: bool) -> None:
+    """Make the stage the deployment (call under the store lock)."""
+    from ashcore.rollback import _delete_retired, _deployment_in_store, _swap_mount
+
+    store = target.store
+    if booted:
+        target.fs.set_default(stage)
+    else:
+        retired = _deployment_in_store(target)
+        _swap_mount(target.root, stage)
+        store.forget_deployment(old)
+        if retired is not None:
+            _delete_retired(target, retired)
+    os.unlink(os.path.join(store.path, JOURNAL))
+
+
+def stage_name(target: Target) -> str | None:
+    """The deployment a replay (running or cut short) is building, by its folder name."""
+    journal = read_json(os.path.join(target.store.path, JOURNAL))
+    name = journal.get("deployment") if isinstance(journal, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def resume(target: Target) -> str | None:
+    """Undo a replay that was cut short (call under the store lock): its stage and the layers
+    made in it go. A replay whose switch was done is only cleared."""
+    journal = read_json(os.path.join(target.store.path, JOURNAL))
+    owner = journal.get("owner") if isinstance(journal, dict) else None
+    if isinstance(owner, str) and owner[:1].isdigit() and is_alive(owner):
+        raise UsageError(
+            "a replay is running (ashctl remove or rebase)", hint="wait for it to finish"
+        )
+    if not isinstance(journal, dict):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(target.store.path, JOURNAL))
+        return None
+    name = journal.get("deployment")
+    stage = os.path.join(target.store.deployments_dir, name) if isinstance(name, str) else ""
+    if stage and target.fs.is_subvolume(stage):
+        if target.deployment().uuid == target.fs.info(stage).uuid:
+            os.unlink(os.path.join(target.store.path, JOURNAL))
+            return "a replay had switched the root before it was cut short: cleared"
+        _unmount_stage(os.path.join("/run/ashlayers", "stage-" + name))  # type: ignore[operator]
+    _undo(target, stage)
+    return "undid a replay that was cut short: nothing changed"
