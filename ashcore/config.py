@@ -44,8 +44,12 @@ DEFAULT_NOISE = (
     "var/lib/dhcp",
     "etc/mtab",
     # What managers write after their post hook, or while only reading: not a change of state.
+    # SQLite's shared-memory index of a WAL database: written through a mapping, so its
+    # ctime moves at writeback, seconds after the manager exited (seen with dnf5's history).
     "var/lib/rpm/rpmdb.sqlite-shm",
     "usr/lib/sysimage/rpm/rpmdb.sqlite-shm",
+    "usr/lib/sysimage/libdnf5/transaction_history.sqlite-shm",
+    "var/lib/dnf/history.sqlite-shm",
     "var/lib/dnf/rpmdb_lock.pid",
     "var/lib/dnf/system-repo.lock",
     "var/lib/dnf/plugins/local",

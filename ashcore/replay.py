@@ -15,7 +15,9 @@ rebase LAYER --onto BASE` replays LAYER and the layers after it onto BASE. Eithe
    - a drift or `ashctl run` layer is replayed as its file changes: each path it changed
      (added, changed, removed, modes and owners) is copied from its snapshot. Where a
      replayed operation changed the same path, the drift's version wins (it was the user's
-     last word on that path), and such paths under a manager's database are named.
+     last word on that path). A change to a manager's own database (`apt-mark hold`, a
+     manager's late writes) is not copied, since the file would undo what the replayed
+     operations recorded in it: it is named, for the user to redo with the manager.
 4. Only when every step succeeded, and the root did not move on meanwhile, does the result
    become the deployment: at once on a root that is not booted, at the next boot on the
    booted one (as rollback). The old line stays until pruned; its records say which layer
@@ -51,6 +53,7 @@ log = logger(__name__)
 JOURNAL = "replay.json"
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed layer
+LINGER = 15.0  # seconds to wait for the helper, and whatever else runs in the stage, to exit
 
 # Command words of each manager's front ends, and how each is made non-interactive.
 APT = ("apt", "apt-get", "aptitude")
@@ -124,12 +127,15 @@ def replay_argv(layer: Layer) -> list[str] | None:
     if "\\x" in layer.command or any(a.endswith(LOCAL_FILE) for a in argv[1:]):
         raise bad  # a local package file (gone or elsewhere), or an escaped command line
     verbs = [a for a in argv[1:] if not a.startswith("-")]
+    yes = {"-y", "--yes", "--assume-yes", "--noconfirm"} & set(argv) or any(
+        a.startswith("-") and not a.startswith("--") and "y" in a for a in argv[1:]
+    )
     if word in APT and verbs and verbs[0] in VERBS["apt"]:
-        return [argv[0], "-y", *argv[1:]]
+        return argv if yes else [argv[0], "-y", *argv[1:]]
     if word in DNF and verbs and verbs[0] in VERBS["dnf"]:
-        return [argv[0], "-y", *argv[1:]]
+        return argv if yes else [argv[0], "-y", *argv[1:]]
     if word in PACMAN and any(a.startswith(("-S", "-R", "--sync", "--remove")) for a in argv):
-        return [argv[0], "--noconfirm", *argv[1:]]
+        return argv if "--noconfirm" in argv else [argv[0], "--noconfirm", *argv[1:]]
     raise bad
 
 
@@ -249,7 +255,15 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
             say(f"[{number}/{len(steps)}] replaying {step.describe()}")
             before, _ = store.head(uuid)
             if step.argv is None:
-                _replay_files(target, inner, step.layer)
+                left = _replay_files(target, inner, step.layer)
+                if left:
+                    shown = ", ".join("/" + escaped(p) for p in left[:3])
+                    more = " (and more)" if len(left) > 3 else ""
+                    say(
+                        f"      not replayed: {shown}{more}: a package manager's own database,"
+                        " which only the replayed operations write (redo such a change with"
+                        " the manager, e.g. apt-mark)"
+                    )
             else:
                 _replay_command(target, mountpoint, step)
             after, _ = store.head(uuid)
@@ -312,7 +326,7 @@ def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
         text=True,
         errors="replace",
     )
-    _wait_described(target)
+    _wait_described(target, mountpoint)
     if result.returncode != 0:
         lines = [x for x in (result.stderr or result.stdout).strip().splitlines() if x.strip()]
         said = lines[-1] if lines else "no message"
@@ -323,31 +337,42 @@ def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
         )
 
 
-def _wait_described(target: Target) -> None:
-    """Wait until the replayed operation's layer is described (its helper is done)."""
+def _wait_described(target: Target, mountpoint: str) -> None:
+    """Wait until the replayed operation's layer is described and its helper has exited
+    (having recorded when the manager exited: its late writes are its own, not drift), so
+    that the next step begins on a settled stage. A daemon a package script left running
+    is not waited for beyond LINGER."""
     from ashcore.lifecycle import running
 
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         pending = target.store.pending()
         if pending is None:
-            return
+            break
         if not running(target, pending):
             with target.store.locked(target.config.lock_timeout):
                 require_idle(target)  # describes a layer whose helper is gone
-            return
+            break
         time.sleep(0.05)
-    raise BackendError("a replayed operation's layer was not described in time")
+    else:
+        raise BackendError("a replayed operation's layer was not described in time")
+    quiet = time.monotonic() + LINGER
+    while _inside(mountpoint) and time.monotonic() < quiet:
+        time.sleep(0.05)
 
 
-def _replay_files(outer: Target, inner: Target, layer: Layer) -> None:
-    """Copy the file changes of `layer` (against its parent) onto the stage, as a layer."""
-    from ashcore.lifecycle import Operation, begin, commit
+def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
+    """Copy the file changes of `layer` (against its parent) onto the stage, as a layer.
+    Changes to the managers' own databases are left out (copying a database file would undo
+    what the replayed operations recorded in it); returns those paths."""
+    from ashcore.lifecycle import Operation, begin, commit, manager_state
 
     store = outer.store
     assert layer.parent is not None
     old, new = store.layer_path(layer.parent), store.layer_path(layer.id)
-    paths = sorted(outer.fs.changed_paths(old, new))
+    changed = sorted(outer.fs.changed_paths(old, new))
+    left = [p for p in changed if manager_state(p)]
+    paths = [p for p in changed if not manager_state(p)]
     op = Operation(
         plugin="replay",
         manager=None,
@@ -363,6 +388,7 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> None:
         commit(inner, op, None, failed=True)
         raise
     commit(inner, op, None)
+    return left
 
 
 def _copy_entry(source_root: str, dest_root: str, rel: str) -> None:
@@ -446,10 +472,10 @@ def _unmount_stage(mountpoint: str) -> None:
         os.rmdir(mountpoint)
 
 
-def _kill_inside(mountpoint: str) -> None:
-    """SIGKILL what a package script left running in the stage (a daemon), so that it can be
-    unmounted."""
+def _inside(mountpoint: str) -> list[int]:
+    """The processes whose root is the stage (chrooted into it)."""
     real = os.path.realpath(mountpoint)
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -458,8 +484,16 @@ def _kill_inside(mountpoint: str) -> None:
         except OSError:
             continue
         if root == real or root.startswith(real + "/"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry), signal.SIGKILL)
+            found.append(int(entry))
+    return found
+
+
+def _kill_inside(mountpoint: str) -> None:
+    """SIGKILL what a package script left running in the stage (a daemon), so that it can be
+    unmounted."""
+    for pid in _inside(mountpoint):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _undo(target: Target, stage: str) -> None:

@@ -1,0 +1,144 @@
+"""Replay with the real managers: remove an inner layer, rebase onto another base, dissolve,
+and a replay that fails changes nothing. `ashctl` runs from the host (`--root`), as it must
+to replace a root that is not the running system."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.root import Root
+from tests.e2e.test_apt import layers
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def host_ashctl(root: Root, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(root.path), *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=900,
+    )
+
+
+def by_name(root: Root, name: str) -> dict[str, Any]:
+    found = [x for x in layers(root) if x["name"] == name]
+    assert len(found) == 1, (name, [x["name"] for x in layers(root)])
+    return found[0]
+
+
+def installed(root: Root) -> dict[str, set[str]]:
+    dpkg = root.run(["dpkg-query", "-W", "-f", "${Package} ${Status}\\n"]).stdout
+    rpm = root.run(["rpm", "-qa", "--qf", "%{NAME}\\n"]).stdout
+    pacman = root.run(["pacman", "-Qq"], check=False).stdout  # exit 1: none installed
+    return {
+        "dpkg": {
+            x.split()[0] for x in dpkg.splitlines() if x.startswith("ashtest") and "installed" in x
+        },
+        "rpm": {x for x in rpm.split() if x.startswith("ashtest")},
+        "pacman": {x for x in pacman.split() if x.startswith("ashtest")},
+    }
+
+
+def test_remove_the_apt_layer_replays_dnf5_pacman_the_hand_edit_and_dnf4(root: Root) -> None:
+    start = installed(root)  # the rig's own (ashtest-binsh gives rpm a /bin/sh)
+    root.run(["apt-get", "install", "-y", "ashtest-b"])
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    # pacman's ashtest-a ships the file apt's does: --overwrite, as a user would.
+    root.run(["pacman", "-S", "--noconfirm", "--overwrite", "*", "ashtest-a"])
+    (root.path / "etc/hand-edit").write_text("mine\n")
+    root.run(["dnf-3", "install", "-y", "ashtest-a"])
+    before = {x["id"] for x in layers(root)}
+    apt = by_name(root, "apt-get install ashtest-b")
+    dry = host_ashctl(root, "remove", str(apt["id"]), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would replay" in dry.stdout and "dnf5 install -y ashtest-v" in dry.stdout, dry.stdout
+    out = host_ashctl(root, "remove", str(apt["id"]))
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    new_head = root.ashctl_json("list")[-1]["id"]
+    # dnf-3's late writes to its history after its last hook are kept as drift (as a
+    # rollback keeps them); replay leaves a manager's own database to the managers.
+    assert "4 layers replayed, 1 dissolved" in out.stdout, out.stdout
+    assert "[1/5] replaying" in out.stdout and "[5/5] replaying" in out.stdout  # progress
+    assert "not replayed: /var/lib/dnf/history.sqlite" in out.stdout, out.stdout
+    status = root.ashctl_json("status")  # before the queries below (rpm -qa writes its WAL)
+    assert status["layer"] == new_head and status["drift"] is False, status
+    now = installed(root)
+    assert {m: now[m] - start[m] for m in now} == {
+        "dpkg": set(),  # the apt layer is gone: ashtest-a and -b with it
+        "rpm": {"ashtest-v", "ashtest-a"},
+        "pacman": {"ashtest-a"},
+    }
+    assert (root.path / "etc/hand-edit").read_text() == "mine\n"
+    found = {x["id"]: x for x in layers(root)}
+    new, current = [], root.ashctl_json("status")["layer"]
+    while current != 1:  # the deployment's line, down to the base
+        new.insert(0, found[current])
+        current = found[current]["parent"]
+    assert all(x["id"] not in before for x in new), new
+    assert [x["name"] for x in new][:2] == [
+        "dnf5 install ashtest-v",
+        "pacman -S --overwrite '*' ashtest-a",
+    ] or len(new) == 4, new
+    assert all(x["status"] in ("committed", "drift") for x in new), new
+    old = {x["id"]: x for x in layers(root) if x["id"] in before}
+    assert all(x["replaced_by"] in {n["id"] for n in new} for x in old.values() if x["replaced_by"])
+    assert sum(1 for x in old.values() if x["replaced_by"]) == 4
+    tree = root.ashctl("tree").stdout
+    assert "<- deployment" in tree and "├─" in tree, tree  # two lines from the base now
+    assert root.ashctl("doctor").returncode == 0
+
+
+def test_rebase_onto_a_base_that_has_the_package_dissolves_that_layer(root: Root) -> None:
+    root.run(["apt-get", "install", "-y", "ashtest-v"])
+    root.run(["apt-get", "install", "-y", "ashtest-a"])
+    line = layers(root)[-2:]
+    first = line[0]["id"]
+    back = host_ashctl(root, "rollback", "1")
+    assert back.returncode == 0, back.stderr
+    root.run(["apt-get", "install", "-y", "ashtest-a"])  # the newer base, on another branch
+    newer = layers(root)[-1]["id"]
+    back = host_ashctl(root, "rollback", str(line[1]["id"]))
+    assert back.returncode == 0, back.stderr
+    dry = host_ashctl(root, "rebase", str(first), "--onto", str(newer), "--dry-run")
+    assert "would dissolve" in dry.stdout and "the base has ashtest-a 1.0 now" in dry.stdout, dry
+    out = host_ashctl(root, "rebase", str(first), "--onto", str(newer))
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert "1 layers replayed, 1 dissolved" in out.stdout, out.stdout
+    assert 'dissolved: "apt-get install ashtest-a" (the base has ashtest-a 1.0 now)' in out.stdout
+    assert installed(root)["dpkg"] == {"ashtest-a", "ashtest-v"}
+    head = root.ashctl_json("status")["layer"]
+    made = next(x for x in layers(root) if x["id"] == head)
+    assert made["parent"] == newer and made["name"] == "apt-get install ashtest-v"
+
+
+def test_a_replay_that_fails_changes_nothing_and_says_why(root: Root) -> None:
+    root.run(["pacman", "-S", "--noconfirm", "ashtest-a"])
+    root.run(["pacman", "-R", "--noconfirm", "ashtest-a"])
+    root.run(["apt-get", "install", "-y", "ashtest-v"])
+
+    def records() -> list[dict[str, Any]]:  # sizes are measured after, off the manager's time
+        return [{k: v for k, v in x.items() if k != "size"} for x in layers(root)]
+
+    before = records()
+    deployments = sorted(p.name for p in (root.path / ".ash/deployments").glob("*"))
+    pacman_s = by_name(root, "pacman -S ashtest-a")
+    out = host_ashctl(root, "remove", str(pacman_s["id"]))
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    # The step, its command, and pacman's own words.
+    assert "pacman -R --noconfirm ashtest-a" in out.stderr, out.stderr
+    assert "target not found" in out.stderr, out.stderr
+    assert records() == before
+    assert sorted(p.name for p in (root.path / ".ash/deployments").glob("*")) == deployments
+    assert installed(root)["dpkg"] == {"ashtest-v"}
+    assert root.ashctl_json("status")["layer"] == before[-1]["id"]
+    assert root.ashctl("doctor").returncode == 0
+    assert not list(Path("/run/ashlayers").glob("*")) if Path("/run/ashlayers").exists() else True
