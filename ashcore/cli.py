@@ -130,6 +130,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--onto", metavar="BASE", required=True, help=f"{LAYER}: the new base")
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
+        "export", help="write the operations from the base to LAYER as a recipe (TOML)"
+    )
+    s.add_argument(
+        "layer", metavar="LAYER", nargs="?", help=f"{LAYER} (default: the deployment's layer)"
+    )
+    s.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default="recipe.toml",
+        help="the recipe's path; drift goes in bundles beside it (default: recipe.toml)",
+    )
+    s = sub.add_parser(
+        "apply", help="run a recipe's operations in the root (--root) with the real managers"
+    )
+    s.add_argument("recipe", metavar="RECIPE", help="a recipe `ashctl export` wrote")
+    s.add_argument("--dry-run", action="store_true", help="list the operations; run nothing")
+    s = sub.add_parser(
         "prune", help="delete the snapshots of layers by retention; their records stay"
     )
     s.add_argument(
@@ -438,6 +456,29 @@ def _on_line(target: Target, layer: Layer, head: int) -> bool:
     return False
 
 
+def cmd_export(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.recipe import export
+
+    if args.layer is not None:
+        last = target.store.find(args.layer)
+    else:
+        head = _head(target)
+        if head is None:
+            raise UsageError("the deployment has no layer yet", hint="name a layer")
+        last = target.store.get(head)
+    for path in export(target, last, args.output):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_apply(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.recipe import apply
+
+    count = apply(target.root, args.recipe, lambda m: print(m, flush=True), dry_run=args.dry_run)
+    print(f"{'would apply' if args.dry_run else 'applied'} {count} operations to {target.root}")
+    return 0
+
+
 def cmd_rebase(target: Target, args: argparse.Namespace) -> int:
     first = target.store.find(args.layer)
     base = target.store.find(args.onto)
@@ -592,6 +633,8 @@ COMMANDS = {
     "rollback": cmd_rollback,
     "remove": cmd_remove,
     "rebase": cmd_rebase,
+    "export": cmd_export,
+    "apply": cmd_apply,
     "prune": cmd_prune,
     "doctor": cmd_doctor,
     "pin": cmd_pin,

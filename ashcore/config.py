@@ -79,7 +79,8 @@ other change to them (`apt-mark`, `rpm --justdb`) is."""
 
 
 WARN_FREE = 1 << 30
-"""Below this many free bytes, each operation's hook warns (retention.warn_free)."""
+"""Below this many free bytes (or 10% of the filesystem, when that is less), each operation's
+hook warns; retention.warn_free sets it exactly."""
 
 
 class Retention(Value):
@@ -90,7 +91,7 @@ class Retention(Value):
     keep_days: float | None
     keep_base: bool
     max_size: int | None  # bytes
-    warn_free: int  # bytes; 0: never warn
+    warn_free: int | None  # bytes; 0: never warn; None: WARN_FREE or 10% of the filesystem
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class Retention(Value):
         keep_days: float | None = None,
         keep_base: bool = True,
         max_size: int | None = None,
-        warn_free: int = WARN_FREE,
+        warn_free: int | None = None,
     ) -> None:
         self._init(
             keep=keep,
@@ -290,7 +291,7 @@ def _retention(path: str, section: dict[str, Any]) -> Retention:
         keep_days=days,
         keep_base=_get(path, section, "keep_base", bool) if "keep_base" in section else True,
         max_size=_size(path, section, "max_size") if "max_size" in section else None,
-        warn_free=_size(path, section, "warn_free") if "warn_free" in section else WARN_FREE,
+        warn_free=_size(path, section, "warn_free") if "warn_free" in section else None,
     )
 
 

@@ -135,7 +135,7 @@ def _rollbacks(target: Target, repair: bool) -> list[str]:
     """A rollback cut short, and deployments nothing uses (what killed rollbacks of earlier
     versions left). An unused deployment is deleted only when proven unchanged since made."""
     from ashcore.replay import resume as resume_replay
-    from ashcore.replay import stage_name
+    from ashcore.replay import stage_name, sweep_stages
     from ashcore.rollback import (
         forget_unused,
         interrupted,
@@ -150,6 +150,8 @@ def _rollbacks(target: Target, repair: bool) -> list[str]:
             log.info("mended: %s", resume_replay(target))
         else:
             problems.append("a replay was cut short (--repair undoes it)")
+    if repair:
+        sweep_stages(target)
     journal = interrupted(target)
     if journal is not None:
         if repair:

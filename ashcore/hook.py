@@ -298,9 +298,13 @@ def guarded(step: Callable[[], int], *, before: bool, root: str = "/") -> int:
 def _warn_low_space(target: Target) -> None:
     """Say so when the root's filesystem runs low (below retention.warn_free), with what
     pruning could free. Only warns: nothing is deleted on a package operation's path."""
-    limit = target.config.retention.warn_free
+    from ashcore.config import WARN_FREE
+
     st = os.statvfs(target.root)
     free = st.f_bavail * st.f_frsize
+    limit = target.config.retention.warn_free
+    if limit is None:
+        limit = min(WARN_FREE, st.f_blocks * st.f_frsize // 10)
     if not limit or free >= limit:
         return
     from ashcore.sizes import human

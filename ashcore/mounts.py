@@ -66,3 +66,43 @@ def unmount(target: str, *, lazy: bool = False) -> None:
 
 def move_mount(source: str, target: str) -> None:
     run(["mount", "--move", source, target])
+
+
+API = (
+    ("proc", "proc", "nosuid,nodev,noexec"),
+    ("sysfs", "sys", "nosuid,nodev,noexec,ro"),
+    ("tmpfs", "tmp", "mode=1777,nosuid,nodev"),
+    ("tmpfs", "run", "mode=755,nosuid,nodev"),
+)
+
+
+def mount_api(root: str) -> list[str]:
+    """What a package manager needs in a root it runs chrooted in: proc, sys, a /tmp and
+    /run of its own, and the host's /dev (a recursive bind, slave: nothing propagates back).
+    Mounts only what is not mounted there yet; returns the mount points made."""
+    made = []
+    for fstype, rel, options in API:
+        path = os.path.join(root, rel)
+        if mount_at(path) is None:
+            os.makedirs(path, exist_ok=True)
+            run(["mount", "-t", fstype, "-o", options, fstype, path])
+            made.append(path)
+    dev = os.path.join(root, "dev")
+    if mount_at(dev) is None:
+        os.makedirs(dev, exist_ok=True)
+        run(["mount", "--rbind", "/dev", dev])
+        run(["mount", "--make-rslave", dev])
+        made.append(dev)
+    return made
+
+
+def unmount_all(targets: list[str]) -> None:
+    """Unmount each of `targets` with everything below it, innermost first (lazily when busy)."""
+    below = [m.target for t in targets for m in submounts(t)]
+    for target in sorted({*below, *targets}, key=len, reverse=True):
+        if mount_at(target) is None:
+            continue
+        try:
+            unmount(target)
+        except Exception:
+            unmount(target, lazy=True)

@@ -43,7 +43,7 @@ from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer, Status
-from ashcore.mounts import mount_at, mount_subvolume, submounts, unmount
+from ashcore.mounts import mount_api, mount_at, mount_subvolume, submounts, unmount
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
 from ashcore.text import escaped
@@ -53,6 +53,7 @@ log = logger(__name__)
 JOURNAL = "replay.json"
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed layer
+STAGES = "/run/ashlayers"  # where a replay mounts the deployment it builds
 LINGER = 15.0  # seconds to wait for the helper, and whatever else runs in the stage, to exit
 
 # Command words of each manager's front ends, and how each is made non-interactive.
@@ -246,7 +247,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         store.set_head(uuid, base.id, None)
     outcome = Outcome()
     outcome.deployment = stage
-    mountpoint = os.path.join("/run/ashlayers", "stage-" + os.path.basename(stage))
+    mountpoint = os.path.join(STAGES, "stage-" + os.path.basename(stage))
     try:
         _mount_stage(target, stage, mountpoint)
         inner = Target(mountpoint)
@@ -440,18 +441,7 @@ def _mount_stage(target: Target, stage: str, mountpoint: str) -> None:
     inside = os.path.join(mountpoint, target.config.store.lstrip("/"))
     os.makedirs(inside, exist_ok=True)
     run(["mount", "-t", "btrfs", "-o", f"subvol={store_mount.fs_root}", store_mount.source, inside])
-    for fstype, rel, options in (
-        ("proc", "proc", "nosuid,nodev,noexec"),
-        ("sysfs", "sys", "nosuid,nodev,noexec,ro"),
-        ("tmpfs", "tmp", "mode=1777,nosuid,nodev"),
-        ("tmpfs", "run", "mode=755,nosuid,nodev"),
-    ):
-        os.makedirs(os.path.join(mountpoint, rel), exist_ok=True)
-        run(["mount", "-t", fstype, "-o", options, fstype, os.path.join(mountpoint, rel)])
-    dev = os.path.join(mountpoint, "dev")
-    os.makedirs(dev, exist_ok=True)
-    run(["mount", "--rbind", "/dev", dev])
-    run(["mount", "--make-rslave", dev])
+    mount_api(mountpoint)
 
 
 def _unmount_stage(mountpoint: str) -> None:
@@ -504,8 +494,10 @@ def _undo(target: Target, stage: str) -> None:
     store, fs = target.store, target.fs
     if fs.is_subvolume(stage):
         uuid = fs.info(stage).uuid
-        for layer_id in sorted(store.layers_of_deployment(uuid), reverse=True):
+        made = sorted(store.layers_of_deployment(uuid), reverse=True)
+        for layer_id in made:
             delete_layer(target, store.get(layer_id))
+        store.clear_replaced_by(made)
         drop_caches(fs, stage)
         fs.delete(stage)
         store.forget_deployment(uuid)
@@ -514,19 +506,48 @@ def _undo(target: Target, stage: str) -> None:
 
 
 def _switch(target: Target, stage: str, old: str, booted: bool) -> None:
-    """Make the stage the deployment (call under the store lock)."""
-    from ashcore.rollback import _delete_retired, _deployment_in_store, _swap_mount
+    """Make the stage the deployment (call under the store lock). The journal names what the
+    switch retires first: a kill after the switch is finished by `resume`."""
+    from ashcore.rollback import _deployment_in_store, _swap_mount
 
     store = target.store
+    journal_path = os.path.join(store.path, JOURNAL)
+    journal = read_json(journal_path)
+    if isinstance(journal, dict):
+        retired = _deployment_in_store(target) if not booted else None
+        journal.update(booted=booted, retired=os.path.basename(retired) if retired else None)
+        write_json(journal_path, journal)
     if booted:
         target.fs.set_default(stage)
     else:
-        retired = _deployment_in_store(target)
         _swap_mount(target.root, stage)
-        store.forget_deployment(old)
-        if retired is not None:
-            _delete_retired(target, retired)
-    os.unlink(os.path.join(store.path, JOURNAL))
+    _finish(target, journal if isinstance(journal, dict) else {})
+
+
+def _finish(target: Target, journal: dict[str, object]) -> None:
+    """After the switch: the old deployment forgotten, the one it retires deleted."""
+    from ashcore.rollback import _delete_retired
+
+    store = target.store
+    if not journal.get("booted") and isinstance(journal.get("from"), str):
+        store.forget_deployment(str(journal["from"]))
+    retired = journal.get("retired")
+    if isinstance(retired, str):
+        _delete_retired(target, os.path.join(store.deployments_dir, retired))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(store.path, JOURNAL))
+
+
+def sweep_stages(target: Target) -> None:
+    """Remove the empty mount points a replay cut short left in /run/ashlayers (no replay of
+    this store is running: call after `resume`)."""
+    if stage_name(target) is not None or not os.path.isdir(STAGES):
+        return
+    for entry in os.listdir(STAGES):
+        path = os.path.join(STAGES, entry)
+        if entry.startswith("stage-") and mount_at(path) is None and not submounts(path):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only when empty: a folder of anything else stays
 
 
 def stage_name(target: Target) -> str | None:
@@ -552,9 +573,14 @@ def resume(target: Target) -> str | None:
     name = journal.get("deployment")
     stage = os.path.join(target.store.deployments_dir, name) if isinstance(name, str) else ""
     if stage and target.fs.is_subvolume(stage):
-        if target.deployment().uuid == target.fs.info(stage).uuid:
-            os.unlink(os.path.join(target.store.path, JOURNAL))
-            return "a replay had switched the root before it was cut short: cleared"
-        _unmount_stage(os.path.join("/run/ashlayers", "stage-" + name))  # type: ignore[operator]
+        info = target.fs.info(stage)
+        if journal.get("booted"):
+            switched = target.fs.default_id(target.root) == info.id
+        else:
+            switched = target.deployment().uuid == info.uuid
+        if switched:
+            _finish(target, journal)
+            return "finished a replay that was cut short after its switch"
+        _unmount_stage(os.path.join(STAGES, "stage-" + str(name)))
     _undo(target, stage)
     return "undid a replay that was cut short: nothing changed"

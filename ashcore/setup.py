@@ -45,6 +45,7 @@ DEFAULT_CONFIG = """\
 # max_size = "20G"             #   the oldest go until the layers hold at most this.
 # keep_base = true             # the base layer's snapshot is never pruned
 # warn_free = "1G"             # a package operation warns below this much free space
+#                              #   (default: 1G, or 10% of the filesystem when that is less)
 """
 
 UNITS = ("ashlayers-prune.service", "ashlayers-prune.timer")

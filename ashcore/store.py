@@ -569,6 +569,12 @@ class Store:
     def set_replaced_by(self, layer_id: int, new: int) -> None:
         self.db.execute("UPDATE layers SET replaced_by = ? WHERE id = ?", (new, layer_id))
 
+    def clear_replaced_by(self, gone: list[int]) -> None:
+        """Records no longer replaced: the layers that replaced them were undone."""
+        self.db.executemany(
+            "UPDATE layers SET replaced_by = NULL WHERE replaced_by = ?", [(i,) for i in gone]
+        )
+
     def layers_of_deployment(self, deployment: str) -> list[int]:
         """The layers made on the deployment `deployment` (its uuid), pending ones too."""
         rows = self.db.execute("SELECT id FROM layers WHERE deployment = ?", (deployment,))

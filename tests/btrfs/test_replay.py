@@ -69,3 +69,55 @@ def test_remove_refuses_what_replay_cannot_do(ready: Image) -> None:
     gone = ready.ashctl("remove", "a")
     assert gone.returncode == 2 and "pruned" in gone.stderr, gone.stderr
     assert (r / "etc-b").exists()
+
+
+def test_a_replay_killed_at_any_point_is_finished_or_undone(ready: Image) -> None:
+    """SIGKILL at about 30 points of `remove` (its replay and switch): `doctor --repair` then
+    leaves either the old line or the new one, whole, with no stage, mount or layer left."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.btrfs.test_crash import assert_consistent
+
+    r = ready.root
+    run(ready, "dirs", f"mkdir -p {r}/proc {r}/sys {r}/dev {r}/tmp {r}/run {r}/etc")
+
+    def crashrun(limit: int, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root", str(r), *args],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            env={**os.environ, "ASH_CRASH_ONLY": "replay,rollback,mounts"},
+        )
+
+    def line(i: int) -> None:
+        run(ready, f"a{i}", f"echo {i} > {r}/etc/a{i}")
+        run(ready, f"b{i}", f"echo {i} > {r}/etc/b{i}")
+        run(ready, f"c{i}", f"echo {i} > {r}/etc/c{i}")
+
+    line(0)
+    counted = crashrun(0, "remove", "b0")
+    assert counted.returncode == 0, counted.stderr
+    total = int(counted.stderr.rsplit("LINES ", 1)[1])
+    assert not (r / "etc/b0").exists()
+    kills = outcomes_new = outcomes_old = 0
+    for i, limit in enumerate(range(1, total + 1, max(1, total // 30)), 1):
+        line(i)
+        result = crashrun(limit, "remove", f"b{i}")
+        kills += result.returncode == -signal.SIGKILL
+        if result.returncode != -signal.SIGKILL:
+            assert result.returncode == 0, (limit, result.stderr)
+        doctor = ready.ashctl("doctor", "--repair")
+        assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
+        assert_consistent(ready)
+        assert (r / f"etc/a{i}").exists() and (r / f"etc/c{i}").exists(), limit
+        outcomes_new += not (r / f"etc/b{i}").exists()
+        outcomes_old += (r / f"etc/b{i}").exists()
+        assert not list(Path("/run/ashlayers").glob("*")), limit
+        assert not list(r.parent.glob(".ash-swap-*")), limit
+        assert len(list((r / ".ash/deployments").iterdir())) <= 1, limit
+        assert ready.json("status")["drift"] is False  # type: ignore[index]
+    assert kills >= 15 and outcomes_new and outcomes_old, (kills, outcomes_new, outcomes_old)

@@ -142,3 +142,54 @@ def test_a_replay_that_fails_changes_nothing_and_says_why(root: Root) -> None:
     assert root.ashctl_json("status")["layer"] == before[-1]["id"]
     assert root.ashctl("doctor").returncode == 0
     assert not list(Path("/run/ashlayers").glob("*")) if Path("/run/ashlayers").exists() else True
+
+
+def test_export_and_apply_reproduce_the_packages_and_the_hand_edit(root: Root) -> None:
+    root.run(["apt-get", "install", "-y", "ashtest-b"])
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    root.run(["pacman", "-S", "--noconfirm", "--overwrite", "*", "ashtest-a"])
+    (root.path / "etc/hand-edit").write_text("mine\n")
+    root.run(["dnf-3", "install", "-y", "ashtest-a"])
+    recipe = root.path / "root/recipe.toml"
+    out = host_ashctl(root, "export", "-o", str(recipe))
+    assert out.returncode == 0, out.stderr
+    text = recipe.read_text()
+    assert text.count("[[operation]]") >= 5 and 'command = ["dnf5", "install", "-y"' in text, text
+    assert 'files = "recipe.' in text  # the hand edit, as a bundle beside it
+    copy = root.make_subroot("copy")
+    target = root.path / copy.relative_to("/")
+    before = installed_in(root, copy)
+    applied = subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(target), "apply", str(recipe)],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=900,
+    )
+    assert applied.returncode == 0, (applied.stdout, applied.stderr)
+    after = installed_in(root, copy)
+    assert {m: after[m] - before[m] for m in after} == {
+        "dpkg": {"ashtest-a", "ashtest-b"},
+        "rpm": {"ashtest-v", "ashtest-a"},
+        "pacman": {"ashtest-a"},
+    }
+    assert (target / "etc/hand-edit").read_text() == "mine\n"
+    assert not (target / "proc/self").exists()  # apply unmounted what it mounted
+
+
+def installed_in(root: Root, sub: Path) -> dict[str, set[str]]:
+    def query(argv: list[str]) -> str:
+        return root.run(["chroot", str(sub), *argv], check=False).stdout
+
+    dpkg = query(["dpkg-query", "-W", "-f", "${Package} ${Status}\\n"])
+    return {
+        "dpkg": {
+            x.split()[0] for x in dpkg.splitlines() if x.startswith("ashtest") and "installed" in x
+        },
+        "rpm": {
+            x
+            for x in query(["rpm", "-qa", "--qf", "%{NAME}\\n"]).split()
+            if x.startswith("ashtest")
+        },
+        "pacman": {x for x in query(["pacman", "-Qq"]).split() if x.startswith("ashtest")},
+    }
