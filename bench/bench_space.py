@@ -192,12 +192,14 @@ def main() -> int:
             top3 = ", ".join(f"{f} {kib(s).strip()}" for f, s in folders.most_common(6))
             print(f"  layer {layer:>3} ({len(sizes)} paths): {top3}")
         n = len(results["ashlayers"])
-        print("  mean per layer: " + ", ".join(
-            f"{f} {kib(s / n).strip()}" for f, s in per_folder.most_common(8)
-        ))
-        print("  largest paths, mean per layer: " + ", ".join(
-            f"{p} {kib(s / n).strip()}" for p, s in per_path.most_common(8)
-        ))
+        print(
+            "  mean per layer: "
+            + ", ".join(f"{f} {kib(s / n).strip()}" for f, s in per_folder.most_common(8))
+        )
+        print(
+            "  largest paths, mean per layer: "
+            + ", ".join(f"{p} {kib(s / n).strip()}" for p, s in per_path.most_common(8))
+        )
         print("exclusive data of each measured layer's snapshot now (btrfs filesystem du), KiB:")
         excl = [exclusive(layers_dir / str(layer))[1] for _, _, layer in results["ashlayers"]]
         print("  " + " ".join(kib(e).strip() for e in excl))
