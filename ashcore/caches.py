@@ -32,16 +32,24 @@ CACHES = {
     "var/cache/libdnf5": "usr/bin/dnf5",
     "var/cache/dnf": "usr/bin/dnf-3",
 }
+INDEXES = {
+    # the repositories' package lists, fetched by `apt update` / `pacman -Sy`: carried over
+    "var/lib/apt/lists": "usr/bin/apt-get",
+    "var/lib/pacman/sync": "usr/bin/pacman",
+}
+KEPT_OUT = CACHES | INDEXES
 NEW, OLD = ".ash-new", ".ash-old"  # a conversion in progress (setup finishes or redoes it)
 
 
 def ensure_caches(fs: Filesystem, root: str) -> list[str]:
     """Make each present manager's cache a subvolume of `root`; returns those made."""
     made = []
-    for rel, manager in CACHES.items():
+    for rel, manager in KEPT_OUT.items():
         path = os.path.join(root, rel)
         if not os.path.exists(os.path.join(root, manager)):
             continue
+        if not os.path.isdir(os.path.dirname(path)):
+            continue  # the manager never ran here (no /var/lib/pacman): nothing to keep out
         _finish(fs, path)
         if fs.is_subvolume(path):
             continue
@@ -75,15 +83,19 @@ def _copy(source: str, dest: str) -> None:
 
 
 def renew_caches(fs: Filesystem, old_root: str, new_root: str) -> None:
-    """Give the deployment at `new_root` (a snapshot, where the caches are empty folders)
-    empty caches with the folders, owners and modes of `old_root`'s."""
-    for rel in CACHES:
+    """Give the deployment at `new_root` (a snapshot, where these subvolumes are empty
+    folders) empty caches with the folders, owners and modes of `old_root`'s, and a writable
+    snapshot of each of `old_root`'s package lists (shared, no copy)."""
+    for rel in KEPT_OUT:
         old, new = os.path.join(old_root, rel), os.path.join(new_root, rel)
         if not fs.is_subvolume(old) or fs.is_subvolume(new):
             continue
         if os.path.isdir(new):
             os.rmdir(new)  # the empty folder a nested subvolume leaves in a snapshot
         os.makedirs(os.path.dirname(new), exist_ok=True)
+        if rel in INDEXES:
+            fs.snapshot(old, new, read_only=False)
+            continue
         fs.create(new)
         for top, dirs, _ in os.walk(old):
             for d in dirs:
@@ -100,7 +112,7 @@ def renew_caches(fs: Filesystem, old_root: str, new_root: str) -> None:
 def drop_caches(fs: Filesystem, root: str) -> None:
     """Delete the cache subvolumes of a deployment that is being deleted (ours, regenerable:
     any other nested subvolume still keeps the deployment from being deleted)."""
-    for rel in CACHES:
+    for rel in KEPT_OUT:
         path = os.path.join(root, rel)
         if fs.is_subvolume(path):
             fs.delete(path)

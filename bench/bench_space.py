@@ -74,9 +74,11 @@ def changed_files(old: Path, new: Path) -> dict[str, int]:
         words = line.split()
         if len(words) < 2 or words[0] in ("snapshot", "subvol"):
             continue
-        rel = words[1].removeprefix("./").split("/", 1)
-        if len(rel) == 2 and not ORPHAN.match(rel[1]):
-            paths.add(rel[1].replace("\\ ", " "))
+        named = [words[1]] + [w.removeprefix("dest=") for w in words[2:] if w.startswith("dest=")]
+        for word in named:
+            rel = word.removeprefix("./").split("/", 1)
+            if len(rel) == 2 and not ORPHAN.match(rel[1]):
+                paths.add(rel[1].replace("\\ ", " "))
     sizes: dict[str, int] = {}
     for rel in sorted(paths):
         p = new / rel
@@ -100,6 +102,11 @@ def layer_ids(root: Root) -> list[int]:
     return [int(x["id"]) for x in json.loads(root.ashctl("list", "--json").stdout)]
 
 
+def listed_parent(root: Root, layer: int) -> int:
+    listed = {int(x["id"]): x for x in json.loads(root.ashctl("list", "--json").stdout)}
+    return int(listed[layer]["parent"])
+
+
 def kib(n: float) -> str:
     return f"{n / 1024:9.1f}"
 
@@ -119,10 +126,40 @@ def measure(root: Root, top: Path, ops: int, layered: bool) -> list[tuple[str, U
     return done
 
 
+def new_list(root: Root, xz: Path, n: int) -> None:
+    """A changed sid list in the root's /srv/sid (one Description edited), as a mirror's
+    next day: the next `apt-get update` rewrites the whole list file in /var/lib/apt/lists."""
+    run(
+        [
+            "sh",
+            "-c",
+            f"xz -dc '{xz}' | sed '0,/^Description: /s//Description: (day {n}) /'"
+            f" | xz -0 -T2 > '{root.path}/srv/sid/Packages.xz'",
+        ]
+    )
+
+
+def measure_updates(root: Root, top: Path, xz: Path, cycles: int) -> list[tuple[str, Usage, int]]:
+    """`apt-get update` with a changed list, then an install or a remove: per cycle."""
+    done: list[tuple[str, Usage, int]] = []
+    for i in range(cycles):
+        verb = "install" if i % 2 == 0 else "remove"
+        new_list(root, xz, i)
+        before = used(top)
+        root.run(["apt-get", "update", "-q"])
+        root.run(["apt-get", verb, "-y", "-q", PACKAGE])
+        newest = layer_ids(root)[-1]
+        done.append((f"update+{verb}", used(top) - before, newest))
+    return done
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ops", type=int, default=10, help="measured operations per root")
     parser.add_argument("--no-control", action="store_true", help="skip the root without hooks")
+    parser.add_argument(
+        "--updates", type=int, default=2, help="then: cycles of apt-get update (a changed list)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_space: needs root (the rig mounts btrfs and chroots)", file=sys.stderr)
@@ -137,6 +174,7 @@ def main() -> int:
         pkgcache = add_full_list(ash, xz)
         ash.setup()
         results = {"ashlayers": measure(ash, top, args.ops, True)}
+        updates = measure_updates(ash, top, xz, args.updates) if args.updates else []
         if not args.no_control:
             bare = rig.new_root("bench-space-without")
             roots.append(bare)
@@ -203,6 +241,17 @@ def main() -> int:
         print("exclusive data of each measured layer's snapshot now (btrfs filesystem du), KiB:")
         excl = [exclusive(layers_dir / str(layer))[1] for _, _, layer in results["ashlayers"]]
         print("  " + " ".join(kib(e).strip() for e in excl))
+        if updates:
+            print("with `apt-get update` (a changed list) before each operation, KiB:")
+            for cmd, g, layer in updates:
+                sizes = changed_files(
+                    layers_dir / str(listed_parent(ash, layer)), layers_dir / str(layer)
+                )
+                lists = sum(v for k, v in sizes.items() if k.startswith("var/lib/apt/lists/"))
+                print(
+                    f"  {cmd:<18} data {kib(g.data)} meta {kib(g.metadata)} raw {kib(g.raw)}"
+                    f"  layer {layer}: /var/lib/apt/lists {kib(lists).strip()} in it"
+                )
         added = medians["ashlayers"]["raw"] - own
         base = medians.get("without", {}).get("raw", 0.0)
         verdict = (
