@@ -31,7 +31,7 @@ sys.path.insert(0, str(TOP))
 from tests.e2e.command import run  # noqa: E402
 from tests.e2e.rig import open_rig  # noqa: E402
 from tests.e2e.root import Root  # noqa: E402
-from tests.e2e.sidlist import add_full_list, packages_xz  # noqa: E402
+from tests.e2e.sidlist import add_full_list, change_list, packages_xz  # noqa: E402
 from tests.e2e.space import MiB, Usage, own_bytes, used  # noqa: E402
 
 PACKAGE = "ashtest-a"
@@ -126,25 +126,12 @@ def measure(root: Root, top: Path, ops: int, layered: bool) -> list[tuple[str, U
     return done
 
 
-def new_list(root: Root, xz: Path, n: int) -> None:
-    """A changed sid list in the root's /srv/sid (one Description edited), as a mirror's
-    next day: the next `apt-get update` rewrites the whole list file in /var/lib/apt/lists."""
-    run(
-        [
-            "sh",
-            "-c",
-            f"xz -dc '{xz}' | sed '0,/^Description: /s//Description: (day {n}) /'"
-            f" | xz -0 -T2 > '{root.path}/srv/sid/Packages.xz'",
-        ]
-    )
-
-
 def measure_updates(root: Root, top: Path, xz: Path, cycles: int) -> list[tuple[str, Usage, int]]:
     """`apt-get update` with a changed list, then an install or a remove: per cycle."""
     done: list[tuple[str, Usage, int]] = []
     for i in range(cycles):
         verb = "install" if i % 2 == 0 else "remove"
-        new_list(root, xz, i)
+        change_list(root, xz, i)
         before = used(top)
         root.run(["apt-get", "update", "-q"])
         root.run(["apt-get", verb, "-y", "-q", PACKAGE])

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.e2e.base import mirror
-from tests.e2e.command import RigError
+from tests.e2e.command import RigError, run
 from tests.e2e.image import RigPaths, lock_file, unlock_file
 from tests.e2e.root import Root
 
@@ -70,6 +70,23 @@ def packages_xz(paths: RigPaths | None = None, *, fetch: bool = True) -> Path:
     finally:
         unlock_file(fd)
     return path
+
+
+def change_list(root: Root, xz: Path, day: int) -> None:
+    """Put a changed list into the root's /srv/sid (one Description edited), as a mirror's
+    next day: the next `apt-get update` writes the whole list file in /var/lib/apt/lists anew."""
+    edit = f"0,/^Description: /s//Description: (day {day}) /"
+    run(
+        [
+            "sh",
+            "-c",
+            'xz -dc "$1" | sed "$2" | xz -0 -T2 > "$3"',
+            "sh",
+            str(xz),
+            edit,
+            str(root.path / "srv/sid/Packages.xz"),
+        ]
+    )
 
 
 def add_full_list(root: Root, xz: Path) -> int:

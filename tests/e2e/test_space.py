@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.command import RigError
 from tests.e2e.rig import Rig
 from tests.e2e.root import Root
-from tests.e2e.sidlist import add_full_list, packages_xz
+from tests.e2e.sidlist import add_full_list, change_list, packages_xz
 from tests.e2e.space import MiB, own_bytes, used
 
 pytestmark = pytest.mark.e2e
@@ -78,17 +78,27 @@ def test_an_apt_install_costs_at_most_1_mib_beyond_its_files(
         layer = newest(root)
         assert layer["command"] == f"apt-get {verb} -y -q ashtest-a", layer
         grown.append((used(top) - before).raw)
-    own = own_bytes(root, "ashtest-a")
+    own = own_bytes(root, "ashtest-a")  # installed now
+    # A new list (the mirror's next day) then a remove: the 62 MB list is in no layer.
+    change_list(root, full_list, 1)
+    before = used(top)
+    root.run(["apt-get", "update", "-q"])
+    root.run(["apt-get", "remove", "-y", "-q", "ashtest-a"])
+    layer = newest(root)
+    assert layer["command"] == "apt-get remove -y -q ashtest-a", layer
+    grown.append((used(top) - before).raw)
     figures = ", ".join(f"{g / 1024:.0f} KiB" for g in grown)
     assert max(grown) <= own + BAR, (
-        f"used bytes grew by {figures} per apt operation (install, remove, install);"
-        f" the bar is {BAR // 1024} KiB beyond the package's {own} bytes"
+        f"used bytes grew by {figures} per apt operation (install, remove, install,"
+        f" update+remove); the bar is {BAR // 1024} KiB beyond the package's {own} bytes"
     )
 
     # A rolled-back root: apt's cache is empty, and apt rebuilds it on its own.
     rollback(root, int(layer["parent"]))  # type: ignore[call-overload]
     assert not (root.path / "var/cache/apt/pkgcache.bin").exists()
-    assert (root.path / "var/lib/apt/lists/_srv_sid_._Packages").is_file()
+    # The package lists are the current ones (the mirror's, not the layer's): carried over.
+    with open(root.path / "var/lib/apt/lists/_srv_sid_._Packages", "rb") as lists:
+        assert b"Description: (day 1) " in lists.read(1 << 20)
     root.run(["apt-get", "install", "-y", "-q", "ashtest-b"])
     assert root.run(["dpkg-query", "-W", "ashtest-b"]).stdout.split() == ["ashtest-b", "1.0"]
     assert (root.path / "var/cache/apt/pkgcache.bin").stat().st_size > 30 * MiB
