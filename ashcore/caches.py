@@ -1,15 +1,34 @@
-"""The managers' caches, kept out of every layer by layout: each is a subvolume of its own.
+"""What the managers fetch or rebuild on their own, kept out of every layer by layout.
 
-A snapshot does not hold the subvolumes nested in its source (they show as empty folders), so
-a cache that is a nested subvolume is in no layer: apt's pkgcache.bin (rewritten by every apt
-run) and the downloaded package archives cost a layer no space, and the snapshots need not
-write them out first (measured in the rig: a snapshot right after apt rewrote its 2 MB
-pkgcache.bin, 30 ms inside the root's subvolume, 4 ms with the cache nested). Everything in
-them is what the managers fetch or rebuild on their own.
+Each folder below is a subvolume of its own, made by `ashctl setup`. A snapshot does not hold
+the subvolumes nested in its source (they show as empty folders), so what is in them is in
+no layer and costs a layer nothing:
+- CACHES: apt's pkgcache.bin and srcpkgcache.bin (rewritten by every apt run: 50 MB each
+  with sid's full list), the downloaded archives of apt, pacman, dnf5 and dnf4, and dnf's
+  repository metadata. A rollback gives the new deployment empty ones with the same folders
+  (apt needs its archives/partial): the managers rebuild or refetch them on their next run.
+- INDEXES: the repositories' package lists, apt's /var/lib/apt/lists (62 MB for sid main)
+  and pacman's sync databases. No install changes them, but every `apt update` or
+  `pacman -Sy` that finds news writes them anew, and the next layer kept that copy. They
+  describe the mirror, not the system, and the managers cannot install without them, so a
+  rollback gives the new deployment a writable snapshot of the current ones (no copy): apt
+  and pacman work at once, with lists the mirror still serves (a layer's own would name
+  versions it has dropped).
+
+Chosen by measurement (`bench/bench_space.py --ops 10`, rig root with sid's full main list,
+`apt-get install`/`remove` of a one-file package alternating; used bytes after everything
+is freed, metadata counted per copy): 0.66 MiB per operation (0.22 MiB data, 0.22 MiB
+metadata twice): dpkg's status and status-old (0.29 MiB each before compression: real
+state, and a backup dpkg rewrites each run), apt's extended_states and logs, and the
+metadata a snapshot and the next run's writes copy. An `apt-get update` that finds a new
+list, then an install: 17.1 MiB per layer with the lists in the root's subvolume, 0.6-0.8
+MiB with them nested. Nesting costs no time on the hot path (a snapshot skips them); the
+other way, removing files from each sealed snapshot, costs a second btrfs commit per layer.
+dpkg's status-old (about 0.1 MiB per layer on disk) and debconf's *.dat-old stay: they sit
+beside the state they back up, and taking them out means that second commit.
 
 `ashctl setup` makes them (an existing folder is copied into its subvolume, with reflinks);
-a rollback gives the new deployment empty ones with the same folders (apt needs its
-archives/partial), and deletes those of a deployment it retires.
+a rollback renews them (`renew_caches`), and deletes those of a deployment it retires.
 """
 
 from __future__ import annotations
