@@ -22,7 +22,7 @@ metadata twice): dpkg's status and status-old (0.29 MiB each before compression:
 state, and a backup dpkg rewrites each run), apt's extended_states and logs, and the
 metadata a snapshot and the next run's writes copy. An `apt-get update` that finds a new
 list, then an install: 17.1 MiB per layer with the lists in the root's subvolume, 0.6-0.85
-MiB with them nested (0.6-0.85 MiB in the last run). Nesting costs no time on the hot path (a snapshot skips them); the
+MiB with them nested. Nesting costs no time on the hot path (a snapshot skips them); the
 other way, removing files from each sealed snapshot, costs a second btrfs commit per layer.
 dpkg's status-old (about 0.1 MiB per layer on disk) and debconf's *.dat-old stay: they sit
 beside the state they back up, and taking them out means that second commit.
