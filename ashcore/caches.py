@@ -1,15 +1,34 @@
-"""The managers' caches, kept out of every layer by layout: each is a subvolume of its own.
+"""What the managers fetch or rebuild on their own, kept out of every layer by layout.
 
-A snapshot does not hold the subvolumes nested in its source (they show as empty folders), so
-a cache that is a nested subvolume is in no layer: apt's pkgcache.bin (rewritten by every apt
-run) and the downloaded package archives cost a layer no space, and the snapshots need not
-write them out first (measured in the rig: a snapshot right after apt rewrote its 2 MB
-pkgcache.bin, 30 ms inside the root's subvolume, 4 ms with the cache nested). Everything in
-them is what the managers fetch or rebuild on their own.
+Each folder below is a subvolume of its own, made by `ashctl setup`. A snapshot does not hold
+the subvolumes nested in its source (they show as empty folders), so what is in them is in
+no layer and costs a layer nothing:
+- CACHES: apt's pkgcache.bin and srcpkgcache.bin (rewritten by every apt run: 50 MB each
+  with sid's full list), the downloaded archives of apt, pacman, dnf5 and dnf4, and dnf's
+  repository metadata. A rollback gives the new deployment empty ones with the same folders
+  (apt needs its archives/partial): the managers rebuild or refetch them on their next run.
+- INDEXES: the repositories' package lists, apt's /var/lib/apt/lists (62 MB for sid main)
+  and pacman's sync databases. No install changes them, but every `apt update` or
+  `pacman -Sy` that finds news writes them anew, and the next layer kept that copy. They
+  describe the mirror, not the system, and the managers cannot install without them, so a
+  rollback gives the new deployment a writable snapshot of the current ones (no copy): apt
+  and pacman work at once, with lists the mirror still serves (a layer's own would name
+  versions it has dropped).
+
+Chosen by measurement (`bench/bench_space.py --ops 10`, rig root with sid's full main list,
+`apt-get install`/`remove` of a one-file package alternating; used bytes after everything
+is freed, metadata counted per copy): 0.63 MiB per operation (0.22 MiB data, 0.22 MiB
+metadata twice): dpkg's status and status-old (0.29 MiB each before compression: real
+state, and a backup dpkg rewrites each run), apt's extended_states and logs, and the
+metadata a snapshot and the next run's writes copy. An `apt-get update` that finds a new
+list, then an install: 17.1 MiB per layer with the lists in the root's subvolume, 0.6-0.85
+MiB with them nested. Nesting costs no time on the hot path (a snapshot skips them); the
+other way, removing files from each sealed snapshot, costs a second btrfs commit per layer.
+dpkg's status-old (about 0.1 MiB per layer on disk) and debconf's *.dat-old stay: they sit
+beside the state they back up, and taking them out means that second commit.
 
 `ashctl setup` makes them (an existing folder is copied into its subvolume, with reflinks);
-a rollback gives the new deployment empty ones with the same folders (apt needs its
-archives/partial), and deletes those of a deployment it retires.
+a rollback renews them (`renew_caches`), and deletes those of a deployment it retires.
 """
 
 from __future__ import annotations
@@ -32,16 +51,24 @@ CACHES = {
     "var/cache/libdnf5": "usr/bin/dnf5",
     "var/cache/dnf": "usr/bin/dnf-3",
 }
+INDEXES = {
+    # the repositories' package lists, fetched by `apt update` / `pacman -Sy`: carried over
+    "var/lib/apt/lists": "usr/bin/apt-get",
+    "var/lib/pacman/sync": "usr/bin/pacman",
+}
+KEPT_OUT = CACHES | INDEXES
 NEW, OLD = ".ash-new", ".ash-old"  # a conversion in progress (setup finishes or redoes it)
 
 
 def ensure_caches(fs: Filesystem, root: str) -> list[str]:
     """Make each present manager's cache a subvolume of `root`; returns those made."""
     made = []
-    for rel, manager in CACHES.items():
+    for rel, manager in KEPT_OUT.items():
         path = os.path.join(root, rel)
         if not os.path.exists(os.path.join(root, manager)):
             continue
+        if not os.path.isdir(os.path.dirname(path)):
+            continue  # the manager never ran here (no /var/lib/pacman): nothing to keep out
         _finish(fs, path)
         if fs.is_subvolume(path):
             continue
@@ -75,15 +102,19 @@ def _copy(source: str, dest: str) -> None:
 
 
 def renew_caches(fs: Filesystem, old_root: str, new_root: str) -> None:
-    """Give the deployment at `new_root` (a snapshot, where the caches are empty folders)
-    empty caches with the folders, owners and modes of `old_root`'s."""
-    for rel in CACHES:
+    """Give the deployment at `new_root` (a snapshot, where these subvolumes are empty
+    folders) empty caches with the folders, owners and modes of `old_root`'s, and a writable
+    snapshot of each of `old_root`'s package lists (shared, no copy)."""
+    for rel in KEPT_OUT:
         old, new = os.path.join(old_root, rel), os.path.join(new_root, rel)
         if not fs.is_subvolume(old) or fs.is_subvolume(new):
             continue
         if os.path.isdir(new):
             os.rmdir(new)  # the empty folder a nested subvolume leaves in a snapshot
         os.makedirs(os.path.dirname(new), exist_ok=True)
+        if rel in INDEXES:
+            fs.snapshot(old, new, read_only=False)
+            continue
         fs.create(new)
         for top, dirs, _ in os.walk(old):
             for d in dirs:
@@ -100,7 +131,7 @@ def renew_caches(fs: Filesystem, old_root: str, new_root: str) -> None:
 def drop_caches(fs: Filesystem, root: str) -> None:
     """Delete the cache subvolumes of a deployment that is being deleted (ours, regenerable:
     any other nested subvolume still keeps the deployment from being deleted)."""
-    for rel in CACHES:
+    for rel in KEPT_OUT:
         path = os.path.join(root, rel)
         if fs.is_subvolume(path):
             fs.delete(path)
