@@ -221,7 +221,7 @@ def setup(target: Target) -> list[str]:
         done.append(f"hook: /{COMMIT_HELPER}")
     done += _install_units(target)
     for cache in ensure_caches(target.fs, target.root):
-        done.append(f"cache: {cache} is a subvolume of its own, in no layer")
+        done.append(f"kept out of layers: {cache} (a subvolume of its own)")
     for plugin in plugins():
         if plugin.detect(target.root):
             for path in plugin.install(target.root):
