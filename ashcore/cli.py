@@ -130,6 +130,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--onto", metavar="BASE", required=True, help=f"{LAYER}: the new base")
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
+        "try",
+        help="run CMD (default: a shell) chrooted in a new deployment; the running root is"
+        " not touched",
+    )
+    s.add_argument("--name", metavar="NAME", help="the name of the layer CMD makes")
+    s.add_argument(
+        "argv", metavar="CMD", nargs=argparse.REMAINDER, help="the command and its arguments"
+    )
+    s = sub.add_parser(
+        "deploy", help="make LAYER (a try's, or any) the deployment, at once or at next boot"
+    )
+    s.add_argument("layer", metavar="LAYER", help=LAYER)
+    s = sub.add_parser(
         "export", help="write the operations from the base to LAYER as a recipe (TOML)"
     )
     s.add_argument(
@@ -412,6 +425,7 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
 def cmd_remove(target: Target, args: argparse.Namespace) -> int:
     from ashcore.prune import delete_layer
     from ashcore.replay import branch
+    from ashcore.trial import discard, try_of
 
     with target.store.locked(target.config.lock_timeout):
         require_idle(target)
@@ -419,6 +433,10 @@ def cmd_remove(target: Target, args: argparse.Namespace) -> int:
         layers = target.store.layers()
         if layer.pinned:
             raise UsageError(f"layer {layer.id} is pinned", hint=f"`ashctl unpin {layer.id}` first")
+        tried = try_of(target, layer)
+        if tried is not None and not args.dry_run:
+            discard(target, tried)  # a try not deployed goes with its layer
+            print(f"removed the try {os.path.basename(tried)}")
         if layer.id in target.store.heads():
             raise UsageError(
                 f"layer {layer.id} is a deployment's layer: the root stands on it",
@@ -454,6 +472,35 @@ def _on_line(target: Target, layer: Layer, head: int) -> bool:
             return True
         current = target.store.get(current).parent
     return False
+
+
+def cmd_try(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.trial import trial
+
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    name = check_name(args.name) if args.name is not None else None
+    path, layer, code = trial(target, argv, name)
+    if layer is None:
+        print("nothing changed in the try: removed it", file=sys.stderr)
+    else:
+        print(
+            f"tried: layer {layer} in {os.path.basename(path)}, the running root untouched;"
+            f" `ashctl deploy {layer}` makes it the deployment, `ashctl remove {layer}` drops it",
+            file=sys.stderr,
+        )
+    return code if code >= 0 else 128 - code
+
+
+def cmd_deploy(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.trial import deploy
+
+    layer = target.store.find(args.layer)
+    _, at_reboot = deploy(target, layer)
+    when = "at the next boot" if at_reboot else "now"
+    print(f"deployed layer {layer.id} ({escaped(layer.name)}): takes effect {when}")
+    return 0
 
 
 def cmd_export(target: Target, args: argparse.Namespace) -> int:
@@ -634,6 +681,8 @@ COMMANDS = {
     "remove": cmd_remove,
     "rebase": cmd_rebase,
     "export": cmd_export,
+    "try": cmd_try,
+    "deploy": cmd_deploy,
     "apply": cmd_apply,
     "prune": cmd_prune,
     "doctor": cmd_doctor,

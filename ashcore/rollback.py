@@ -118,7 +118,9 @@ def _journal(target: Target) -> str:
     return os.path.join(target.store.path, JOURNAL)
 
 
-def _begin_journal(target: Target, path: str, layer: Layer, old: str, booted: bool) -> None:
+def _begin_journal(
+    target: Target, path: str, layer: Layer, old: str, booted: bool, *, made: bool = True
+) -> None:
     retired = _deployment_in_store(target) if not booted else None
     write_json(
         _journal(target),
@@ -128,6 +130,7 @@ def _begin_journal(target: Target, path: str, layer: Layer, old: str, booted: bo
             "from": old,
             "booted": booted,
             "retired": os.path.basename(retired) if retired else None,
+            "made": made,  # False: a deployment that was there before (a try's): never deleted
         },
     )
 
@@ -171,11 +174,13 @@ def resume(target: Target) -> str | None:
             if isinstance(retired, str):
                 _delete_retired(target, os.path.join(store.deployments_dir, retired))
             said = f"finished the interrupted rollback to layer {layer}"
-        else:
+        elif journal.get("made", True):
             drop_caches(fs, path)
             fs.delete(path)
             store.forget_deployment(new.uuid)
             said = f"undid the interrupted rollback to layer {layer}: nothing changed"
+        else:
+            said = f"undid the interrupted deploy of layer {layer}: nothing changed"
     os.unlink(_journal(target))
     return said
 
@@ -235,6 +240,34 @@ def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
     return path, booted
 
 
+def deploy_existing(target: Target, path: str, layer: Layer) -> bool:
+    """Make the deployment at `path` (a try's, whose layer is `layer`) the deployment: at once
+    on a root that is not booted, at the next boot on the running system. Returns whether it
+    waits for a reboot. Journaled as a rollback is, but a deployment that was there before
+    is never deleted by an undo."""
+    store = target.store
+    booted = is_booted_root(target.root)
+    if not booted and os.path.realpath(target.root) == "/":
+        raise UsageError(
+            "cannot switch the root this command runs in",
+            hint="run `ashctl --root PATH deploy` from outside the chroot",
+        )
+    with store.locked(target.config.lock_timeout):
+        require_idle(target)
+        if (said := resume(target)) is not None:
+            log.info("%s", said)
+        dep = target.deployment()
+        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+        sweep_probes(target)
+        _begin_journal(target, path, layer, dep.uuid, booted, made=False)
+        if booted:
+            target.fs.set_default(path)
+        else:
+            _swap_mount(target.root, path)
+        resume(target)
+    return booted
+
+
 def _deployment_in_store(target: Target) -> str | None:
     """The path of the deployment mounted at the root when a rollback of this store made it
     (under its deployments/ folder), else None: a root the user made is never deleted."""
@@ -283,6 +316,7 @@ def unused_deployments(target: Target) -> list[str]:
         if m.source == store_mount.source and m.fs_root.startswith(prefix)
     }
     from ashcore.replay import stage_name
+    from ashcore.trial import is_try
 
     journal = interrupted(target) or {}
     try:
@@ -295,6 +329,8 @@ def unused_deployments(target: Target) -> list[str]:
         if entry in mounted or entry in (journal.get("deployment"), stage_name(target)):
             continue
         if not target.fs.is_subvolume(path) or target.fs.info(path).id == default:
+            continue
+        if is_try(entry):  # made to be deployed: `ashctl remove` of its layer removes it
             continue
         unused.append(path)
     return unused
