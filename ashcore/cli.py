@@ -225,7 +225,7 @@ def _free(root: str) -> int:
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.lifecycle import drift_since_head, running
     from ashcore.prune import total_size
-    from ashcore.rollback import interrupted, pending_reboot
+    from ashcore.rollback import interrupted, next_boot, pending_reboot
     from ashcore.sizes import human
 
     dep = target.deployment()
@@ -253,6 +253,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     status = {
         "layer": head,
         "pending_reboot": pending_reboot(target),
+        "next_boot": next_boot(target),
         "drift": drift,
         "drifted": [escaped(p) for p in changed[:SHOWN]] if drift else [],
         "pending": pending_json,
@@ -271,7 +272,11 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         if drift and len(changed) > SHOWN:
             print("  ... and more (`ashctl run` or the next operation keeps them as a layer)")
         if status["pending_reboot"]:
-            print("pending reboot: a rollback takes effect at the next boot")
+            nxt = status["next_boot"]
+            print(
+                "pending reboot: the next boot starts "
+                + (f"layer {nxt}" if nxt is not None else "another deployment")
+            )
         if status["interrupted_rollback"]:
             print("rollback: interrupted (`ashctl doctor --repair` finishes or undoes it)")
         if pending_json:

@@ -300,6 +300,22 @@ def pending_reboot(target: Target) -> bool:
         return False
 
 
+def next_boot(target: Target) -> int | None:
+    """The layer of the deployment the next boot starts, when a rollback or deploy waits for
+    a reboot (else None)."""
+    if not pending_reboot(target):
+        return None
+    try:
+        default = target.fs.default_id(target.root)
+        for entry in os.listdir(target.store.deployments_dir):
+            path = os.path.join(target.store.deployments_dir, entry)
+            if target.fs.is_subvolume(path) and target.fs.info(path).id == default:
+                return target.store.head(target.fs.info(path).uuid)[0]
+    except (BackendError, OSError):
+        return None
+    return None
+
+
 def unused_deployments(target: Target) -> list[str]:
     """Deployments this store made that nothing uses: not mounted, not the default subvolume,
     not named by an unfinished rollback's journal (paths)."""

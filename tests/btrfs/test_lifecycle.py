@@ -166,6 +166,7 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
         "drifted": [],
         "layer": 1,
         "pending_reboot": False,
+        "next_boot": None,
         "drift": False,
         "pending": None,
         "interrupted_rollback": False,

@@ -27,6 +27,7 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
         "drifted": [],
         "layer": 1,
         "pending_reboot": False,
+        "next_boot": None,
         "drift": False,
         "pending": None,
         "interrupted_rollback": False,
