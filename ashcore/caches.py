@@ -101,10 +101,12 @@ def _copy(source: str, dest: str) -> None:
     os.chmod(dest, st.st_mode & 0o7777)
 
 
-def renew_caches(fs: Filesystem, old_root: str, new_root: str) -> None:
+def renew_caches(fs: Filesystem, old_root: str, new_root: str, *, carry: bool = False) -> None:
     """Give the deployment at `new_root` (a snapshot, where these subvolumes are empty
     folders) empty caches with the folders, owners and modes of `old_root`'s, and a writable
-    snapshot of each of `old_root`'s package lists (shared, no copy)."""
+    snapshot of each of `old_root`'s package lists (shared, no copy). `carry`: the caches
+    too are snapshots of the current ones (a replay or a try, which run the managers there
+    at once: apt need not rebuild its 50 MB pkgcache.bin first)."""
     for rel in KEPT_OUT:
         old, new = os.path.join(old_root, rel), os.path.join(new_root, rel)
         if not fs.is_subvolume(old) or fs.is_subvolume(new):
@@ -112,7 +114,7 @@ def renew_caches(fs: Filesystem, old_root: str, new_root: str) -> None:
         if os.path.isdir(new):
             os.rmdir(new)  # the empty folder a nested subvolume leaves in a snapshot
         os.makedirs(os.path.dirname(new), exist_ok=True)
-        if rel in INDEXES:
+        if rel in INDEXES or carry:
             fs.snapshot(old, new, read_only=False)
             continue
         fs.create(new)

@@ -242,7 +242,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         fs.snapshot(store.layer_path(base.id), stage, read_only=False)
         from ashcore.caches import renew_caches
 
-        renew_caches(fs, target.root, stage)
+        renew_caches(fs, target.root, stage, carry=True)
         uuid = fs.info(stage).uuid
         store.set_head(uuid, base.id, None)
     outcome = Outcome()
@@ -318,6 +318,7 @@ def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
         "TERM": "dumb",
         "DEBIAN_FRONTEND": "noninteractive",
         "ASH_NAME": step.layer.name,
+        "ASH_NO_SIZES": "1",  # measured later, not while the replay waits for each helper
     }
     result = subprocess.run(
         ["chroot", mountpoint, *step.argv],
@@ -327,7 +328,9 @@ def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
         text=True,
         errors="replace",
     )
+    ran = time.monotonic()
     _wait_described(target, mountpoint)
+    log.debug("replay: %s ran, then %.2f s for its helper", step.argv[0], time.monotonic() - ran)
     if result.returncode != 0:
         lines = [x for x in (result.stderr or result.stdout).strip().splitlines() if x.strip()]
         said = lines[-1] if lines else "no message"
@@ -436,11 +439,9 @@ def _mount_stage(target: Target, stage: str, mountpoint: str) -> None:
         raise BackendError(f"{target.root} or its store is not mounted", hint="run doctor")
     os.makedirs(mountpoint, mode=0o700, exist_ok=True)
     mount_subvolume(root_mount.source, "/" + btrfsutil.subvolume_path(stage), mountpoint)
-    from ashcore.run import run
-
     inside = os.path.join(mountpoint, target.config.store.lstrip("/"))
     os.makedirs(inside, exist_ok=True)
-    run(["mount", "-t", "btrfs", "-o", f"subvol={store_mount.fs_root}", store_mount.source, inside])
+    mount_subvolume(store_mount.source, store_mount.fs_root, inside)
     mount_api(mountpoint)
 
 

@@ -64,7 +64,7 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         )
         path = os.path.join(store.deployments_dir, f"{n}{TRY}layer{base.id}")
         fs.snapshot(store.layer_path(base.id), path, read_only=False)
-        renew_caches(fs, target.root, path)
+        renew_caches(fs, target.root, path, carry=True)
         uuid = fs.info(path).uuid
         store.set_head(uuid, base.id, None)
     mountpoint = os.path.join(STAGES, "stage-" + os.path.basename(path))
