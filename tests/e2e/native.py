@@ -9,6 +9,7 @@ tarball, so it would rebuild the base of every other rig dir on this machine.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,28 @@ def assert_no_hook_active(root: Root) -> None:
     names a launcher that is gone, and does nothing."""
     left = [p for p in HOOK_ENTRIES if (root.path / p).exists()]
     assert not left, f"hook files left after removal: {left}"
+
+
+def digests(root: Root, listing: list[str]) -> dict[str, str]:
+    """sha256 of each regular file a package owns (`listing`: its manager's file list)."""
+    found = {}
+    for line in root.run(listing).stdout.splitlines():
+        path = root.path / line.strip().lstrip("/")
+        if line.strip() and path.is_file() and not path.is_symlink():
+            found[line.strip()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def assert_setup_writes_no_hook(root: Root, listing: list[str]) -> str:
+    """`ashctl setup` on a packaged root: every hook file is the package's, byte for byte;
+    no copy in the admin's folders. Returns setup's report."""
+    before = digests(root, listing)
+    report = root.run(["ashctl", "setup"]).stdout
+    after = digests(root, listing)
+    assert after == before, f"setup changed the package's files:\n{report}"
+    for copy in (
+        "etc/pacman.d/hooks/00-ashlayers-pre.hook",
+        "etc/systemd/system/ashlayers-prune.timer",
+    ):
+        assert not (root.path / copy).exists(), f"setup wrote /{copy}"
+    return report
