@@ -85,20 +85,29 @@ def last_layer_name(root: Root) -> str:
     return str(layers(root)[-1]["name"])
 
 
-HOOK_ENTRIES = (
-    "usr/libexec/ashlayers",
-    "usr/share/libalpm/hooks/00-ashlayers-pre.hook",
-    "usr/share/libalpm/hooks/zz-ashlayers-post.hook",
-    "etc/pacman.d/hooks/00-ashlayers-pre.hook",
-    "etc/pacman.d/hooks/zz-ashlayers-post.hook",
-    "usr/lib/python3/dist-packages/dnf-plugins/ashlayers.py",
-)
+HOOK_ENTRIES = {
+    "apt": ("usr/libexec/ashlayers/apt-hook",),
+    "dnf": (
+        "usr/libexec/ashlayers/dnf5-hook",
+        "usr/lib/python3/dist-packages/dnf-plugins/ashlayers.py",
+    ),
+    "pacman": (
+        "usr/libexec/ashlayers/pacman-hook",
+        "usr/share/libalpm/hooks/00-ashlayers-pre.hook",
+        "usr/share/libalpm/hooks/zz-ashlayers-post.hook",
+        "etc/pacman.d/hooks/00-ashlayers-pre.hook",
+        "etc/pacman.d/hooks/zz-ashlayers-post.hook",
+    ),
+}
 
 
-def assert_no_hook_active(root: Root) -> None:
-    """No launcher, no alpm hook, no dnf plugin: what may stay (apt's and dnf5's conffiles)
-    names a launcher that is gone, and does nothing."""
-    left = [p for p in HOOK_ENTRIES if (root.path / p).exists()]
+def assert_no_hook_active(root: Root, managers: tuple[str, ...] = ("apt", "dnf", "pacman")) -> None:
+    """No launcher, no alpm hook, no dnf plugin of the package's managers, no ash-commit: what
+    may stay (apt's and dnf5's conffiles) names a launcher that is gone, and does nothing."""
+    entries = ["usr/libexec/ashlayers/ash-commit"]
+    for manager in managers:
+        entries += HOOK_ENTRIES[manager]
+    left = [p for p in entries if (root.path / p).exists()]
     assert not left, f"hook files left after removal: {left}"
 
 
