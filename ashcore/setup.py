@@ -50,6 +50,7 @@ DEFAULT_CONFIG = """\
 
 UNITS = ("ashlayers-prune.service", "ashlayers-prune.timer")
 UNIT_DIR = "etc/systemd/system"
+PACKAGED_UNIT_DIRS = ("usr/lib/systemd/system", "lib/systemd/system")
 
 
 def plugins() -> list[ModuleType]:
@@ -180,7 +181,13 @@ def _install_units(target: Target) -> list[str]:
     done = []
     folder = os.path.join(target.root, UNIT_DIR)
     os.makedirs(folder, mode=0o755, exist_ok=True)
-    for unit in UNITS:
+    # A native package ships the units in the distribution's folder: a copy in /etc would
+    # shadow them and outlive the package's removal.
+    packaged = next(
+        (d for d in PACKAGED_UNIT_DIRS if os.path.exists(os.path.join(target.root, d, UNITS[1]))),
+        None,
+    )
+    for unit in UNITS if packaged is None else ():
         data = fill(resources.files("ashcore").joinpath("files", unit).read_bytes(), target.root)
         path = os.path.join(folder, unit)
         if _read(path) != data:
@@ -193,7 +200,7 @@ def _install_units(target: Target) -> list[str]:
         os.path.lexists(wants)
     ):
         os.makedirs(os.path.dirname(wants), mode=0o755, exist_ok=True)
-        os.symlink(f"/{UNIT_DIR}/{UNITS[1]}", wants)
+        os.symlink(f"/{packaged or UNIT_DIR}/{UNITS[1]}", wants)
         done.append(f"unit: enabled {UNITS[1]} (ash.toml has retention rules)")
     return done
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages="mmdebstrap btrfs-progs python3-btrfsutil python3-venv zstd tar util-linux coreutils
           python3-apt python3-rpm python3-dnf
-          ca-certificates debian-archive-keyring"
+          ca-certificates debian-archive-keyring zsh groff-base"
 missing=""
 for p in $packages; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -19,6 +19,7 @@ HOOK_FILES = ("00-ashlayers-pre.hook", "zz-ashlayers-post.hook")
 LAUNCHER = "/usr/libexec/ashlayers/pacman-hook"
 CONFIG_FILE = "pacman.toml"
 PACMAN_BINARIES = ("usr/bin/pacman", "bin/pacman")
+PACKAGED_HOOKS = "usr/share/libalpm/hooks"
 
 
 def detect(root: str) -> bool:
@@ -33,6 +34,13 @@ def _shipped(name: str) -> bytes:
 def _hook_paths(root: str) -> list[str]:
     hookdir = conf.read(root).hookdirs[0]
     return [os.path.join(hookdir, name) for name in HOOK_FILES]
+
+
+def packaged(root: str) -> bool:
+    """A native package put the hooks in alpm's own folder: a copy in the admin's HookDir
+    would override them and outlive the package's removal (its pre hook stops pacman once
+    the launcher is gone and /etc/ash/ash.toml is still there)."""
+    return all(os.path.isfile(os.path.join(root, PACKAGED_HOOKS, n)) for n in HOOK_FILES)
 
 
 def _write(root: str, path: str, data: bytes, *, replace: bool, mode: int = 0o644) -> bool:
@@ -57,7 +65,7 @@ def install(root: str) -> list[str]:
     written = [LAUNCHER] if launcher else []
     written += [
         p
-        for p in _hook_paths(root)
+        for p in ([] if packaged(root) else _hook_paths(root))
         if _write(root, p, fill(_shipped(os.path.basename(p)), root), replace=True)
     ]
     config = os.path.join("/", HOOKS_DIR, CONFIG_FILE)
