@@ -136,7 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--name", metavar="NAME", help="the name of the layer CMD makes")
     s.add_argument(
-        "argv", metavar="CMD", nargs=argparse.REMAINDER, help="the command and its arguments"
+        "argv",
+        metavar="-- CMD [ARG ...]",
+        nargs=argparse.REMAINDER,
+        help="the command to run and its arguments, after `--` (default: a shell)",
     )
     s = sub.add_parser(
         "deploy", help="make LAYER (a try's, or any) the deployment, at once or at next boot"
