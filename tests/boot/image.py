@@ -123,6 +123,9 @@ TTYReset=yes
 Environment=PS1= PS2= TERM=dumb HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive
 Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 Restart=no
+# an interactive bash ignores SIGTERM: without these a reboot waits 90 s for it
+KillSignal=SIGHUP
+TimeoutStopSec=5
 
 [Install]
 WantedBy=multi-user.target
@@ -357,16 +360,19 @@ def _configure(root: Path, uuid: str) -> None:
     _write(root / "etc/default/grub", GRUB_DEFAULT)
     _write(root / "usr/local/sbin/ash-console", CONSOLE_SCRIPT, 0o755)
     _write(root / "etc/systemd/system/ash-console.service", CONSOLE_UNIT)
+    _write(root / "etc/systemd/system.conf.d/ashboot.conf", "[Manager]\nDefaultTimeoutStopSec=15s\n")
     wants = root / "etc/systemd/system/multi-user.target.wants/ash-console.service"
     wants.parent.mkdir(parents=True, exist_ok=True)
     wants.unlink(missing_ok=True)
     wants.symlink_to("/etc/systemd/system/ash-console.service")
     # no getty on the serial line (the console shell owns it), nothing waits for a network
-    for unit in ("serial-getty@ttyS0.service", "getty@tty1.service", "systemd-networkd-wait-online.service"):  # noqa: E501
+    # (grub-common.service rewrites /boot/grub/grubenv at every boot: drift in every layer)
+    masks = ("serial-getty@ttyS0.service", "getty@tty1.service", "grub-common.service",
+             "systemd-networkd-wait-online.service")  # fmt: skip
+    for unit in masks:
         masked = root / "etc/systemd/system" / unit
         masked.unlink(missing_ok=True)
         masked.symlink_to("/dev/null")
-    _write(root / "etc/machine-id", "")  # made at first boot; not shared between images
     # the test packages as a flat apt repo; apt sees nothing else (the guest is offline)
     build = root / "srv/ashtest/build"
     repo = root / "srv/ashtest/deb"
@@ -444,6 +450,11 @@ def _install(root: Path, device: str, uuid: str, say) -> None:  # type: ignore[n
     cfg_path.write_text(cfg)
     if "rootflags=subvol=@" not in cfg:
         raise RigError("grub.cfg does not name rootflags=subvol=@:\n" + cfg[-2000:])
+    # What a first boot would write, written now, so the base layer has it (no drift at the
+    # first operation): the machine id, systemd-update-done's stamps, GRUB's environment.
+    run_in(root, ["systemd-machine-id-setup"])
+    run_in(root, ["/usr/lib/systemd/systemd-update-done"])
+    run_in(root, ["grub-editenv", "/boot/grub/grubenv", "create"])
     say("ashctl setup in the image")
     run_in(root, ["ashctl", "setup"])
 
