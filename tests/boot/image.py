@@ -360,14 +360,16 @@ def _configure(root: Path, uuid: str) -> None:
     _write(root / "etc/default/grub", GRUB_DEFAULT)
     _write(root / "usr/local/sbin/ash-console", CONSOLE_SCRIPT, 0o755)
     _write(root / "etc/systemd/system/ash-console.service", CONSOLE_UNIT)
-    _write(root / "etc/systemd/system.conf.d/ashboot.conf", "[Manager]\nDefaultTimeoutStopSec=15s\n")
+    _write(root / "etc/systemd/system.conf.d/ashboot.conf", "[Manager]\nDefaultTimeoutStopSec=15s\n")  # noqa: E501
     wants = root / "etc/systemd/system/multi-user.target.wants/ash-console.service"
     wants.parent.mkdir(parents=True, exist_ok=True)
     wants.unlink(missing_ok=True)
     wants.symlink_to("/etc/systemd/system/ash-console.service")
     # no getty on the serial line (the console shell owns it), nothing waits for a network
-    # (grub-common.service rewrites /boot/grub/grubenv at every boot: drift in every layer)
+    # (grub2-common.service rewrites /boot/grub/grubenv at every boot: drift at every first
+    # operation after a boot; getty-static and modprobe@drm cost 5-6 s each under TCG)
     masks = ("serial-getty@ttyS0.service", "getty@tty1.service", "grub-common.service",
+             "grub2-common.service", "getty-static.service", "modprobe@drm.service",
              "systemd-networkd-wait-online.service")  # fmt: skip
     for unit in masks:
         masked = root / "etc/systemd/system" / unit
