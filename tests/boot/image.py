@@ -80,7 +80,7 @@ SETUP_HOOKS = (
     '--setup-hook=mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/etc/initramfs-tools/hooks"',
     f"--setup-hook=printf '{INITRAMFS_CONF}' > \"$1/etc/initramfs-tools/conf.d/ashboot\"",
     "--setup-hook=cat > \"$1/etc/initramfs-tools/hooks/ashboot\" <<'EOF'\n"
-    f"{INITRAMFS_HOOK}EOF\nchmod 755 \"$1/etc/initramfs-tools/hooks/ashboot\"",
+    f'{INITRAMFS_HOOK}EOF\nchmod 755 "$1/etc/initramfs-tools/hooks/ashboot"',
 )
 
 GRUB_DEFAULT = """\
@@ -360,7 +360,9 @@ def _configure(root: Path, uuid: str) -> None:
     _write(root / "etc/default/grub", GRUB_DEFAULT)
     _write(root / "usr/local/sbin/ash-console", CONSOLE_SCRIPT, 0o755)
     _write(root / "etc/systemd/system/ash-console.service", CONSOLE_UNIT)
-    _write(root / "etc/systemd/system.conf.d/ashboot.conf", "[Manager]\nDefaultTimeoutStopSec=15s\n")  # noqa: E501
+    _write(
+        root / "etc/systemd/system.conf.d/ashboot.conf", "[Manager]\nDefaultTimeoutStopSec=15s\n"
+    )
     wants = root / "etc/systemd/system/multi-user.target.wants/ash-console.service"
     wants.parent.mkdir(parents=True, exist_ok=True)
     wants.unlink(missing_ok=True)
@@ -476,8 +478,11 @@ def clean() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m tests.boot.image", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tests.boot.image",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=("build", "clean"))
     args = parser.parse_args(argv)
     try:

@@ -32,9 +32,7 @@ state: dict[str, Any] = {}
 def root_mount(vm: VM) -> dict[str, str]:
     out = vm.run("findmnt --json -o SOURCE,FSTYPE,OPTIONS /").check().output
     fs = json.loads(out)["filesystems"][0]
-    options = dict(
-        (o.split("=", 1) + [""])[:2] for o in fs["options"].split(",")
-    )
+    options = dict(([*o.split("=", 1), ""])[:2] for o in fs["options"].split(","))
     return {"source": fs["source"], "fstype": fs["fstype"], **options}
 
 
@@ -134,8 +132,9 @@ def test_boot_integration_by_hand(vm: VM) -> None:
         "installed": installed(vm, PACKAGE),
         "status": status(vm),
         "failed": vm.run("systemctl --failed --no-legend --plain").output.strip(),
-        "remount": vm.run("systemctl status --no-pager -l systemd-remount-fs.service"
-                          " | tail -5").output.strip(),
+        "remount": vm.run(
+            "systemctl status --no-pager -l systemd-remount-fs.service | tail -5"
+        ).output.strip(),
         "fstab": vm.run("grep -v '^#' /etc/fstab").output.strip(),
         "store": vm.run("findmnt -no SOURCE /.ash").output.strip(),
     }

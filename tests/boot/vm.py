@@ -22,6 +22,7 @@ and ends with the console's last lines.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -134,10 +135,8 @@ class VM:
         """Kill qemu (its whole process group) and wait for it; idempotent."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if proc is not None:
             try:
                 proc.wait(timeout=30)
@@ -222,14 +221,16 @@ class VM:
             f"echo {encoded} | base64 -d > /tmp/ash-cmd; "
             f"echo ASH-BEGIN-{self._count}; "
             f"sh /tmp/ash-cmd </dev/null >/tmp/ash-out 2>&1; rc=$?; cat /tmp/ash-out; "
-            f"echo \"{end}=$rc\"\n"
+            f'echo "{end}=$rc"\n'
         )
         started = time.monotonic()
         self._proc.stdin.write(line.encode())
         self._proc.stdin.flush()
         self._wait_for(re.compile(f"ASH-BEGIN-{self._count}\n"), 60, f"the start of `{command}`")
         begin = self._seen
-        found = self._wait_for(re.compile(re.escape(end) + r"=(\d+)\n"), timeout, f"the end of `{command}`")  # noqa: E501
+        found = self._wait_for(
+            re.compile(re.escape(end) + r"=(\d+)\n"), timeout, f"the end of `{command}`"
+        )
         output = self._buffer[begin : found.start()]
         return Result(command, int(found.group(1)), output, time.monotonic() - started)
 
