@@ -5,6 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="mmdebstrap btrfs-progs python3-btrfsutil python3-venv zstd tar util-linux coreutils
+          fdisk qemu-system-x86 qemu-utils
           python3-apt python3-rpm python3-dnf
           ca-certificates debian-archive-keyring zsh groff-base"
 missing=""
