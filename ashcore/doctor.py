@@ -15,7 +15,7 @@ import sqlite3
 
 from ashcore.lifecycle import Target, require_idle, write_manifest
 from ashcore.model import Layer, Status
-from ashcore.ondisk import read_json, write_json
+from ashcore.ondisk import read_json
 from ashcore.store import now_iso
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,6 @@ def check(target: Target, repair: bool) -> list[str]:
                 problems.append(f"record {layer_id} has no snapshot")
                 if repair:  # kept as history, as prune keeps it
                     store.mark_pruned(layer_id)
-                    manifest = read_json(store.manifest_path(layer_id))
-                    if isinstance(manifest, dict):
-                        manifest["status"] = Status.PRUNED.value
-                        write_json(store.manifest_path(layer_id), manifest)
                     problems.pop()
                     log.info("mended: layer %d has no snapshot: kept as a pruned record", layer_id)
     return problems

@@ -87,9 +87,10 @@ def plan(
     *,
     keep_base: bool = True,
 ) -> list[Layer]:
-    """The layers to prune, oldest first. With `max_size`, sizes are measured first (this
-    reads every unmeasured layer), and each pruned layer's children are foreseen re-measured
-    against the ancestor they will then stand on."""
+    """The layers to prune, oldest first (call under the store lock). With `max_size`, the
+    sizes recorded count (measure them first, without the lock: `sizes.complete_sizes`), and
+    each pruned layer's children are foreseen re-measured against the ancestor they will
+    then stand on."""
     if keep is None and keep_days is None and max_size is None:
         raise UsageError(
             "no retention rule",
@@ -101,10 +102,6 @@ def plan(
     doomed = by_rules(layers, heads, keep, keep_days, keep_base=keep_base)
     if max_size is None:
         return doomed
-    from ashcore.sizes import complete_sizes
-
-    complete_sizes(target)
-    layers = store.layers()
     by_id = {layer.id: layer for layer in layers}
     sizes = {layer.id: layer.size or 0 for layer in layers if has_snapshot(layer)}
     gone = {layer.id for layer in doomed}
@@ -162,16 +159,11 @@ def prune_layer(target: Target, layer: Layer) -> None:
     """Delete one layer's snapshot, keep its record as history (call under the store lock).
     The record is marked first: a kill before the delete leaves a pruned record whose
     snapshot doctor finishes deleting. Its children are measured again (sizes.py)."""
-    from ashcore.ondisk import read_json, write_json
     from ashcore.sizes import measure, record_size
 
     store = target.store
     with store.transaction(store.db):
         store.mark_pruned(layer.id)
-    manifest = read_json(store.manifest_path(layer.id))
-    if isinstance(manifest, dict):
-        manifest["status"] = Status.PRUNED.value
-        write_json(store.manifest_path(layer.id), manifest)
     target.fs.delete(store.layer_path(layer.id))
     by_id = {x.id: x for x in store.layers()}
     for child in _live_children(by_id, set(), layer.id):

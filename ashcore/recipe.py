@@ -42,7 +42,7 @@ from typing import Any
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, manager_state
 from ashcore.model import Layer
-from ashcore.replay import CHROOT_PATH, Step
+from ashcore.replay import chroot_env, steps_of
 from ashcore.text import escaped
 
 VERSION = 1
@@ -65,7 +65,7 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
         current = layer.parent
     if len(line) < 2:
         raise UsageError(f"layer {last.id} is a base: nothing to export", hint="name a later one")
-    steps = plan_from(target, line[1:])
+    steps = steps_of(target, line[1:], "carried", "export up to the layer before it")
     written = []
     stem = out[: -len(".toml")] if out.endswith(".toml") else out
     parts = [
@@ -90,26 +90,6 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
 
     write_atomic(out, ("\n".join(parts) + "\n").encode())
     return [out, *written]
-
-
-def plan_from(target: Target, layers: list[Layer]) -> list[Step]:
-    from ashcore.replay import replay_argv
-
-    steps = []
-    for layer in layers:
-        argv = replay_argv(layer)
-        if argv is None and (
-            layer.parent is None
-            or not os.path.isdir(target.store.layer_path(layer.id))
-            or not os.path.isdir(target.store.layer_path(layer.parent))
-        ):
-            raise UsageError(
-                f'layer {layer.id} "{escaped(layer.name)}" is carried as its file changes,'
-                " and its snapshot or its parent's was pruned: it cannot be exported",
-                hint="export up to the layer before it",
-            )
-        steps.append(Step(layer, argv))
-    return steps
 
 
 def _bundle(target: Target, layer: Layer, bundle: str) -> list[str]:
@@ -167,6 +147,17 @@ def load(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(operations, list):
         raise UsageError(f"{path}: [[operation]] entries expected", hint="see `ashctl export`")
     for i, op in enumerate(operations, 1):
+        if not isinstance(op, dict):
+            raise UsageError(f"{path}: operation {i} is not a table", hint="see `ashctl export`")
+        removed = op.get("remove", [])
+        if not isinstance(removed, list) or not all(
+            isinstance(p, str) and p and not p.startswith("/") and ".." not in p.split("/")
+            for p in removed
+        ):
+            raise UsageError(
+                f"{path}: operation {i}: `remove` must list plain paths inside the root",
+                hint="see `ashctl export`",
+            )
         command, files = op.get("command"), op.get("files")
         ok_command = (
             isinstance(command, list) and command and all(isinstance(a, str) for a in command)
@@ -211,14 +202,7 @@ def apply(root: str, path: str, say: Callable[[str], None], *, dry_run: bool = F
 
 
 def _run(root: str, in_place: bool, argv: list[str], name: str) -> None:
-    env = {
-        "PATH": CHROOT_PATH,
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "TERM": "dumb",
-        "DEBIAN_FRONTEND": "noninteractive",
-        "ASH_NAME": name,
-    }
+    env = chroot_env(name)
     full = argv if in_place else ["chroot", root, *argv]
     result = subprocess.run(
         full, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace"
@@ -235,9 +219,6 @@ def _run(root: str, in_place: bool, argv: list[str], name: str) -> None:
 def _unpack(root: str, bundle: str, removed: list[str]) -> None:
     if not os.path.isfile(bundle):
         raise UsageError(f"the bundle {bundle} is missing", hint="keep it beside the recipe")
-    for rel in removed:
-        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
-            raise UsageError(f"{bundle}: a path to remove is not inside the root: {rel!r}")
     result = subprocess.run(
         ["tar", "-xpf", bundle, "--numeric-owner", "--xattrs", "--no-overwrite-dir", "-C", root],
         capture_output=True,

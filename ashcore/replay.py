@@ -43,7 +43,7 @@ from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer, Status
-from ashcore.mounts import mount_api, mount_at, mount_subvolume, submounts, unmount
+from ashcore.mounts import mount_api, mount_at, mount_subvolume, submounts, unmount_all
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
 from ashcore.text import escaped
@@ -161,23 +161,41 @@ def branch(target: Target, first: Layer) -> list[Layer]:
 
 def plan(target: Target, first: Layer) -> list[Step]:
     """The steps of replaying `first` and what follows it on the deployment's line."""
+    return steps_of(target, branch(target, first), "replayed", "roll back past it instead")
+
+
+def steps_of(target: Target, layers: list[Layer], verb: str, hint: str) -> list[Step]:
+    """The steps of `layers` (oldest first): each by its command, or by its file changes,
+    which need its snapshot and its parent's (UsageError, with `hint`, when pruned)."""
     steps = []
-    for layer in branch(target, first):
+    for layer in layers:
         argv = replay_argv(layer)
         if argv is None and (
-            layer.status == Status.PRUNED
-            or (
-                layer.parent is not None
-                and not os.path.isdir(target.store.layer_path(layer.parent))
-            )
+            layer.parent is None
+            or not os.path.isdir(target.store.layer_path(layer.id))
+            or not os.path.isdir(target.store.layer_path(layer.parent))
         ):
             raise UsageError(
-                f'layer {layer.id} "{escaped(layer.name)}" is replayed as its file'
-                " changes, and its snapshot or its parent's was pruned",
-                hint="roll back past it instead",
+                f'layer {layer.id} "{escaped(layer.name)}" is {verb} as its file changes,'
+                " and its snapshot or its parent's was pruned",
+                hint=hint,
             )
         steps.append(Step(layer, argv))
     return steps
+
+
+def chroot_env(name: str | None, **more: str) -> dict[str, str]:
+    """The environment of a command run chrooted in a stage or a root: clean, plus the
+    layer's name for the hooks inside."""
+    return {
+        "PATH": CHROOT_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "DEBIAN_FRONTEND": "noninteractive",
+        **({"ASH_NAME": name} if name else {}),
+        **more,
+    }
 
 
 def foresee_dissolved(target: Target, base: Layer, step: Step) -> str | None:
@@ -210,15 +228,10 @@ class Outcome:
 def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None]) -> Outcome:
     """Replay `first` and the layers after it on the deployment's line onto `base`, and make
     the result the deployment. Everything as it was on any failure (BackendError/UsageError)."""
-    from ashcore.rollback import _new_deployment_path, is_booted_root
+    from ashcore.rollback import _new_deployment_path, booted_or_refuse
 
     store, fs = target.store, target.fs
-    booted = is_booted_root(target.root)
-    if not booted and os.path.realpath(target.root) == "/":
-        raise UsageError(
-            "cannot replace the root this command runs in",
-            hint="run `ashctl --root PATH ...` from outside the chroot",
-        )
+    booted = booted_or_refuse(target, "remove|rebase")
     if base.status == Status.PRUNED or not os.path.isdir(store.layer_path(base.id)):
         raise UsageError(f"layer {base.id} was pruned: nothing to rebuild on", hint="see list")
     with store.locked(target.config.lock_timeout):
@@ -311,15 +324,8 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
 
 def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
     assert step.argv is not None
-    env = {
-        "PATH": CHROOT_PATH,
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "TERM": "dumb",
-        "DEBIAN_FRONTEND": "noninteractive",
-        "ASH_NAME": step.layer.name,
-        "ASH_NO_SIZES": "1",  # measured later, not while the replay waits for each helper
-    }
+    # Sizes are measured later, not while the replay waits for each helper.
+    env = chroot_env(step.layer.name, ASH_NO_SIZES="1")
     result = subprocess.run(
         ["chroot", mountpoint, *step.argv],
         env=env,
@@ -446,19 +452,11 @@ def _mount_stage(target: Target, stage: str, mountpoint: str) -> None:
 
 
 def _unmount_stage(mountpoint: str) -> None:
+    """Stop what runs in the stage, unmount it with all below it, remove its folder."""
     if not os.path.isdir(mountpoint):
         return
     _kill_inside(mountpoint)
-    for m in sorted(submounts(mountpoint), key=lambda m: len(m.target), reverse=True):
-        try:
-            unmount(m.target)
-        except BackendError:
-            unmount(m.target, lazy=True)
-    if mount_at(mountpoint) is not None:
-        try:
-            unmount(mountpoint)
-        except BackendError:
-            unmount(mountpoint, lazy=True)
+    unmount_all([mountpoint])
     with contextlib.suppress(OSError):
         os.rmdir(mountpoint)
 
@@ -526,17 +524,12 @@ def _switch(target: Target, stage: str, old: str, booted: bool) -> None:
 
 
 def _finish(target: Target, journal: dict[str, object]) -> None:
-    """After the switch: the old deployment forgotten, the one it retires deleted."""
-    from ashcore.rollback import _delete_retired
+    """After the switch: as after a rollback's, then the journal goes."""
+    from ashcore.rollback import after_switch
 
-    store = target.store
-    if not journal.get("booted") and isinstance(journal.get("from"), str):
-        store.forget_deployment(str(journal["from"]))
-    retired = journal.get("retired")
-    if isinstance(retired, str):
-        _delete_retired(target, os.path.join(store.deployments_dir, retired))
+    after_switch(target, journal)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(store.path, JOURNAL))
+        os.unlink(os.path.join(target.store.path, JOURNAL))
 
 
 def sweep_stages(target: Target) -> None:

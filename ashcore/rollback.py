@@ -47,13 +47,14 @@ def default_target(target: Target) -> Layer:
     return target.store.get(layer.parent)
 
 
-def _new_deployment_path(target: Target, layer: Layer) -> str:
+def _new_deployment_path(target: Target, layer: Layer, kind: str = "-") -> str:
+    """deployments/<n><kind>layer<id>, n one more than any there (kind "-try-": a try's)."""
     base = target.store.deployments_dir
     os.makedirs(base, mode=0o700, exist_ok=True)
     n = 1 + max(
         (int(d.split("-")[0]) for d in os.listdir(base) if d.split("-")[0].isdigit()), default=0
     )
-    return os.path.join(base, f"{n}-layer{layer.id}")
+    return os.path.join(base, f"{n}{kind}layer{layer.id}")
 
 
 def staging_path(root: str) -> str:
@@ -168,11 +169,7 @@ def resume(target: Target) -> str | None:
         else:
             committed = target.deployment().uuid == new.uuid
         if committed:
-            if not journal.get("booted") and isinstance(journal.get("from"), str):
-                store.forget_deployment(str(journal["from"]))
-            retired = journal.get("retired")
-            if isinstance(retired, str):
-                _delete_retired(target, os.path.join(store.deployments_dir, retired))
+            after_switch(target, journal)
             said = f"finished the interrupted rollback to layer {layer}"
         elif journal.get("made", True):
             drop_caches(fs, path)
@@ -185,6 +182,17 @@ def resume(target: Target) -> str | None:
     return said
 
 
+def after_switch(target: Target, journal: dict[str, object]) -> None:
+    """Once the root switched (or the default did): the deployment left is forgotten (when
+    it is no longer mounted) and the one the journal retires, made by this store, deleted."""
+    store = target.store
+    if not journal.get("booted") and isinstance(journal.get("from"), str):
+        store.forget_deployment(str(journal["from"]))
+    retired = journal.get("retired")
+    if isinstance(retired, str):
+        _delete_retired(target, os.path.join(store.deployments_dir, retired))
+
+
 def _delete_retired(target: Target, retired: str) -> None:
     if not target.fs.is_subvolume(retired):
         return
@@ -195,77 +203,71 @@ def _delete_retired(target: Target, retired: str) -> None:
         log.warning("kept the previous deployment %s: %s", retired, e)
 
 
-def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
-    """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot).
-
-    All under the store lock: no package operation begins against a root being swapped.
-    A journal names the new deployment before it is made, so that a kill at any point is
-    finished or undone by the next run (`resume`).
-    """
-    store, fs = target.store, target.fs
+def booted_or_refuse(target: Target, command: str) -> bool:
+    """Whether the root is the running system (a switch then waits for a reboot); UsageError
+    for a root that is neither booted nor seen from outside (the chroot this runs in)."""
     booted = is_booted_root(target.root)
     if not booted and os.path.realpath(target.root) == "/":
         raise UsageError(
             "cannot switch the root this command runs in",
-            hint="run `ashctl --root PATH rollback` from outside the chroot",
+            hint=f"run `ashctl --root PATH {command}` from outside the chroot",
         )
+    return booted
+
+
+def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
+    """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot)."""
+    booted = booted_or_refuse(target, "rollback")
     if layer.status == Status.PRUNED:
         raise UsageError(
             f"layer {layer.id} ({layer.name}) was pruned: its snapshot is gone, only its record"
             " stays",
             hint="see `ashctl list` for layers with snapshots",
         )
-    if not os.path.isdir(store.layer_path(layer.id)):
+    if not os.path.isdir(target.store.layer_path(layer.id)):
         raise UsageError(
             f"the snapshot of layer {layer.id} ({layer.name}) is gone: nothing to roll back to",
             hint="see `ashctl list`; `ashctl doctor` tells what is missing",
         )
-    with store.locked(target.config.lock_timeout):
-        require_idle(target)
-        if (said := resume(target)) is not None:
-            log.info("%s", said)
-        dep = target.deployment()
-        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
-        sweep_probes(target)
-        path = _new_deployment_path(target, layer)
-        _begin_journal(target, path, layer, dep.uuid, booted)
-        fs.snapshot(store.layer_path(layer.id), path, read_only=False)
-        renew_caches(fs, target.root, path)
-        store.set_head(fs.info(path).uuid, layer.id, None)
-        if booted:
-            fs.set_default(path)
-        else:
-            _swap_mount(target.root, path)  # the lock's file moves with the store's mount
-        resume(target)
-    return path, booted
+    return _switch_to(target, layer, None, booted), booted
 
 
 def deploy_existing(target: Target, path: str, layer: Layer) -> bool:
     """Make the deployment at `path` (a try's, whose layer is `layer`) the deployment: at once
     on a root that is not booted, at the next boot on the running system. Returns whether it
-    waits for a reboot. Journaled as a rollback is, but a deployment that was there before
-    is never deleted by an undo."""
-    store = target.store
-    booted = is_booted_root(target.root)
-    if not booted and os.path.realpath(target.root) == "/":
-        raise UsageError(
-            "cannot switch the root this command runs in",
-            hint="run `ashctl --root PATH deploy` from outside the chroot",
-        )
+    waits for a reboot. A deployment that was there before is never deleted by an undo."""
+    booted = booted_or_refuse(target, "deploy")
+    _switch_to(target, layer, path, booted)
+    return booted
+
+
+def _switch_to(target: Target, layer: Layer, existing: str | None, booted: bool) -> str:
+    """Switch to `existing`, or to a new writable snapshot of `layer`; returns its path.
+
+    All under the store lock: no package operation begins against a root being swapped.
+    The state left is kept first, byte for byte. A journal names the deployment before it
+    is made or switched to, so that a kill at any point is finished or undone by the next
+    run (`resume`)."""
+    store, fs = target.store, target.fs
     with store.locked(target.config.lock_timeout):
         require_idle(target)
         if (said := resume(target)) is not None:
             log.info("%s", said)
         dep = target.deployment()
-        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+        capture_drift(target, dep, strict=True)
         sweep_probes(target)
-        _begin_journal(target, path, layer, dep.uuid, booted, made=False)
+        path = existing or _new_deployment_path(target, layer)
+        _begin_journal(target, path, layer, dep.uuid, booted, made=existing is None)
+        if existing is None:
+            fs.snapshot(store.layer_path(layer.id), path, read_only=False)
+            renew_caches(fs, target.root, path)
+            store.set_head(fs.info(path).uuid, layer.id, None)
         if booted:
-            target.fs.set_default(path)
+            fs.set_default(path)
         else:
-            _swap_mount(target.root, path)
+            _swap_mount(target.root, path)  # the lock's file moves with the store's mount
         resume(target)
-    return booted
+    return path
 
 
 def _deployment_in_store(target: Target) -> str | None:

@@ -123,7 +123,4 @@ def complete(target: Target, layer_id: int) -> None:
             merged = merged.merge(delta)
         if merged:
             store.set_packages(layer, merged)
-            manifest = read_json(store.manifest_path(layer))
-            if isinstance(manifest, dict):
-                manifest["packages"] = merged.to_json()
-                write_json(store.manifest_path(layer), manifest, durable=False)
+            store.amend_manifest(layer, "packages", merged.to_json(), durable=False)

@@ -140,13 +140,8 @@ def measure(target: Target, layer_id: int) -> int | None:
 
 def record_size(target: Target, layer_id: int, size: int) -> None:
     """Store a layer's size in its record and its manifest (call under the store lock)."""
-    from ashcore.ondisk import read_json, write_json
-
     target.store.set_size(layer_id, size)
-    manifest = read_json(target.store.manifest_path(layer_id))
-    if isinstance(manifest, dict):
-        manifest["size"] = size
-        write_json(target.store.manifest_path(layer_id), manifest, durable=False)
+    target.store.amend_manifest(layer_id, "size", size, durable=False)
 
 
 def complete_sizes(target: Target, limit: int | None = None) -> int:

@@ -581,8 +581,20 @@ class Store:
         return [r[0] for r in rows]
 
     def mark_pruned(self, layer_id: int) -> None:
-        """The layer's snapshot is deleted: its record stays, as history."""
+        """The layer's snapshot is (to be) deleted: its record and manifest stay, as history."""
         self.db.execute("UPDATE layers SET status = 'pruned' WHERE id = ?", (layer_id,))
+        self.amend_manifest(layer_id, "status", Status.PRUNED.value)
+
+    def amend_manifest(
+        self, layer_id: int, key: str, value: object, *, durable: bool = True
+    ) -> None:
+        """Set one field of the layer's manifest (none is written when it has none)."""
+        from ashcore.ondisk import read_json, write_json
+
+        manifest = read_json(self.manifest_path(layer_id))
+        if isinstance(manifest, dict):
+            manifest[key] = value
+            write_json(self.manifest_path(layer_id), manifest, durable=durable)
 
     def set_pinned(self, layer_id: int, pinned: bool) -> None:
         self.db.execute("UPDATE layers SET pinned = ? WHERE id = ?", (int(pinned), layer_id))

@@ -37,12 +37,13 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
     it ends on or None when nothing changed, the command's exit code)."""
     from ashcore.caches import renew_caches
     from ashcore.replay import (
-        CHROOT_PATH,
         STAGES,
         _mount_stage,
         _unmount_stage,
         _wait_described,
+        chroot_env,
     )
+    from ashcore.rollback import _new_deployment_path
 
     store, fs = target.store, target.fs
     with store.locked(target.config.lock_timeout):
@@ -53,16 +54,7 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         if head is None:
             raise UsageError("the deployment has no layer yet", hint="run `ashctl setup`")
         base = store.get(head)
-        os.makedirs(store.deployments_dir, mode=0o700, exist_ok=True)
-        n = 1 + max(
-            (
-                int(d.split("-")[0])
-                for d in os.listdir(store.deployments_dir)
-                if d.split("-")[0].isdigit()
-            ),
-            default=0,
-        )
-        path = os.path.join(store.deployments_dir, f"{n}{TRY}layer{base.id}")
+        path = _new_deployment_path(target, base, kind=TRY)
         fs.snapshot(store.layer_path(base.id), path, read_only=False)
         renew_caches(fs, target.root, path, carry=True)
         uuid = fs.info(path).uuid
@@ -71,13 +63,10 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
     code = 0
     try:
         _mount_stage(target, path, mountpoint)
-        env = {
-            "PATH": CHROOT_PATH,
-            "HOME": "/root",
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "TERM": os.environ.get("TERM", "dumb"),
-            **({"ASH_NAME": name} if name else {}),
-        }
+        env = chroot_env(
+            name, LANG=os.environ.get("LANG", "C.UTF-8"), TERM=os.environ.get("TERM", "dumb")
+        )
+        del env["DEBIAN_FRONTEND"]  # the user's terminal: the managers may ask
         shell = "/bin/bash" if os.path.exists(os.path.join(mountpoint, "bin/bash")) else "/bin/sh"
         command = argv or [shell, "-l"]
         code = subprocess.call(["chroot", mountpoint, *command], env=env)
