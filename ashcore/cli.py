@@ -194,6 +194,14 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("pin", "unpin"):
         s = sub.add_parser(name, help=f"{name} a layer (pinned layers are never pruned)")
         s.add_argument("layer", metavar="LAYER", help=LAYER)
+    s = sub.add_parser(
+        "boot",
+        help="how the machine boots, and the boot menu's entries (GRUB)",
+        description="Show what setup found about the boot loader and the menu ashlayers keeps"
+        " for it: the deployment the next boot starts, the previous one, recent layers.",
+    )
+    s.add_argument("--update", action="store_true", help="rewrite the boot menu first")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     return p
 
 
@@ -214,7 +222,18 @@ def _line(layer: Layer, head: int | None) -> str:
 
 
 def _head(target: Target) -> int | None:
+    if (copy := _throwaway(target)) is not None:
+        return copy
     return target.store.head(target.deployment().uuid)[0]
+
+
+def _throwaway(target: Target) -> int | None:
+    """The layer this system runs a throwaway copy of (booted from the menu), or None."""
+    if target.root != "/":
+        return None
+    from ashcore.boot import throwaway_layer
+
+    return throwaway_layer()
 
 
 SHOWN = 20  # drifted paths `status` lists
@@ -231,6 +250,12 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.rollback import interrupted, next_boot, pending_reboot
     from ashcore.sizes import human
 
+    if (copy := _throwaway(target)) is not None:
+        if args.json:
+            _print_json({"layer": copy, "throwaway_boot": True, "next_boot": next_boot(target)})
+        else:
+            print(f"layer: {copy}, booted from the menu as a throwaway copy: nothing is kept")
+        return 0
     dep = target.deployment()
     head, checked, late_until = target.store.head_state(dep.uuid)
     drift = False
@@ -255,6 +280,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         }
     status = {
         "layer": head,
+        "throwaway_boot": False,
         "pending_reboot": pending_reboot(target),
         "next_boot": next_boot(target),
         "drift": drift,
@@ -646,6 +672,52 @@ def cmd_pin(target: Target, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_boot(target: Target, args: argparse.Namespace) -> int:
+    from ashcore import boot
+    from ashcore.ondisk import read_json
+
+    found = boot.load(target)
+    if found is None:
+        data = read_json(os.path.join(boot.boot_dir(target), "boot.json"))
+        why = data.get("why") if isinstance(data, dict) else None
+        message = why or "setup has not looked at the boot loader (run `ashctl setup`)"
+        if args.json:
+            _print_json({"loader": "none", "why": message, "entries": []})
+        else:
+            print(f"boot: {message}")
+        return 0
+    if args.update:
+        with target.store.locked(target.config.lock_timeout):
+            made = boot.refresh(target) or []
+    else:
+        made = boot.entries(target, target.config.boot_entries)
+    rows = [
+        {
+            "key": e.key,
+            "title": e.title,
+            "subvolume": e.subvolume,
+            "kernel": e.kernel,
+            "layer": e.layer,
+        }
+        for e in made
+    ]
+    if args.json:
+        _print_json(
+            {
+                "loader": found.loader,
+                "why": found.why,
+                "menu": boot.menu_path(target),
+                "entries": rows,
+            }
+        )
+        return 0
+    print(f"boot: {found.why}")
+    print(f"menu: {boot.menu_path(target)}")
+    for e in made:
+        print(f"  {e.key:<10} {escaped(e.title)}\n             /{e.subvolume}, kernel {e.kernel}")
+    return 0
+
+
 def cmd_setup(target: Target, args: argparse.Namespace) -> int:
     from ashcore.setup import setup
 
@@ -696,7 +768,13 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "pin": cmd_pin,
     "unpin": cmd_pin,
+    "boot": cmd_boot,
 }
+READING = {"status", "list", "tree", "show", "diff", "export", "boot"}
+"""Commands that change nothing: the only ones a throwaway boot of a layer offers."""
+CHANGES_LAYERS = {"remove", "rebase", "prune", "apply", "doctor", "pin", "unpin"}
+"""Commands after which the boot menu is rewritten (its layers); rollback and deploy rewrite
+it themselves, the hooks' helper after each layer."""
 
 
 def _finish_switch(root: str) -> None:
@@ -706,6 +784,21 @@ def _finish_switch(root: str) -> None:
 
     if os.path.lexists(staging_path(root)) and finish_swap(root):
         log.info("ashctl: finished switching %s, which an interrupted rollback began", root)
+
+
+def _refuse_in_throwaway(args: argparse.Namespace) -> None:
+    from ashcore.boot import throwaway_layer
+
+    if args.command in READING or os.path.realpath(args.root) != "/":
+        return
+    layer = throwaway_layer()
+    if layer is not None:
+        raise UsageError(
+            f"this boot is a throwaway copy of layer {layer} (from the boot menu): nothing"
+            " here is kept",
+            hint="boot the deployment to change layers, or `ashctl rollback "
+            f"{layer}` there to make this layer the deployment",
+        )
 
 
 def _needs_root(args: argparse.Namespace) -> None:
@@ -730,6 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(args_list)
         _needs_root(args)
         _finish_switch(args.root)
+        _refuse_in_throwaway(args)
         target = Target(args.root)
         try:
             if args.command != "setup":
@@ -737,6 +831,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command](target, args)
         except sqlite3.Error as e:
             raise explain(e, target.store.path) from e
+        finally:
+            if args.command in CHANGES_LAYERS and target.store.exists():
+                from ashcore.boot import refresh_quietly
+
+                refresh_quietly(target)
     except AshError as e:
         if debug:
             log.exception("ashctl: error")

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 CONFIG_PATH = "etc/ash/ash.toml"
 HOOKS_DIR = "etc/ash/hooks.d"
+THROWAWAY_MARK = "/run/ashlayers-throwaway"
+"""Written at boot by the initramfs script (ashcore/boot.py) when a layer was booted from the
+menu as a throwaway copy: the layer's id. No layer is made there."""
 
 DEFAULT_NOISE = (
     "tmp",
@@ -78,6 +81,9 @@ such writes are told by their ctime (lifecycle.drift_since_head) and are not dri
 other change to them (`apt-mark`, `rpm --justdb`) is."""
 
 
+BOOT_ENTRIES = 5
+"""Layers the boot menu offers (newest first), as grub-btrfs offers snapper's snapshots."""
+
 WARN_FREE = 1 << 30
 """Below this many free bytes (or 10% of the filesystem, when that is less), each operation's
 hook warns; retention.warn_free sets it exactly."""
@@ -111,13 +117,22 @@ class Retention(Value):
 
 
 class Config(Value):
-    __slots__ = ("lock_files", "lock_timeout", "noise", "on_error", "retention", "store")
+    __slots__ = (
+        "boot_entries",
+        "lock_files",
+        "lock_timeout",
+        "noise",
+        "on_error",
+        "retention",
+        "store",
+    )
     store: str
     on_error: str
     lock_timeout: float
     noise: tuple[str, ...]
     lock_files: tuple[str, ...]
     retention: Retention
+    boot_entries: int  # layers offered in the boot menu, newest first (ashcore/boot.py)
 
     def __init__(
         self,
@@ -127,6 +142,7 @@ class Config(Value):
         noise: tuple[str, ...] = DEFAULT_NOISE,
         lock_files: tuple[str, ...] = DEFAULT_LOCK_FILES,
         retention: Retention | None = None,
+        boot_entries: int = BOOT_ENTRIES,
     ) -> None:
         self._init(
             store=store,
@@ -135,6 +151,7 @@ class Config(Value):
             noise=noise,
             lock_files=lock_files,
             retention=retention or Retention(),
+            boot_entries=boot_entries,
         )
 
 
@@ -242,9 +259,8 @@ def load_config(root: str) -> Config:
     if text is None:
         return Config()
     data = _parse(path, text)
-    _check_keys(
-        path, data, {"store", "on_error", "lock_timeout", "noise", "lock_files", "retention"}
-    )
+    known = {"store", "on_error", "lock_timeout", "noise", "lock_files", "retention"}
+    _check_keys(path, data, known | {"boot_entries"})
     base = Config()
     on_error = _get(path, data, "on_error", str) if "on_error" in data else base.on_error
     if on_error not in ("abort", "warn"):
@@ -265,7 +281,10 @@ def load_config(root: str) -> Config:
         retention = _retention(path, section)
     noise = base.noise + (_paths(path, data, "noise") if "noise" in data else ())
     locks = base.lock_files + (_paths(path, data, "lock_files") if "lock_files" in data else ())
-    return Config(store, on_error, timeout, noise, locks, retention)
+    entries = _get(path, data, "boot_entries", int) if "boot_entries" in data else base.boot_entries
+    if isinstance(entries, bool) or not 0 <= entries <= 100:
+        raise ConfigError(f"{path}: boot_entries must be 0 to 100", hint="e.g. boot_entries = 5")
+    return Config(store, on_error, timeout, noise, locks, retention, entries)
 
 
 def _size(path: str, section: dict[str, Any], key: str) -> int:

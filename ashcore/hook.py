@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
-from ashcore.config import CONFIG_PATH, load_config
+from ashcore.config import CONFIG_PATH, THROWAWAY_MARK, load_config
 from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import (
     Operation,
@@ -125,6 +125,9 @@ def begin_hook(
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
         say("ASH_SKIP is set: no layer for this run")
         return 0
+    if root == "/" and os.path.exists(THROWAWAY_MARK):
+        say("this boot is a throwaway copy of a layer (from the boot menu): no layer, nothing kept")
+        return 0
     on_error = "abort"
     try:
         # The policy first: even a core that cannot start (btrfsutil gone) must honour "warn".
@@ -177,6 +180,8 @@ def commit_hook(
     for a helper that describes after the manager has exited (`hand_over_hook`). `helper`:
     this is the helper's call, which describes a sealed layer only; `helper_exit`: when the
     manager exited (None: it still runs)."""
+    if root == "/" and os.path.exists(THROWAWAY_MARK):
+        return 0
     try:
         target = Target(root)
         if not _set_up(target):
@@ -201,6 +206,10 @@ def commit_hook(
             from ashcore.sizes import SIZE_WALK, complete_sizes
 
             complete_sizes(target, limit=SIZE_WALK)
+        if layer is not None and helper:
+            from ashcore.boot import refresh_quietly
+
+            refresh_quietly(target)  # the menu's recent layers; a kernel update's new kernel
     except Exception as e:
         _report(e, "warn", before=False)
     return 0

@@ -178,6 +178,10 @@ def resume(target: Target) -> str | None:
             said = f"undid the interrupted rollback to layer {layer}: nothing changed"
         else:
             said = f"undid the interrupted deploy of layer {layer}: nothing changed"
+        if not committed:
+            from ashcore.boot import refresh_quietly
+
+            refresh_quietly(target)
     os.unlink(_journal(target))
     return said
 
@@ -191,6 +195,12 @@ def after_switch(target: Target, journal: dict[str, object]) -> None:
     retired = journal.get("retired")
     if isinstance(retired, str):
         _delete_retired(target, os.path.join(store.deployments_dir, retired))
+    from ashcore.boot import load, refresh_quietly, switched
+
+    name = journal.get("deployment")
+    if isinstance(name, str) and load(target) is not None:
+        switched(target, os.path.join(store.deployments_dir, name))
+    refresh_quietly(target)  # the boot menu names the deployment the switch made
 
 
 def _delete_retired(target: Target, retired: str) -> None:
@@ -333,9 +343,11 @@ def unused_deployments(target: Target) -> list[str]:
         for m in mounts()
         if m.source == store_mount.source and m.fs_root.startswith(prefix)
     }
+    from ashcore.boot import menu_deployments
     from ashcore.replay import stage_name
     from ashcore.trial import is_try
 
+    kept_for_boot = menu_deployments(target)
     journal = interrupted(target) or {}
     try:
         default = target.fs.default_id(target.root)
@@ -349,6 +361,8 @@ def unused_deployments(target: Target) -> list[str]:
         if not target.fs.is_subvolume(path) or target.fs.info(path).id == default:
             continue
         if is_try(entry):  # made to be deployed: `ashctl remove` of its layer removes it
+            continue
+        if entry in kept_for_boot:  # the boot menu's way back
             continue
         unused.append(path)
     return unused

@@ -39,6 +39,7 @@ DEFAULT_CONFIG = """\
 # lock_timeout = 600           # seconds to wait for another package operation
 # noise = []                   # more paths whose changes are not drift (dirs cover below)
 # lock_files = []              # more lock files never kept inside a layer
+# boot_entries = 5             # layers the boot menu offers (GRUB), newest first; 0: none
 # [retention]                  # what a plain `ashctl prune` (and its daily timer) deletes:
 # keep = 50                    #   the newest N snapshots stay,
 # keep_days = 30               #   and those newer than D days;
@@ -233,6 +234,9 @@ def setup(target: Target) -> list[str]:
         if plugin.detect(target.root):
             for path in plugin.install(target.root):
                 done.append(f"hook: {path}")
+    from ashcore.boot import setup_boot
+
+    done += setup_boot(target)  # before the base layer: its changes (fstab, grub) are in it
     dep = target.deployment()
     head, _ = target.store.head(dep.uuid)
     if head is None:
@@ -250,4 +254,7 @@ def setup(target: Target) -> list[str]:
 
             complete_now(target, layer.id)
             done.append(f"layer {layer.id}: base")
+    from ashcore.boot import refresh_quietly
+
+    refresh_quietly(target)  # with the base layer in the menu
     return done

@@ -43,6 +43,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "[PATH, ...]",
         "More lock files, relative to the root, never kept inside a layer. Added to the defaults.",
     ),
+    "boot_entries": (
+        "N",
+        "How many recent layers GRUB's menu offers (newest first), 0 to 100; each boots as a "
+        "throwaway copy. 0: none (the deployment and the previous one stay).",
+    ),
 }
 RETENTION: dict[str, tuple[str, str]] = {
     "keep": ("N", "The newest N snapshots stay."),

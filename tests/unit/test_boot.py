@@ -1,0 +1,120 @@
+"""The boot menu's pure parts: the kernel line read, the menu written, the kernel chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ashcore import boot
+from ashcore.boot import BootSetup, Entry
+
+FOUND = BootSetup(
+    loader="grub",
+    why="GRUB",
+    fs_uuid="1234-abcd",
+    root_arg="root=UUID=1234-abcd",
+    rootflags=("compress=zstd",),
+    args=("console=ttyS0,115200", "quiet"),
+    named_subvolume="@",
+)
+
+
+def test_the_kernel_line_is_split_into_what_ashlayers_keeps_and_what_it_writes() -> None:
+    words = "/@/boot/vmlinuz-6.1 root=UUID=u ro rootflags=subvol=@,compress=zstd quiet".split()
+    assert boot.split_kernel_line(words) == ("root=UUID=u", ("compress=zstd",), ("quiet",), "@")
+    proc = "BOOT_IMAGE=/x/vmlinuz root=/dev/vda2 rw rootflags=subvolid=256 ashlayers.layer=3 a=b"
+    assert boot.split_kernel_line(proc.split()) == ("root=/dev/vda2", (), ("a=b",), None)
+
+
+def test_the_first_linux_line_of_grub_cfg_is_the_default_entrys(tmp_path: Path) -> None:
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(
+        "menuentry 'Debian' {\n\tinsmod btrfs\n"
+        "\tlinux\t/@/boot/vmlinuz-6.1 root=UUID=u ro rootflags=subvol=@ 'a b'\n}\n"
+        "menuentry 'recovery' {\n\tlinux /@/boot/vmlinuz-6.1 single\n}\n"
+    )
+    assert boot.kernel_line(str(cfg)) == [
+        "/@/boot/vmlinuz-6.1",
+        "root=UUID=u",
+        "ro",
+        "rootflags=subvol=@",
+        "a b",
+    ]
+
+
+def test_the_newest_kernel_with_its_initramfs_is_chosen(tmp_path: Path) -> None:
+    (tmp_path / "boot").mkdir()
+    for name in (
+        "vmlinuz-6.1.0-9-amd64",
+        "initrd.img-6.1.0-9-amd64",
+        "vmlinuz-6.10.0-1-amd64",
+        "initrd.img-6.10.0-1-amd64",
+        "vmlinuz-6.12.0-1-amd64",
+        "config-6.12.0-1-amd64",
+    ):
+        (tmp_path / "boot" / name).write_text("")
+    assert boot.kernel_of(str(tmp_path)) == "6.10.0-1-amd64"  # 6.12 has no initramfs
+    assert boot.kernel_of(str(tmp_path / "nothing")) is None
+
+
+def test_the_menu_boots_the_deployment_by_default_and_layers_as_throwaway_copies() -> None:
+    entries = [
+        Entry(
+            "deployment",
+            "Debian: the deployment, layer 7",
+            "@ash/deployments/3-layer7",
+            "6.1",
+            None,
+        ),
+        Entry("previous", "Debian: the previous deployment", "@", "6.1", None),
+        Entry("layer", "layer 7: apt-get install it's", "@ash/layers/7", "6.1", 7),
+        Entry("layer", "layer 6: x", "@ash/layers/6", "6.0", 6),
+    ]
+    text = boot.menu_text(FOUND, entries)
+    assert "search --no-floppy --fs-uuid --set=ashlayers 1234-abcd\n" in text
+    assert text.rstrip().endswith("set default=ashlayers-deployment")
+    assert (
+        "menuentry 'Debian: the deployment, layer 7' --id ashlayers-deployment {\n"
+        "\tlinux ($ashlayers)/@ash/deployments/3-layer7/boot/vmlinuz-6.1 root=UUID=1234-abcd ro"
+        " rootflags=subvol=/@ash/deployments/3-layer7,compress=zstd console=ttyS0,115200 quiet\n"
+        "\tinitrd ($ashlayers)/@ash/deployments/3-layer7/boot/initrd.img-6.1\n}\n"
+    ) in text
+    assert "--id ashlayers-previous --hotkey=p {" in text
+    assert "rootflags=subvol=/@," in text
+    # A quote in a layer's name cannot end GRUB's word early.
+    assert (
+        "menuentry 'layer 7: apt-get install it'\\''s' --id ashlayers-layer-7 --hotkey=1 {" in text
+    )
+    layer6 = text[text.index("ashlayers-layer-6") :]
+    assert "--hotkey=2" in layer6.splitlines()[0]
+    assert "rootflags=subvol=/@ash/layers/6,compress=zstd console=ttyS0,115200 quiet" in layer6
+    assert "ashlayers.layer=6\n" in layer6
+    assert text.count("{") == text.count("}") == 5  # 4 entries and the submenu
+
+
+def test_a_menu_without_layers_has_no_submenu() -> None:
+    text = boot.menu_text(FOUND, [Entry("deployment", "d", "@", "6.1", None)])
+    assert "submenu" not in text and "set default=ashlayers-deployment" in text
+
+
+def test_fstab_keeps_the_root_line_but_its_subvolume(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    fstab = tmp_path / "etc/fstab"
+    fstab.write_text(
+        "# / was on /dev/vda2\nUUID=u / btrfs subvol=@,noatime 0 0\n"
+        "UUID=u /home btrfs subvol=@home 0 0\n#UUID=u / btrfs subvol=@ 0 0\n"
+    )
+    assert boot._drop_root_subvolume_from_fstab(str(tmp_path))
+    assert fstab.read_text() == (
+        "# / was on /dev/vda2\nUUID=u\t/\tbtrfs\tnoatime\t0\t0\n"
+        "UUID=u /home btrfs subvol=@home 0 0\n#UUID=u / btrfs subvol=@ 0 0\n"
+    )
+    assert not boot._drop_root_subvolume_from_fstab(str(tmp_path))  # once
+
+
+def test_no_mark_no_throwaway_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(boot, "THROWAWAY_MARK", str(tmp_path / "mark"))
+    assert boot.throwaway_layer() is None
+    (tmp_path / "mark").write_text("7\n")
+    assert boot.throwaway_layer() == 7
