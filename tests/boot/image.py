@@ -439,28 +439,37 @@ def _install(root: Path, device: str, uuid: str, say) -> None:  # type: ignore[n
         ["grub-mkimage", "-O", "i386-pc", "-o", "/boot/grub/i386-pc/core.img",
          "-p", "(hd0,gpt2)/@/boot/grub", "biosdisk", "part_gpt", "btrfs"],
     )  # fmt: skip
+    # Without udev here there is no /dev/disk/by-uuid, so 10_linux would name the device (a
+    # loop device) on the kernel line: a wrapper, kept in the image (where it changes
+    # nothing), puts back the root=UUID= it writes on a real system. `ashctl setup` runs
+    # update-grub itself (for its /etc/grub.d part), so the wrapper must be there first.
     _write(grub / "device.map", f"(hd0) {device}\n")
-    try:
-        run_in(root, ["update-grub"])
-    finally:
-        (grub / "device.map").unlink()
-    # Without udev on the host there is no /dev/disk/by-uuid, so 10_linux names the device
-    # (a loop device's backing file here): put back the UUID it writes on a real system.
-    cfg_path = root / "boot/grub/grub.cfg"
-    cfg = cfg_path.read_text()
     backing = run(["losetup", "--noheadings", "--output", "BACK-FILE", device]).stdout.strip()
-    for name in {device, backing} - {""}:
-        cfg = cfg.replace(f"root={name} ", f"root=UUID={uuid} ").replace(name, uuid)
-    cfg_path.write_text(cfg)
-    if "rootflags=subvol=@" not in cfg:
-        raise RigError("grub.cfg does not name rootflags=subvol=@:\n" + cfg[-2000:])
+    fixes = " ".join(
+        f"-e 's|root={name} |root=UUID={uuid} |g' -e 's|{name}|{uuid}|g'"
+        for name in sorted({device, backing} - {""})
+    )
+    _write(
+        root / "usr/local/sbin/update-grub",
+        "#!/bin/sh\n# The boot tier's image build (tests/boot/image.py): root=UUID= without udev.\n"
+        f"/usr/sbin/update-grub \"$@\" && sed -i {fixes} /boot/grub/grub.cfg\n",
+        0o755,
+    )
     # What a first boot would write, written now, so the base layer has it (no drift at the
     # first operation): the machine id, systemd-update-done's stamps, GRUB's environment.
     run_in(root, ["systemd-machine-id-setup"])
     run_in(root, ["/usr/lib/systemd/systemd-update-done"])
     run_in(root, ["grub-editenv", "/boot/grub/grubenv", "create"])
-    say("ashctl setup in the image")
-    run_in(root, ["ashctl", "setup"])
+    say("ashctl setup in the image (update-grub, update-initramfs)")
+    try:
+        run_in(root, ["ashctl", "setup"])
+    finally:
+        (grub / "device.map").unlink()
+    cfg = (root / "boot/grub/grub.cfg").read_text()
+    if "rootflags=subvol=@ " not in cfg or f"root=UUID={uuid} " not in cfg or device in cfg:
+        raise RigError("grub.cfg does not boot root=UUID=... subvol=@:\n" + cfg[-2000:])
+    if "09_ashlayers" not in cfg:
+        raise RigError("grub.cfg has no ashlayers part: setup did not run update-grub")
 
 
 def clean() -> None:
