@@ -1,12 +1,15 @@
-"""The boot tier: a qemu VM (TCG) boots the image, and rollbacks are checked across reboots.
+"""The boot tier: a qemu VM (TCG) boots the image; rollback, deploy and the boot menu are
+checked across real reboots.
 
 One VM per module; the tests run in order on it (each needs the state the previous left):
-1. the booted root is btrfs `subvol=/@` and ashctl works;
+1. the first boot goes through ashlayers' menu (GRUB sources it from the store) into `@`;
 2. `apt-get install` of a test package (from the image's local repo) makes a layer;
-3. `ashctl rollback` to the layer before, then reboot: which root boots is recorded;
-   that the rolled-back deployment boots is the goal (xfail until the boot integration
-   exists: see tests/boot/README.md);
-4. the boot integration done by hand: which edits make the rolled-back deployment boot.
+3. `ashctl rollback`, reboot: the rolled-back deployment is the root, without the package;
+4. `ashctl try -- apt-get install`, `ashctl deploy`, reboot: the try is the root, with it;
+5. a layer booted from the menu's submenu (GRUB hotkeys over the serial console) is a
+   throwaway copy of it: its packages, an overlay root, nothing kept, no layer made;
+6. the menu's "previous deployment" entry boots the way back; the deployment stays the
+   default.
 
 Run: `.venv/bin/pytest -m boot` (as root). Timings are printed in the session summary.
 """
@@ -14,7 +17,6 @@ Run: `.venv/bin/pytest -m boot` (as root). Timings are printed in the session su
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
@@ -25,7 +27,7 @@ from tests.boot.vm import VM
 
 pytestmark = pytest.mark.boot
 
-PACKAGE = "ashtest-a"
+FIRST, TRIED, IN_COPY = "ashtest-a", "ashtest-v", "ashtest-b"
 state: dict[str, Any] = {}
 
 
@@ -41,104 +43,111 @@ def installed(vm: VM, package: str) -> bool:
     return "install ok installed" in out
 
 
-def layers(vm: VM) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = json.loads(vm.run("ashctl --json list").check().output)
-    return data
+def ashctl_json(vm: VM, command: str) -> Any:
+    return json.loads(vm.run(f"ashctl --json {command}").check().output)
 
 
-def status(vm: VM) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(vm.run("ashctl --json status").check().output)
-    return data
+def cmdline(vm: VM) -> str:
+    return vm.run("cat /proc/cmdline").check().output.strip()
 
 
-def test_booted_root_is_subvolume_at_and_ashctl_works(vm: VM) -> None:
-    started = time.monotonic()
-    state["tier_started"] = started - vm.boots[0].seconds
+def failed_units(vm: VM) -> str:
+    return vm.run("systemctl --failed --no-legend --plain").output.strip()
+
+
+def timed_reboot(vm: VM, what: str, menu_keys: list[str] | None = None) -> None:
+    boot = vm.reboot(menu_keys=menu_keys or [])
+    figure(f"reboot ({what}) to the console in {boot.seconds:.1f} s (uptime {boot.uptime} s)")
+
+
+def test_the_first_boot_goes_through_the_menu_in_the_store(vm: VM) -> None:
+    state["tier_started"] = time.monotonic() - vm.boots[0].seconds
     root = root_mount(vm)
-    assert root["fstype"] == "btrfs", root
-    assert root["subvol"] == "/@", root
-    st = status(vm)
-    print(f"first boot: {st}")
-    print(vm.run("systemd-analyze; systemd-analyze blame | head -12").output)
-    assert st["layer"] is not None, st
-    assert st["drift"] is False, st  # what a first boot writes is in the base layer
-    assert st["pending_reboot"] is False, st
-    assert [layer["name"] for layer in layers(vm)] == ["base"]
-    assert not installed(vm, PACKAGE)
-    state["base"] = st["layer"]
+    assert root["fstype"] == "btrfs" and root["subvol"] == "/@", root
+    # GRUB's own entries say rootflags=subvol=@; the menu ashlayers keeps says subvol=/@.
+    assert "rootflags=subvol=/@ " in cmdline(vm) + " ", cmdline(vm)
+    shown = ashctl_json(vm, "boot")
+    assert shown["loader"] == "grub" and "rootflags=subvol=@" in shown["why"], shown
+    assert shown["entries"][0]["key"] == "deployment" and shown["entries"][0]["subvolume"] == "@"
+    st = ashctl_json(vm, "status")
+    assert st["layer"] == 1 and st["drift"] is False and st["pending_reboot"] is False, st
+    assert [layer["name"] for layer in ashctl_json(vm, "list")] == ["base"]
+    fstab_root = vm.run("awk '$2 == \"/\"' /etc/fstab").check().output
+    assert "subvol" not in fstab_root, fstab_root
+    assert failed_units(vm) == ""
 
 
-def test_apt_install_makes_a_layer(vm: VM) -> None:
-    vm.run(f"apt-get install -y {PACKAGE}").check()
-    assert installed(vm, PACKAGE)
-    after = layers(vm)
-    made = [layer for layer in after if PACKAGE in layer["name"]]
-    assert made, after
-    st = status(vm)
-    assert st["layer"] == made[-1]["id"], (st, after)
-    state["installed_layer"] = made[-1]["id"]
-    assert [layer["name"] for layer in after][:1] == ["base"]
-    assert len(after) == 2, after  # no drift layer: the first boot changed nothing
+def test_apt_install_makes_a_layer_the_menu_offers(vm: VM) -> None:
+    vm.run(f"apt-get install -y {FIRST}").check()
+    assert installed(vm, FIRST)
+    layers = ashctl_json(vm, "list")
+    assert len(layers) == 2 and FIRST in layers[-1]["name"], layers  # no drift layer
+    state["first_layer"] = layers[-1]["id"]
+    assert ashctl_json(vm, "status")["layer"] == state["first_layer"]
+    offered = [e["layer"] for e in ashctl_json(vm, "boot")["entries"] if e["key"] == "layer"]
+    assert offered == [state["first_layer"], 1], offered
 
 
-def test_rollback_then_reboot(vm: VM) -> None:
-    """Rollback sets the default subvolume; what the reboot boots is recorded."""
+def test_rollback_then_reboot_boots_the_deployment(vm: VM) -> None:
     out = vm.run("ashctl rollback").check().output
     assert "next boot" in out, out
-    default = vm.run("btrfs subvolume get-default /").check().output
-    match = re.search(r"path (\S+)", default)
-    assert match and "/deployments/" in match.group(1), default
-    state["deployment"] = match.group(1)  # e.g. @ash/deployments/1-layer1
-    assert status(vm)["pending_reboot"] is True
-    boot = vm.reboot()
-    figure(f"reboot to the console in {boot.seconds:.1f} s (guest uptime {boot.uptime} s)")
+    st = ashctl_json(vm, "status")
+    assert st["pending_reboot"] is True and st["next_boot"] == 1, st
+    deployment = ashctl_json(vm, "boot")["entries"][0]["subvolume"]
+    assert deployment.startswith("@ash/deployments/"), deployment
+    timed_reboot(vm, "after rollback")
     root = root_mount(vm)
-    state["after_rollback"] = {
-        "findmnt": root,
-        "installed": installed(vm, PACKAGE),
-        "status": status(vm),
-        "cmdline": vm.run("cat /proc/cmdline").output.strip(),
-    }
-    print(f"after rollback and reboot: {state['after_rollback']}")
-    assert root["fstype"] == "btrfs"
+    assert root["subvol"] == f"/{deployment}", root
+    assert not installed(vm, FIRST)
+    st = ashctl_json(vm, "status")
+    assert st["layer"] == 1 and st["pending_reboot"] is False and st["drift"] is False, st
+    assert vm.run("findmnt -no SOURCE /.ash").check().output.strip().endswith("[/@ash]")
+    assert failed_units(vm) == ""
+    state["rolled_back"] = deployment
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="boot integration missing: grub.cfg's rootflags=subvol=@ (and fstab's subvol=@) "
-    "pin the root to @, so the default subvolume a rollback sets is not what boots",
-)
-def test_rolled_back_deployment_boots() -> None:
-    after = state["after_rollback"]
-    assert after["findmnt"]["subvol"] == "/" + state["deployment"], after
-    assert not after["installed"], after
-    assert after["status"]["pending_reboot"] is False, after
+def test_try_then_deploy_then_reboot_boots_the_try(vm: VM) -> None:
+    vm.run(f"ashctl try -- apt-get install -y {TRIED}").check()
+    assert not installed(vm, TRIED)  # the running root is untouched
+    tried = ashctl_json(vm, "list")[-1]
+    assert TRIED in tried["name"], tried
+    out = vm.run(f"ashctl deploy {tried['id']}").check().output
+    assert "next boot" in out, out
+    deployment = ashctl_json(vm, "boot")["entries"][0]["subvolume"]
+    assert "-try-layer" in deployment, deployment
+    timed_reboot(vm, "after deploy")
+    assert root_mount(vm)["subvol"] == f"/{deployment}"
+    assert installed(vm, TRIED) and not installed(vm, FIRST)
+    st = ashctl_json(vm, "status")
+    assert st["layer"] == tried["id"] and st["pending_reboot"] is False, st
+    state["tried"] = deployment
 
 
-def test_boot_integration_by_hand(vm: VM) -> None:
-    """Point GRUB's kernel line at the deployment (rootflags=subvol=...), change nothing else;
-    reboot: the deployment is the root, without the package; what fstab's stale
-    `subvol=@` does to the boot is recorded (systemd-remount-fs, failed units)."""
-    deployment = state["deployment"]
-    vm.run(
-        f"sed -i 's|rootflags=subvol=@ |rootflags=subvol=/{deployment} |' /boot/grub/grub.cfg"
-        " && grep -c 'rootflags=subvol=/" + deployment + " ' /boot/grub/grub.cfg"
-    ).check()
-    boot = vm.reboot()
-    figure(f"reboot (grub.cfg edited) in {boot.seconds:.1f} s")
-    root = root_mount(vm)
-    state["by_hand"] = {
-        "findmnt": root,
-        "installed": installed(vm, PACKAGE),
-        "status": status(vm),
-        "failed": vm.run("systemctl --failed --no-legend --plain").output.strip(),
-        "remount": vm.run(
-            "systemctl status --no-pager -l systemd-remount-fs.service | tail -5"
-        ).output.strip(),
-        "fstab": vm.run("grep -v '^#' /etc/fstab").output.strip(),
-        "store": vm.run("findmnt -no SOURCE /.ash").output.strip(),
-    }
-    print(f"after editing grub.cfg and reboot: {json.dumps(state['by_hand'], indent=1)}")
+def test_a_layer_booted_from_the_menu_is_a_throwaway_copy(vm: VM) -> None:
+    layer = state["first_layer"]
+    offered = [e["layer"] for e in ashctl_json(vm, "boot")["entries"] if e["key"] == "layer"]
+    hotkey = str(offered.index(layer) + 1)  # the submenu's entries are 1, 2, ... newest first
+    timed_reboot(vm, f"layer {layer} from the menu", ["l", hotkey])
+    assert f"ashlayers.layer={layer}" in cmdline(vm)
+    assert root_mount(vm)["fstype"] == "overlay"
+    assert installed(vm, FIRST) and not installed(vm, TRIED)  # that layer's packages
+    st = ashctl_json(vm, "status")
+    assert st["layer"] == layer and st["throwaway_boot"] is True, st
+    before = len(ashctl_json(vm, "list"))
+    out = vm.run(f"apt-get install -y {IN_COPY}").check().output
+    assert "throwaway copy" in out and installed(vm, IN_COPY), out
+    assert len(ashctl_json(vm, "list")) == before  # no layer of a copy
+    refused = vm.run("ashctl rollback 1")
+    assert refused.returncode == 2 and "throwaway copy" in refused.output, refused
+    print(f"failed units in a throwaway copy: {failed_units(vm)!r}")
+
+
+def test_the_previous_deployment_is_the_way_back_from_the_menu(vm: VM) -> None:
+    timed_reboot(vm, "the previous deployment from the menu", ["p"])
+    assert root_mount(vm)["subvol"] == f"/{state['rolled_back']}"
+    assert not installed(vm, TRIED) and not installed(vm, IN_COPY)  # the copy kept nothing
+    st = ashctl_json(vm, "status")
+    # The deployment stays the default: the next plain boot starts the try again.
+    assert st["layer"] == 1 and st["pending_reboot"] is True, st
+    assert ashctl_json(vm, "boot")["entries"][0]["subvolume"] == state["tried"]
     figure(f"the whole tier took {time.monotonic() - state['tier_started']:.0f} s")
-    assert root["subvol"] == "/" + deployment, state["by_hand"]
-    assert not state["by_hand"]["installed"], state["by_hand"]
