@@ -355,6 +355,7 @@ def menu_text(found: BootSetup, entries: list[Entry]) -> str:
         "# ashlayers' boot menu, rewritten by ashctl (`ashctl boot` shows it). Do not edit.\n",
         "insmod btrfs\n",
         f"search --no-floppy --fs-uuid --set=ashlayers {found.fs_uuid}\n",
+        "export ashlayers\n",
     ]
     layers = [e for e in entries if e.key == "layer"]
     for entry in entries:
@@ -377,7 +378,8 @@ def menu_text(found: BootSetup, entries: list[Entry]) -> str:
             )
         out.append("}\n")
     if any(e.key == "deployment" for e in entries):
-        out.append(f"set default={DEFAULT_ID}\n")
+        # Not over a one-shot choice (`grub-reboot`: 00_header set boot_once).
+        out.append(f'if [ -z "${{boot_once}}" ]; then\n  set default={DEFAULT_ID}\nfi\n')
     return "".join(out)
 
 

@@ -85,8 +85,8 @@ SETUP_HOOKS = (
 
 GRUB_DEFAULT = """\
 GRUB_DEFAULT=0
-GRUB_TIMEOUT=0
-GRUB_TIMEOUT_STYLE=hidden
+GRUB_TIMEOUT=3
+GRUB_TIMEOUT_STYLE=menu
 GRUB_DISTRIBUTOR=Debian
 GRUB_TERMINAL=serial
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
@@ -443,7 +443,10 @@ def _install(root: Path, device: str, uuid: str, say) -> None:  # type: ignore[n
     # loop device) on the kernel line: a wrapper, kept in the image (where it changes
     # nothing), puts back the root=UUID= it writes on a real system. `ashctl setup` runs
     # update-grub itself (for its /etc/grub.d part), so the wrapper must be there first.
-    _write(grub / "device.map", f"(hd0) {device}\n")
+    # grub-probe needs the loop device mapped as (hd0) (device.map), only while building: the
+    # map is given in /run (not part of any layer) and the wrapper removes its copy.
+    devicemap = root / "run/ash-image-devicemap"
+    _write(devicemap, f"(hd0) {device}\n")
     backing = run(["losetup", "--noheadings", "--output", "BACK-FILE", device]).stdout.strip()
     fixes = " ".join(
         f"-e 's|root={name} |root=UUID={uuid} |g' -e 's|{name}|{uuid}|g'"
@@ -452,9 +455,12 @@ def _install(root: Path, device: str, uuid: str, say) -> None:  # type: ignore[n
     _write(
         root / "usr/local/sbin/update-grub",
         "#!/bin/sh\n# The boot tier's image build (tests/boot/image.py): root=UUID= without udev.\n"
-        f"/usr/sbin/update-grub \"$@\" && sed -i {fixes} /boot/grub/grub.cfg\n",
+        "[ ! -f /run/ash-image-devicemap ] || cp /run/ash-image-devicemap /boot/grub/device.map\n"
+        '/usr/sbin/update-grub "$@"; rc=$?\nrm -f /boot/grub/device.map\n'
+        f"[ $rc -ne 0 ] || sed -i {fixes} /boot/grub/grub.cfg\nexit $rc\n",
         0o755,
     )
+    run_in(root, ["update-grub"])  # grub.cfg as Debian's installer leaves it: setup reads it
     # What a first boot would write, written now, so the base layer has it (no drift at the
     # first operation): the machine id, systemd-update-done's stamps, GRUB's environment.
     run_in(root, ["systemd-machine-id-setup"])
@@ -464,7 +470,7 @@ def _install(root: Path, device: str, uuid: str, say) -> None:  # type: ignore[n
     try:
         run_in(root, ["ashctl", "setup"])
     finally:
-        (grub / "device.map").unlink()
+        devicemap.unlink()
     cfg = (root / "boot/grub/grub.cfg").read_text()
     if "rootflags=subvol=@ " not in cfg or f"root=UUID={uuid} " not in cfg or device in cfg:
         raise RigError("grub.cfg does not boot root=UUID=... subvol=@:\n" + cfg[-2000:])

@@ -3,7 +3,7 @@
     with VM(image, workdir) as vm:          # qemu on a qcow2 overlay: the image stays clean
         vm.boot()                           # waits for the console's READY marker
         result = vm.run("findmnt -no SOURCE,OPTIONS /")
-        vm.reboot()
+        vm.reboot(menu_keys=["l", "1"])     # GRUB's menu: hotkey l (a submenu), then 1
 
 qemu runs with TCG (`-accel tcg`: KVM guests hang on these machines, nested virtualisation does
 not work), no network, the serial port on qemu's stdio. The guest's console shell
@@ -12,6 +12,15 @@ off. Each command is sent as base64 (no quoting trouble, nothing echoed), run wi
 /dev/null and its output into a file (not the terminal: findmnt and friends would cut lines
 at 80 columns), which is then printed between a begin marker and an end marker carrying the
 exit code.
+
+GRUB shows its menu on the serial console for a few seconds (tests/boot/image.py). A boot or
+reboot given `menu_keys` picks an entry: one string per menu GRUB draws, sent when that menu's
+help line (MENU_MARKER) appears. ["l", "1"]: hotkey l in the main menu (a submenu made with
+`--hotkey=l`), then hotkey 1 in the submenu; [HOME + DOWN + ENTER]: the second entry (VT100
+keys: UP, DOWN, HOME, ENTER below); [ENTER]: the default entry, at once. A key stops GRUB's
+countdown, so a slow host loses nothing; a menu that does not come within MENU_TIMEOUT, or a
+boot that reaches the console before it, is a VMError with the console's tail. Boot.entry is
+the title of the entry GRUB booted (its "Booting `...'" line).
 
 Everything the guest printed goes to `console.log` in the work dir (the first place to look
 when a test fails). qemu is killed on every way out of the `with` block. A qemu that cannot
@@ -32,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from tests.boot.image import READY_MARKER
 
@@ -39,6 +49,13 @@ QEMU = "qemu-system-x86_64"
 MEMORY = "1024"
 BOOT_TIMEOUT = 240.0  # TCG; a boot took about N s here (see README)
 COMMAND_TIMEOUT = 300.0
+CHUNK = 2048  # base64 characters per console line (a tty line holds at most 4095 bytes)
+# GRUB's menu (main menu and submenus alike) ends with this help text (GRUB 2.12-2.14, an
+# 80-column serial terminal); the keys for that menu are sent when it appears
+MENU_MARKER = "Press enter to boot the selected OS"
+MENU_TIMEOUT = 120.0  # from qemu's start or the reboot command to a menu (a reboot: ~15-40 s)
+UP, DOWN, HOME, ENTER = "\x1b[A", "\x1b[B", "\x1b[H", "\r"
+BOOTING = re.compile(r"Booting `([^'\n]*)'")  # GRUB's line for the entry it boots
 
 
 class VMError(Exception):
@@ -65,6 +82,7 @@ class Boot:
     boot_id: str
     seconds: float  # from qemu's start (or the reboot command) to the console's marker
     uptime: float  # the guest kernel's uptime at the marker
+    entry: str | None = None  # the GRUB entry booted (its "Booting `<title>'" line)
 
 
 def missing_tools() -> list[str]:
@@ -86,7 +104,7 @@ class VM:
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
         self._count = 0
-        self._log = None
+        self._log: TextIO | None = None
 
     # lifecycle
 
@@ -197,19 +215,52 @@ class VM:
                     )
                 self._cond.wait(min(left, 1.0))
 
-    def _ready(self, since: float, timeout: float) -> Boot:
+    def _ready(self, since: float, timeout: float, offset: int) -> Boot:
+        """Wait for the console's marker; offset: where in the console this boot began."""
         marker = re.compile(re.escape(READY_MARKER) + r" (\S+) (\S+)\n")
         found = self._wait_for(marker, timeout, f"boot to the console ({READY_MARKER})")
-        boot = Boot(found.group(1), time.monotonic() - since, float(found.group(2)))
+        entries = BOOTING.findall(self._buffer, offset, found.start())
+        boot = Boot(
+            found.group(1),
+            time.monotonic() - since,
+            float(found.group(2)),
+            entries[-1] if entries else None,
+        )
         self.boots.append(boot)
         return boot
 
+    def _send(self, data: str) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data.encode())
+            self._proc.stdin.flush()
+        except BrokenPipeError as exc:
+            raise VMError(
+                f"qemu's console is closed (qemu exited?); last lines:\n{self.tail()}"
+            ) from exc
+
+    def _choose(self, menu_keys: list[str] | tuple[str, ...], timeout: float) -> None:
+        """For each string in menu_keys: wait for a GRUB menu to be drawn, send the string."""
+        either = re.compile(f"({re.escape(MENU_MARKER)})|{re.escape(READY_MARKER)} ")
+        for n, keys in enumerate(menu_keys, 1):
+            what = f"GRUB's menu {n} of {len(menu_keys)} (for the keys {keys!r}: {MENU_MARKER!r})"
+            found = self._wait_for(either, timeout, what)
+            if not found.group(1):
+                raise VMError(
+                    f"the guest booted to its console before {what} (keys {menu_keys!r}); "
+                    f"console ({self.log_path}), last lines:\n{self.tail()}"
+                )
+            self._send(keys)
+
     # what a test does
 
-    def boot(self, timeout: float = BOOT_TIMEOUT) -> Boot:
-        """Start qemu and wait for the console."""
+    def boot(
+        self, timeout: float = BOOT_TIMEOUT, menu_keys: list[str] | tuple[str, ...] = ()
+    ) -> Boot:
+        """Start qemu and wait for the console; menu_keys: the GRUB entry to boot (see above)."""
         self.start()
-        return self._ready(self._started, timeout)
+        self._choose(menu_keys, MENU_TIMEOUT)
+        return self._ready(self._started, timeout, 0)
 
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT) -> Result:
         """Run a shell command in the guest; its output (stdout and stderr) and exit code."""
@@ -217,15 +268,20 @@ class VM:
         self._count += 1
         end = f"ASH-END-{self._count}"
         encoded = base64.b64encode(command.encode()).decode()
-        line = (
-            f"echo {encoded} | base64 -d > /tmp/ash-cmd; "
+        # the console's tty takes lines of at most 4095 bytes (canonical mode): a long
+        # command goes in pieces, appended to a file
+        pieces = [encoded[i : i + CHUNK] for i in range(0, len(encoded), CHUNK)] or [""]
+        line = "\n".join(
+            f"echo {p} {'>' if n == 0 else '>>'} /tmp/ash-cmd.b64" for n, p in enumerate(pieces)
+        )
+        line += (
+            "; base64 -d /tmp/ash-cmd.b64 > /tmp/ash-cmd; "
             f"echo ASH-BEGIN-{self._count}; "
             f"sh /tmp/ash-cmd </dev/null >/tmp/ash-out 2>&1; rc=$?; cat /tmp/ash-out; "
             f'echo "{end}=$rc"\n'
         )
         started = time.monotonic()
-        self._proc.stdin.write(line.encode())
-        self._proc.stdin.flush()
+        self._send(line)
         self._wait_for(re.compile(f"ASH-BEGIN-{self._count}\n"), 60, f"the start of `{command}`")
         begin = self._seen
         found = self._wait_for(
@@ -234,14 +290,18 @@ class VM:
         output = self._buffer[begin : found.start()]
         return Result(command, int(found.group(1)), output, time.monotonic() - started)
 
-    def reboot(self, timeout: float = BOOT_TIMEOUT) -> Boot:
-        """`systemctl reboot` in the guest (qemu restarts it in place); wait for the console."""
-        assert self._proc is not None and self._proc.stdin is not None
+    def reboot(
+        self, timeout: float = BOOT_TIMEOUT, menu_keys: list[str] | tuple[str, ...] = ()
+    ) -> Boot:
+        """`systemctl reboot` in the guest (qemu restarts it in place); wait for the console.
+        menu_keys: the GRUB entry to boot (see above)."""
         previous = self.boots[-1].boot_id if self.boots else None
         started = time.monotonic()
-        self._proc.stdin.write(b"sync; systemctl reboot\n")
-        self._proc.stdin.flush()
-        boot = self._ready(started, timeout)
+        with self._cond:
+            offset = len(self._buffer)
+        self._send("sync; systemctl reboot\n")
+        self._choose(menu_keys, MENU_TIMEOUT)
+        boot = self._ready(started, timeout, offset)
         if boot.boot_id == previous:
             raise VMError(f"the guest printed its marker again without rebooting ({previous})")
         return boot

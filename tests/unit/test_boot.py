@@ -73,7 +73,7 @@ def test_the_menu_boots_the_deployment_by_default_and_layers_as_throwaway_copies
     ]
     text = boot.menu_text(FOUND, entries)
     assert "search --no-floppy --fs-uuid --set=ashlayers 1234-abcd\n" in text
-    assert text.rstrip().endswith("set default=ashlayers-deployment")
+    assert text.endswith('if [ -z "${boot_once}" ]; then\n  set default=ashlayers-deployment\nfi\n')
     assert (
         "menuentry 'Debian: the deployment, layer 7' --id ashlayers-deployment {\n"
         "\tlinux ($ashlayers)/@ash/deployments/3-layer7/boot/vmlinuz-6.1 root=UUID=1234-abcd ro"
@@ -90,7 +90,7 @@ def test_the_menu_boots_the_deployment_by_default_and_layers_as_throwaway_copies
     assert "--hotkey=2" in layer6.splitlines()[0]
     assert "rootflags=subvol=/@ash/layers/6,compress=zstd console=ttyS0,115200 quiet" in layer6
     assert "ashlayers.layer=6\n" in layer6
-    assert text.count("{") == text.count("}") == 5  # 4 entries and the submenu
+    assert text.count(" {\n") == text.count("}\n") == 5  # 4 entries and the submenu
 
 
 def test_a_menu_without_layers_has_no_submenu() -> None:
