@@ -30,8 +30,8 @@ from ashcore.config import THROWAWAY_MARK
 from ashcore.errors import BackendError
 from ashcore.lifecycle import Target
 from ashcore.model import Status
-from ashcore.mounts import mount_at
-from ashcore.ondisk import read_json, write_atomic, write_json
+from ashcore.mounts import filesystem_uuid, mount_at
+from ashcore.ondisk import read_bytes, read_json, write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ INITRAMFS_FILES = {
 }
 LAYER_ARG = "ashlayers.layer"
 DEFAULT_ID = "ashlayers-deployment"
-TOP_LEVEL_ID = 5
 
 
 @dataclass(frozen=True)
@@ -124,20 +123,11 @@ def split_kernel_line(
     return root_arg, tuple(flags), tuple(args), named
 
 
-def _fs_uuid(target: Target) -> str | None:
-    from ashcore.run import run
-
-    root = mount_at(target.root)
-    if root is None:
-        return None
-    result = run(["blkid", "-p", "-s", "UUID", "-o", "value", root.source], check=False)
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
 def detect(target: Target) -> BootSetup:
     """How `target` boots: which loader, and the kernel line it boots this root with."""
     root = target.root
-    uuid = _fs_uuid(target) or ""
+    mounted = mount_at(root)
+    uuid = (filesystem_uuid(mounted.source) if mounted else None) or ""
     bls = [d for d in BLS_DIRS if os.path.isdir(os.path.join(root, d))]
     cfg = _grub_cfg(root)
     boot = mount_at(os.path.join(root, "boot"))
@@ -212,26 +202,22 @@ def setup_boot(target: Target) -> list[str]:
         return done
     if _drop_root_subvolume_from_fstab(target.root):
         done.append("fstab: `/` no longer names a subvolume (the boot entry names the deployment)")
-    done += _install_initramfs_script(target.root)
+    done += _install_initramfs_script(target)
     part = _grub_part(target, found)
     path = os.path.join(target.root, GRUB_PART)
-    if _read(path) != part:
+    wrote = read_bytes(path) != part
+    if wrote:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         write_atomic(path, part)
         os.chmod(path, 0o755)
         done.append(f"boot: /{GRUB_PART} (GRUB sources ashlayers' menu from the store)")
-        done += _regenerate(target.root, ["update-grub"], "grub.cfg")
+    # Told by grub.cfg itself, so that a setup whose update-grub failed runs it again.
+    cfg = read_bytes(os.path.join(target.root, _grub_cfg(target.root) or GRUB_CFGS[0])) or b""
+    if f"### BEGIN /{GRUB_PART} ###".encode() not in cfg or wrote:
+        done += _regenerate(target.root, ["update-grub"], "grub.cfg")[0]
     start_menu(target)
     done.append(f"boot: menu in {menu_path(target)} (`ashctl boot` shows it)")
     return done
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
 
 
 def _store_subvolume(target: Target) -> str:
@@ -256,22 +242,22 @@ EOF
 """.encode()
 
 
-def _regenerate(root: str, argv: list[str], what: str) -> list[str]:
+def _regenerate(root: str, argv: list[str], what: str) -> tuple[list[str], bool]:
     """Run a boot tool of the root (update-grub, update-initramfs) when this process runs in
-    that root; else say what to run there."""
+    that root, else say what to run there; and whether it ran."""
     from ashcore.run import run
 
     if os.path.realpath(root) != "/":
-        return [f"boot: run `{shlex.join(argv)}` in {root} to rewrite its {what}"]
+        return [f"boot: run `{shlex.join(argv)}` in {root} to rewrite its {what}"], False
     run(argv)
-    return [f"boot: ran {shlex.join(argv)}"]
+    return [f"boot: ran {shlex.join(argv)}"], True
 
 
 def _drop_root_subvolume_from_fstab(root: str) -> bool:
     """fstab's `/` line names the subvolume the root was installed in (subvol=@): true of no
     deployment but that one. The kernel line decides the root; the line keeps its options."""
     path = os.path.join(root, "etc/fstab")
-    text = _read(path)
+    text = read_bytes(path)
     if text is None:
         return False
     lines, changed = [], False
@@ -290,24 +276,31 @@ def _drop_root_subvolume_from_fstab(root: str) -> bool:
     return changed
 
 
-def _install_initramfs_script(root: str) -> list[str]:
+def _install_initramfs_script(target: Target) -> list[str]:
+    """The script and its hook, then update-initramfs. A stamp in the store says the
+    initramfs was rebuilt with these files: a setup cut short, or whose update-initramfs
+    failed, rebuilds it at its next run."""
+    root = target.root
     if not os.path.isdir(os.path.join(root, "etc/initramfs-tools")):
         return ["boot: no initramfs-tools: a layer from the menu boots read-only, not as a copy"]
-    changed = False
+    stamp = os.path.join(boot_dir(target), "initramfs.done")
+    done = []
     for rel, name in INITRAMFS_FILES.items():
         data = resources.files("ashcore").joinpath("files", name).read_bytes()
         path = os.path.join(root, rel)
-        if _read(path) != data:
+        if read_bytes(path) != data:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stamp)
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             write_atomic(path, data)
             os.chmod(path, 0o755)
-            changed = True
-    if not changed:
-        return []
-    return [
-        "boot: initramfs script ashlayers (a layer booted from the menu is a throwaway copy)",
-        *_regenerate(root, ["update-initramfs", "-u", "-k", "all"], "initramfs"),
-    ]
+            done = ["boot: initramfs script ashlayers (a layer from the menu: a throwaway copy)"]
+    if os.path.exists(stamp):
+        return done
+    said, ran = _regenerate(root, ["update-initramfs", "-u", "-k", "all"], "initramfs")
+    if ran:
+        write_atomic(stamp, b"")
+    return done + said
 
 
 # -- the menu --------------------------------------------------------------------------------

@@ -40,6 +40,14 @@ def mounts() -> list[Mount]:
     return result
 
 
+def filesystem_uuid(device: str) -> str | None:
+    """The UUID of the filesystem on `device` (what fstab's and the kernel line's UUID= name)."""
+    from ashcore.run import run
+
+    result = run(["blkid", "-p", "-s", "UUID", "-o", "value", device], check=False)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
 def mount_at(path: str) -> Mount | None:
     """The mount whose mount point is `path` (the last one wins, as the kernel shows)."""
     real = os.path.realpath(path)

@@ -54,6 +54,15 @@ def write_json(path: str, value: Any, *, durable: bool = True) -> None:
     write_atomic(path, data, durable=durable)
 
 
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None when there is none."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def read_json(path: str) -> Any:
     """The parsed file, or None when it is missing or torn."""
     try:

@@ -20,10 +20,15 @@ from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
 from ashcore.errors import BackendError
 from ashcore.lifecycle import Operation, Target, begin, commit
-from ashcore.mounts import mount_at, mount_subvolume, mount_toplevel, unmount
-from ashcore.ondisk import write_atomic
+from ashcore.mounts import (
+    filesystem_uuid,
+    mount_at,
+    mount_subvolume,
+    mount_toplevel,
+    unmount,
+)
+from ashcore.ondisk import read_bytes, write_atomic
 from ashcore.process import owner_of
-from ashcore.run import run
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +74,6 @@ def plugins() -> list[ModuleType]:
     return found
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
 def _check_root(target: Target) -> None:
     root = target.root
     mount = mount_at(root)
@@ -109,11 +106,6 @@ def missing_btrfs_progs(root: str) -> str | None:
     if any(os.path.exists(os.path.join(root, p)) for p in BTRFS_CLI):
         return None
     return f"btrfs-progs is not installed in {root} (the hooks run its `btrfs` command)"
-
-
-def _fs_uuid(device: str) -> str | None:
-    result = run(["blkid", "-p", "-s", "UUID", "-o", "value", device], check=False)
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def _ensure_store_mount(target: Target) -> str:
@@ -159,7 +151,7 @@ def _ensure_fstab(target: Target, subvol: str) -> bool:
             return False
     root_mount = mount_at(target.root)
     assert root_mount is not None
-    uuid = _fs_uuid(root_mount.source)
+    uuid = filesystem_uuid(root_mount.source)
     source = f"UUID={uuid}" if uuid else root_mount.source
     line = f"{source} {mountpoint} btrfs subvol={subvol},noatime 0 0\n"
     os.makedirs(os.path.dirname(fstab), exist_ok=True)
@@ -191,7 +183,7 @@ def _install_units(target: Target) -> list[str]:
     for unit in UNITS if packaged is None else ():
         data = fill(resources.files("ashcore").joinpath("files", unit).read_bytes(), target.root)
         path = os.path.join(folder, unit)
-        if _read(path) != data:
+        if read_bytes(path) != data:
             write_atomic(path, data)
             os.chmod(path, 0o644)
             done.append(f"unit: /{UNIT_DIR}/{unit}")
@@ -222,7 +214,7 @@ def setup(target: Target) -> list[str]:
         done.append(f"config: wrote /{CONFIG_PATH}")
     commit_helper = os.path.join(target.root, COMMIT_HELPER)
     data = resources.files("ashcore").joinpath("files", "ash-commit").read_bytes()
-    if _read(commit_helper) != data:
+    if read_bytes(commit_helper) != data:
         os.makedirs(os.path.dirname(commit_helper), mode=0o755, exist_ok=True)
         write_atomic(commit_helper, data)
         os.chmod(commit_helper, 0o755)
