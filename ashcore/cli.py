@@ -256,7 +256,10 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         else:
             print(f"layer: {copy}, booted from the menu as a throwaway copy: nothing is kept")
         return 0
+    from ashcore.data import places
+
     dep = target.deployment()
+    data_places = places(target)
     head, checked, late_until = target.store.head_state(dep.uuid)
     drift = False
     changed: list[str] = []
@@ -289,6 +292,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         "interrupted_rollback": interrupted(target) is not None,
         "size": (held := total_size(target.store.layers())),
         "free": (free := _free(target.root)),
+        "data": {"/" + p.path: p.state for p in data_places if p.state != "absent"},
     }
     if args.json:
         _print_json(status)
@@ -311,6 +315,11 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         if pending_json:
             state = "running" if pending_json["alive"] else "interrupted (run `ashctl doctor`)"
             print(f"pending: {escaped(pending_json['command'])} ({state})")
+        shown = [p for p in data_places if p.state != "absent"]
+        if shown:
+            print("users' data (never in a layer, never rolled back):")
+        for place in shown:
+            print(f"  {escaped(place.describe())}")
     return 0
 
 

@@ -81,6 +81,30 @@ such writes are told by their ctime (lifecycle.drift_since_head) and are not dri
 other change to them (`apt-mark`, `rpm --justdb`) is."""
 
 
+DEFAULT_DATA = (
+    "home",
+    "root",
+    "srv",
+    "var/log",
+    "var/mail",
+    "var/spool",
+    "var/tmp",
+    "var/lib/postgresql",
+    "var/lib/mysql",
+    "var/lib/docker",
+    "var/lib/containers",
+    "var/lib/libvirt",
+    "var/lib/machines",
+)
+"""Places that hold users' data, not software: each is a subvolume of its own that every
+deployment mounts (ashcore/data.py), so no layer holds it and no rollback changes it. AshOS
+kept home directories out of its snapshots; openSUSE's layout and rpm-ostree's /var do the
+same. [data] add / remove in ash.toml change the list."""
+
+NEVER_DATA = ("etc", "usr", "boot", "bin", "sbin", "lib", "lib64", "proc", "sys", "dev", "run")
+"""Top folders that hold the system itself (or the kernel's): never a data place, nor above one."""
+
+
 BOOT_ENTRIES = 5
 """Layers the boot menu offers (newest first), as grub-btrfs offers snapper's snapshots."""
 
@@ -119,6 +143,7 @@ class Retention(Value):
 class Config(Value):
     __slots__ = (
         "boot_entries",
+        "data",
         "lock_files",
         "lock_timeout",
         "noise",
@@ -133,6 +158,7 @@ class Config(Value):
     lock_files: tuple[str, ...]
     retention: Retention
     boot_entries: int  # layers offered in the boot menu, newest first (ashcore/boot.py)
+    data: tuple[str, ...]  # users' data places, kept out of layers (ashcore/data.py)
 
     def __init__(
         self,
@@ -143,8 +169,10 @@ class Config(Value):
         lock_files: tuple[str, ...] = DEFAULT_LOCK_FILES,
         retention: Retention | None = None,
         boot_entries: int = BOOT_ENTRIES,
+        data: tuple[str, ...] = DEFAULT_DATA,
     ) -> None:
         self._init(
+            data=data,
             store=store,
             on_error=on_error,
             lock_timeout=lock_timeout,
@@ -259,7 +287,7 @@ def load_config(root: str) -> Config:
     if text is None:
         return Config()
     data = _parse(path, text)
-    known = {"store", "on_error", "lock_timeout", "noise", "lock_files", "retention"}
+    known = {"store", "on_error", "lock_timeout", "noise", "lock_files", "retention", "data"}
     _check_keys(path, data, known | {"boot_entries"})
     base = Config()
     on_error = _get(path, data, "on_error", str) if "on_error" in data else base.on_error
@@ -284,7 +312,43 @@ def load_config(root: str) -> Config:
     entries = _get(path, data, "boot_entries", int) if "boot_entries" in data else base.boot_entries
     if isinstance(entries, bool) or not 0 <= entries <= 100:
         raise ConfigError(f"{path}: boot_entries must be 0 to 100", hint="e.g. boot_entries = 5")
-    return Config(store, on_error, timeout, noise, locks, retention, entries)
+    places = _data(path, _get(path, data, "data", dict), store) if "data" in data else base.data
+    return Config(store, on_error, timeout, noise, locks, retention, entries, places)
+
+
+def _data(path: str, section: dict[str, Any], store: str) -> tuple[str, ...]:
+    """[data]: the default places, less `remove`, plus `add`. A place may not be the system's
+    own (/etc, /usr...), hold the store, nor sit inside another place (a subvolume mounted
+    inside a mounted subvolume would be hidden by a rollback of neither)."""
+    _check_keys(path, section, {"add", "remove"})
+    add = _paths(path, section, "add") if "add" in section else ()
+    remove = _paths(path, section, "remove") if "remove" in section else ()
+    places = [p.rstrip("/") for p in DEFAULT_DATA if p not in remove] + [
+        p.rstrip("/") for p in add if p not in DEFAULT_DATA
+    ]
+    store_rel = store.strip("/")
+    for place in places:
+        top = place.split("/")[0]
+        if top in NEVER_DATA or place == store_rel or store_rel.startswith(place + "/"):
+            raise ConfigError(
+                f"{path}: data place {place!r} holds the system itself, not users' data",
+                hint="name a folder of data, as srv/www or var/lib/redis",
+            )
+        if any(
+            place == s or s.startswith(place + "/") or place.startswith(s + "/")
+            for s in MANAGER_STATE
+        ):
+            raise ConfigError(
+                f"{path}: data place {place!r} holds a package manager's database",
+                hint="a layer must hold that: name another folder",
+            )
+        for other in places:
+            if other != place and place.startswith(other + "/"):
+                raise ConfigError(
+                    f"{path}: data place {place!r} is inside {other!r}",
+                    hint="keep only the outer one, or remove it with [data] remove",
+                )
+    return tuple(dict.fromkeys(places))
 
 
 def _size(path: str, section: dict[str, Any], key: str) -> int:

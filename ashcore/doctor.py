@@ -62,6 +62,7 @@ def check(target: Target, repair: bool) -> list[str]:
     with store.locked(target.config.lock_timeout):
         require_idle(target)  # closes a transaction whose owner is gone
         problems += _rollbacks(target, repair)
+        problems += _data_places(target, repair)
         records = {layer.id: layer for layer in store.layers()}
         on_disk: dict[int, str] = {}
         for entry in sorted(os.listdir(store.layers_dir)):
@@ -125,6 +126,21 @@ def check(target: Target, repair: bool) -> list[str]:
                     problems.pop()
                     log.info("mended: layer %d has no snapshot: kept as a pruned record", layer_id)
     return problems
+
+
+def _data_places(target: Target, repair: bool) -> list[str]:
+    """A data subvolume nothing mounts (a root mounted again by hand): what is written at
+    its place would go into the next layer, and a rollback would take it back."""
+    from ashcore.data import mount_missing, places
+
+    missing = [p for p in places(target) if p.state == "not mounted"]
+    if not missing:
+        return []
+    if repair:
+        for path in mount_missing(target):
+            log.info("mended: mounted the users' data subvolume at %s", path)
+        return []
+    return [f"{p.describe()}" for p in missing]
 
 
 def _rollbacks(target: Target, repair: bool) -> list[str]:

@@ -448,6 +448,9 @@ def _mount_stage(target: Target, stage: str, mountpoint: str) -> None:
     inside = os.path.join(mountpoint, target.config.store.lstrip("/"))
     os.makedirs(inside, exist_ok=True)
     mount_subvolume(store_mount.source, store_mount.fs_root, inside)
+    from ashcore.data import mount_places
+
+    mount_places(target, mountpoint)  # the same users' data as the root, never a copy
     mount_api(mountpoint)
 
 

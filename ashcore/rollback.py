@@ -272,6 +272,9 @@ def _switch_to(target: Target, layer: Layer, existing: str | None, booted: bool)
             fs.snapshot(store.layer_path(layer.id), path, read_only=False)
             renew_caches(fs, target.root, path)
             store.set_head(fs.info(path).uuid, layer.id, None)
+        from ashcore.data import carry_fstab
+
+        carry_fstab(target, path)  # its boots mount the same users' data
         if booted:
             fs.set_default(path)
         else:

@@ -45,6 +45,10 @@ DEFAULT_CONFIG = """\
 # noise = []                   # more paths whose changes are not drift (dirs cover below)
 # lock_files = []              # more lock files never kept inside a layer
 # boot_entries = 5             # layers the boot menu offers (GRUB), newest first; 0: none
+# [data]                       # users' data, not software: each place a subvolume of its own
+# add = []                     #   that every deployment mounts: in no layer, never rolled back
+# remove = []                  #   (default: home root srv var/log var/mail var/spool var/tmp
+#                              #   var/lib/{postgresql,mysql,docker,containers,libvirt,machines})
 # [retention]                  # what a plain `ashctl prune` (and its daily timer) deletes:
 # keep = 50                    #   the newest N snapshots stay,
 # keep_days = 30               #   and those newer than D days;
@@ -222,6 +226,9 @@ def setup(target: Target) -> list[str]:
     done += _install_units(target)
     for cache in ensure_caches(target.fs, target.root):
         done.append(f"kept out of layers: {cache} (a subvolume of its own)")
+    from ashcore.data import keep_out
+
+    done += keep_out(target)  # before the base layer: users' data is in no layer
     for plugin in plugins():
         if plugin.detect(target.root):
             for path in plugin.install(target.root):
