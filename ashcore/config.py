@@ -342,6 +342,7 @@ def _data(path: str, section: dict[str, Any], store: str) -> tuple[str, ...]:
                 f"{path}: data place {place!r} holds a package manager's database",
                 hint="a layer must hold that: name another folder",
             )
+    for place in places:
         for other in places:
             if other != place and place.startswith(other + "/"):
                 raise ConfigError(

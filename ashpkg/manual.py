@@ -13,6 +13,7 @@ from ashcore import __version__
 from ashcore.cli import _parser
 from ashcore.config import (
     CONFIG_PATH,
+    DEFAULT_DATA,
     DEFAULT_LOCK_FILES,
     DEFAULT_NOISE,
     HOOKS_DIR,
@@ -42,6 +43,16 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "lock_files": (
         "[PATH, ...]",
         "More lock files, relative to the root, never kept inside a layer. Added to the defaults.",
+    ),
+    "data": (
+        "[data] add = [PATH, ...], remove = [PATH, ...]",
+        "Places that hold users' data, not software (a table). Each is a subvolume of its own "
+        "in the store (`<store>/data/PATH`), mounted at its place and named in fstab, so that "
+        "no layer holds it and no rollback, replay, try or deploy changes it; `ashctl setup` "
+        "moves what is there into it (a place already mounted, as a distribution's @home, is "
+        "left alone). `add` names more places, `remove` takes defaults away (listed below). "
+        "Not allowed: the system's own folders (/etc, /usr, /boot...), a manager's database, "
+        "the store, or a place inside another.",
     ),
     "boot_entries": (
         "N",
@@ -250,7 +261,7 @@ def ash_toml_page() -> str:
         lines += _setting(key, kind, text, getattr(config, key) if key == "store" else None)
         if key in ("on_error", "lock_timeout"):
             lines[-1] = roff(f"{text} Default: {_default(getattr(config, key))}.")
-        if key in ("noise", "lock_files"):
+        if key in ("noise", "lock_files", "data"):
             lines[-1] = roff(text)
     lines += [".SH [retention]", roff("The rules of `ashctl prune` and its daily timer.")]
     for key, (kind, text) in RETENTION.items():
@@ -269,6 +280,8 @@ def ash_toml_page() -> str:
     lines += [".SH DEFAULT NOISE", roff("Paths whose changes are never drift:"), ".PP", ".nf"]
     lines += [roff(p) for p in DEFAULT_NOISE]
     lines += [".fi", ".PP", roff("Default lock files: " + ", ".join(DEFAULT_LOCK_FILES) + ".")]
+    lines += [".SH DEFAULT DATA", roff("Places kept out of layers as users' data:"), ".PP", ".nf"]
+    lines += [roff(p) for p in DEFAULT_DATA] + [".fi"]
     lines += [
         ".SH EXAMPLE",
         ".nf",

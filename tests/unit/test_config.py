@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from ashcore import config
 from ashcore.config import load_config, load_hook_config
 from ashcore.errors import ConfigError
 
@@ -66,3 +68,33 @@ def test_unsafe_files_are_refused(tmp_path: Path, as_root: None) -> None:
     link.symlink_to(path)
     with pytest.raises(ConfigError):
         load_hook_config(str(tmp_path), "apt")
+
+
+@pytest.mark.parametrize(
+    ("section", "why"),
+    [
+        ('add = ["etc"]', "holds the system itself"),
+        ('add = ["usr/local"]', "holds the system itself"),
+        ('add = ["var/lib/dpkg"]', "a package manager's database"),
+        ('add = ["var"]', "a package manager's database"),
+        ('add = ["home/eve"]', "is inside 'home'"),
+        ('add = [".ash"]', "holds the system itself"),
+        ('add = ["/srv"]', "not a plain path"),
+        ('add = ["srv/../etc"]', "not a plain path"),
+        ('keep = ["srv"]', "unknown setting 'keep'"),
+    ],
+)
+def test_data_places_that_are_not_users_data_are_refused(
+    monkeypatch: pytest.MonkeyPatch, section: str, why: str
+) -> None:
+    monkeypatch.setattr(config, "_read_checked", lambda path: f"[data]\n{section}\n")
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        config.load_config("/")
+
+
+def test_data_places_default_and_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "home" in config.Config().data and "var/log" in config.Config().data
+    text = '[data]\nadd = ["opt/saves"]\nremove = ["var/tmp", "srv"]\n'
+    monkeypatch.setattr(config, "_read_checked", lambda path: text)
+    data = config.load_config("/").data
+    assert "opt/saves" in data and "var/tmp" not in data and "srv" not in data

@@ -51,13 +51,15 @@ def test_the_config_code_accepts_every_documented_setting(
     text = (
         'store = "/.ash"\non_error = "warn"\nlock_timeout = 5\nnoise = ["srv"]\n'
         'lock_files = ["x.lck"]\nboot_entries = 3\n'
-        '[retention]\nkeep = 1\nkeep_days = 2\nkeep_base = false\n'
+        '[data]\nadd = ["srv/www"]\nremove = ["srv"]\n'
+        "[retention]\nkeep = 1\nkeep_days = 2\nkeep_base = false\n"
         'max_size = "1G"\nwarn_free = "1M"\n'
     )
     hooks = 'enabled = false\nskip_packages = ["a*"]\nskip_commands = ["b"]\n'
     monkeypatch.setattr(config, "_read_checked", lambda path: hooks if "hooks.d" in path else text)
     loaded = config.load_config("/")
     assert loaded.on_error == "warn" and loaded.retention.warn_free == 1 << 20
+    assert "srv/www" in loaded.data and "srv" not in loaded.data and "home" in loaded.data
     assert config.load_hook_config("/", "apt").skip_commands == ("b",)
     for key in manual.config_keys():  # each key of the example is one the code reads
         assert key.split(".")[-1] in text
