@@ -4,7 +4,8 @@ checked across real reboots.
 One VM per module; the tests run in order on it (each needs the state the previous left):
 1. the first boot goes through ashlayers' menu (GRUB sources it from the store) into `@`;
 2. `apt-get install` of a test package (from the image's local repo) makes a layer;
-3. `ashctl rollback`, reboot: the rolled-back deployment is the root, without the package;
+3. `ashctl rollback`, reboot: the rolled-back deployment is the root, without the package,
+   and a file written in /home and /var/log after the layer is still there (users' data);
 4. `ashctl try -- apt-get install`, `ashctl deploy`, reboot: the try is the root, with it;
 5. a layer booted from the menu's submenu (GRUB hotkeys over the serial console) is a
    throwaway copy of it: its packages, an overlay root, nothing kept, no layer made;
@@ -88,7 +89,18 @@ def test_apt_install_makes_a_layer_the_menu_offers(vm: VM) -> None:
     assert offered == [state["first_layer"], 1], offered
 
 
+DATA_PROOF = (
+    ("/home/eve/notes.txt", "written after the layer"),
+    ("/var/log/ash-proof.log", "a log line after the layer"),
+)
+
+
 def test_rollback_then_reboot_boots_the_deployment(vm: VM) -> None:
+    # Users' data written after the layer: a rollback and a reboot must keep it.
+    vm.run("mkdir -p /home/eve").check()
+    for path, text in DATA_PROOF:
+        vm.run(f"echo '{text}' >> {path}").check()
+    vm.run("sync").check()
     out = vm.run("ashctl rollback").check().output
     assert "next boot" in out, out
     st = ashctl_json(vm, "status")
@@ -102,6 +114,11 @@ def test_rollback_then_reboot_boots_the_deployment(vm: VM) -> None:
     st = ashctl_json(vm, "status")
     assert st["layer"] == 1 and st["pending_reboot"] is False and st["drift"] is False, st
     assert vm.run("findmnt -no SOURCE /.ash").check().output.strip().endswith("[/@ash]")
+    for path, text in DATA_PROOF:
+        assert vm.run(f"cat {path}").check().output.strip() == text, path
+    for place in ("/home", "/var/log", "/root"):
+        source = vm.run(f"findmnt -no SOURCE {place}").check().output.strip()
+        assert source.endswith(f"[/@ash/data{place}]"), (place, source)
     assert failed_units(vm) == ""
     state["rolled_back"] = deployment
 
