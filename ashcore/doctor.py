@@ -133,14 +133,15 @@ def _data_places(target: Target, repair: bool) -> list[str]:
     its place would go into the next layer, and a rollback would take it back."""
     from ashcore.data import mount_missing, places
 
-    missing = [p for p in places(target) if p.state == "not mounted"]
-    if not missing:
-        return []
-    if repair:
+    found = places(target)
+    # A place that appeared after setup (a database server installed since): setup moves it.
+    problems = [p.describe() for p in found if p.state == "in layers"]
+    missing = [p for p in found if p.state == "not mounted"]
+    if missing and repair:
         for path in mount_missing(target):
             log.info("mended: mounted the users' data subvolume at %s", path)
-        return []
-    return [f"{p.describe()}" for p in missing]
+        return problems
+    return problems + [p.describe() for p in missing]
 
 
 def _rollbacks(target: Target, repair: bool) -> list[str]:

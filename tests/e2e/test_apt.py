@@ -7,6 +7,7 @@ Every test compares the layer's recorded delta with what dpkg itself reports
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -259,3 +260,30 @@ def test_leftover_hooks_are_harmless_once_ashlayers_is_gone(root: Root) -> None:
     root.run(["rm", "/usr/libexec/ashlayers/apt-hook"])
     done = root.run(["dpkg", "-i", f"{FILES}/ashtest-v_1.0_all.deb"])
     assert "ashtest-v" in dpkg_packages(root)
+
+
+def test_users_data_survives_a_rollback_and_is_never_drift(root: Root) -> None:
+    """/home, /root and /var/log are subvolumes of their own: apt's own log, a user's file
+    written after a layer and root's shell history all stay when the layer is rolled back."""
+    for place in ("home", "root", "var/log"):
+        assert os.path.ismount(root.path / place), place
+    layer, _ = operation(root, ["apt-get", "install", "-y", "ashtest-b"])
+    assert layer is not None
+    root.run("mkdir -p /home/eve && echo draft > /home/eve/draft.txt && echo ls >> /root/.history")
+    status = json.loads(root.ashctl("--json", "status").stdout)
+    assert status["drift"] is False, status["drifted"]
+    assert status["data"]["/home"] == "kept"
+    logged = root.run(["cat", "/var/log/dpkg.log"]).stdout
+    assert "install ashtest-b" in logged
+    subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(root.path), "rollback", "1"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert not (root.path / "usr/share/ashtest/b").exists()  # the software went back
+    assert root.run(["cat", "/home/eve/draft.txt"]).stdout == "draft\n"  # the data did not
+    assert "ls" in root.run(["cat", "/root/.history"]).stdout
+    assert root.run(["cat", "/var/log/dpkg.log"]).stdout.startswith(logged)
+    names = [x["name"] for x in json.loads(root.ashctl("--json", "list").stdout)]
+    assert not any("home" in n or "var/log" in n for n in names), names
