@@ -1,31 +1,20 @@
 """What the managers fetch or rebuild on their own, kept out of every layer by layout.
 
-Each folder below is a subvolume of its own, made by `ashctl setup`. A snapshot does not hold
-the subvolumes nested in its source (they show as empty folders), so what is in them is in
-no layer and costs a layer nothing:
-- CACHES: apt's pkgcache.bin and srcpkgcache.bin (rewritten by every apt run: 50 MB each
-  with sid's full list), the downloaded archives of apt, pacman, dnf5 and dnf4, and dnf's
-  repository metadata. A rollback gives the new deployment empty ones with the same folders
-  (apt needs its archives/partial): the managers rebuild or refetch them on their next run.
-- INDEXES: the repositories' package lists, apt's /var/lib/apt/lists (62 MB for sid main)
-  and pacman's sync databases. No install changes them, but every `apt update` or
-  `pacman -Sy` that finds news writes them anew, and the next layer kept that copy. They
+Each folder a manager declares (ashcore/manager.py) is a subvolume of its own, made by
+`ashctl setup`. A snapshot does not hold the subvolumes nested in its source (they show as
+empty folders), so what is in them is in no layer and costs a layer nothing:
+- caches (Manager.caches): binary caches, downloaded packages, repository metadata. A
+  rollback gives the new deployment empty ones with the same folders (a manager may need
+  its partial/ folder): the managers rebuild or refetch them on their next run.
+- indexes (Manager.indexes): the repositories' package lists. No install changes them, but
+  every refresh that finds news writes them anew, and the next layer kept that copy. They
   describe the mirror, not the system, and the managers cannot install without them, so a
-  rollback gives the new deployment a writable snapshot of the current ones (no copy): apt
-  and pacman work at once, with lists the mirror still serves (a layer's own would name
+  rollback gives the new deployment a writable snapshot of the current ones (no copy): the
+  managers work at once, with lists the mirror still serves (a layer's own would name
   versions it has dropped).
-
-Chosen by measurement (`bench/bench_space.py --ops 10`, rig root with sid's full main list,
-`apt-get install`/`remove` of a one-file package alternating; used bytes after everything
-is freed, metadata counted per copy): 0.63 MiB per operation (0.22 MiB data, 0.22 MiB
-metadata twice): dpkg's status and status-old (0.29 MiB each before compression: real
-state, and a backup dpkg rewrites each run), apt's extended_states and logs, and the
-metadata a snapshot and the next run's writes copy. An `apt-get update` that finds a new
-list, then an install: 17.1 MiB per layer with the lists in the root's subvolume, 0.6-0.85
-MiB with them nested. Nesting costs no time on the hot path (a snapshot skips them); the
-other way, removing files from each sealed snapshot, costs a second btrfs commit per layer.
-dpkg's status-old (about 0.1 MiB per layer on disk) and debconf's *.dat-old stay: they sit
-beside the state they back up, and taking them out means that second commit.
+Nesting costs no time on the hot path (a snapshot skips them); the other way, removing
+files from each sealed snapshot, costs a second btrfs commit per layer. The figures that
+chose it are in the first plugin's declaration (plugins/apt/manager.py).
 
 `ashctl setup` makes them (an existing folder is copied into its subvolume, with reflinks);
 a rollback renews them (`renew_caches`), and deletes those of a deployment it retires.
@@ -36,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from ashcore import registry
 from ashcore.log import logger
 
 TYPE_CHECKING = False
@@ -44,26 +34,25 @@ if TYPE_CHECKING:
 
 log = logger(__name__)
 
-CACHES = {
-    # cache folder: the manager whose presence in the root makes it
-    "var/cache/apt": "usr/bin/apt-get",
-    "var/cache/pacman/pkg": "usr/bin/pacman",
-    "var/cache/libdnf5": "usr/bin/dnf5",
-    "var/cache/dnf": "usr/bin/dnf-3",
-}
-INDEXES = {
-    # the repositories' package lists, fetched by `apt update` / `pacman -Sy`: carried over
-    "var/lib/apt/lists": "usr/bin/apt-get",
-    "var/lib/pacman/sync": "usr/bin/pacman",
-}
-KEPT_OUT = CACHES | INDEXES
+
+def kept_out() -> dict[str, str]:
+    """Every manager's caches and lists (ashcore/manager.py): folder -> the program whose
+    presence in a root makes it."""
+    caches, indexes = registry.kept_out()
+    return caches | indexes
+
+
+def _carried(rel: str) -> bool:
+    return rel in registry.kept_out()[1]
+
+
 NEW, OLD = ".ash-new", ".ash-old"  # a conversion in progress (setup finishes or redoes it)
 
 
 def ensure_caches(fs: Filesystem, root: str) -> list[str]:
     """Make each present manager's cache a subvolume of `root`; returns those made."""
     made = []
-    for rel, manager in KEPT_OUT.items():
+    for rel, manager in kept_out().items():
         path = os.path.join(root, rel)
         if not os.path.exists(os.path.join(root, manager)):
             continue
@@ -107,14 +96,14 @@ def renew_caches(fs: Filesystem, old_root: str, new_root: str, *, carry: bool = 
     snapshot of each of `old_root`'s package lists (shared, no copy). `carry`: the caches
     too are snapshots of the current ones (a replay or a try, which run the managers there
     at once: apt need not rebuild its 50 MB pkgcache.bin first)."""
-    for rel in KEPT_OUT:
+    for rel in kept_out():
         old, new = os.path.join(old_root, rel), os.path.join(new_root, rel)
         if not fs.is_subvolume(old) or fs.is_subvolume(new):
             continue
         if os.path.isdir(new):
             os.rmdir(new)  # the empty folder a nested subvolume leaves in a snapshot
         os.makedirs(os.path.dirname(new), exist_ok=True)
-        if rel in INDEXES or carry:
+        if carry or _carried(rel):
             fs.snapshot(old, new, read_only=False)
             continue
         fs.create(new)
@@ -133,7 +122,7 @@ def renew_caches(fs: Filesystem, old_root: str, new_root: str, *, carry: bool = 
 def drop_caches(fs: Filesystem, root: str) -> None:
     """Delete the cache subvolumes of a deployment that is being deleted (ours, regenerable:
     any other nested subvolume still keeps the deployment from being deleted)."""
-    for rel in KEPT_OUT:
+    for rel in kept_out():
         path = os.path.join(root, rel)
         if fs.is_subvolume(path):
             fs.delete(path)

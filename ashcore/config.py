@@ -11,6 +11,7 @@ import os
 import stat
 
 from ashcore.errors import ConfigError
+from ashcore.registry import lock_paths, noise_paths, state_paths
 from ashcore.value import Value
 
 TYPE_CHECKING = False
@@ -32,54 +33,15 @@ DEFAULT_NOISE = (
     "var/cache",
     "var/backups",
     "root/.cache",
-    "var/lib/apt/lists",
-    "var/lib/apt/extended_states.lock",
-    "var/lib/dpkg/lock",
-    "var/lib/dpkg/lock-frontend",
-    "var/lib/dpkg/triggers/Lock",
-    "var/lib/pacman/sync",
-    "var/lib/pacman/db.lck",
-    "var/lib/dnf/repos",
-    "var/lib/rpm/.rpm.lock",
-    "var/lib/rpm/.dbenv.lock",
     "var/lib/systemd/random-seed",
     "var/lib/systemd/timers",
     "var/lib/dhcp",
     "etc/mtab",
-    # What managers write after their post hook, or while only reading: not a change of state.
-    # SQLite's shared-memory index of a WAL database: written through a mapping, so its
-    # ctime moves at writeback, seconds after the manager exited (seen with dnf5's history).
-    "var/lib/rpm/rpmdb.sqlite-shm",
-    "usr/lib/sysimage/rpm/rpmdb.sqlite-shm",
-    "usr/lib/sysimage/libdnf5/transaction_history.sqlite-shm",
-    "var/lib/dnf/history.sqlite-shm",
-    "var/lib/dnf/rpmdb_lock.pid",
-    "var/lib/dnf/system-repo.lock",
-    "var/lib/dnf/plugins/local",
-    "var/lib/dnf/plugins/local-nogpgcheck",
     "*/__pycache__",
     "*/__pycache__/*",
 )
-"""Paths (relative to the root; a directory covers all below it) whose changes are not drift."""
-
-DEFAULT_LOCK_FILES = ("var/lib/pacman/db.lck",)
-"""Lock files a manager leaves while it runs its hooks: never kept inside a layer."""
-
-MANAGER_STATE = (
-    "var/lib/dpkg",
-    "var/lib/apt",
-    "var/lib/aptitude",
-    "var/lib/rpm",
-    "usr/lib/sysimage/rpm",
-    "var/lib/dnf",
-    "usr/lib/sysimage/libdnf5",
-    "var/lib/pacman/local",
-)
-"""The managers' own databases. A manager writes them as it starts, before its pre hook (dnf
-and rpm open their sqlite databases, aptitude its states), and after its last post hook:
-such writes are told by their ctime (lifecycle.drift_since_head) and are not drift; any
-other change to them (`apt-mark`, `rpm --justdb`) is."""
-
+"""Paths (relative to the root; a directory covers all below it) whose changes are not drift,
+besides each manager's own noise (ashcore/manager.py)."""
 
 DEFAULT_DATA = (
     "home",
@@ -111,6 +73,11 @@ BOOT_ENTRIES = 5
 WARN_FREE = 1 << 30
 """Below this many free bytes (or 10% of the filesystem, when that is less), each operation's
 hook warns; retention.warn_free sets it exactly."""
+
+
+def default_noise() -> tuple[str, ...]:
+    """The core's noise and every registered manager's."""
+    return DEFAULT_NOISE + noise_paths()
 
 
 class Retention(Value):
@@ -165,8 +132,8 @@ class Config(Value):
         store: str = "/.ash",
         on_error: str = "abort",
         lock_timeout: float = 600.0,
-        noise: tuple[str, ...] = DEFAULT_NOISE,
-        lock_files: tuple[str, ...] = DEFAULT_LOCK_FILES,
+        noise: tuple[str, ...] | None = None,
+        lock_files: tuple[str, ...] | None = None,
         retention: Retention | None = None,
         boot_entries: int = BOOT_ENTRIES,
         data: tuple[str, ...] = DEFAULT_DATA,
@@ -176,8 +143,8 @@ class Config(Value):
             store=store,
             on_error=on_error,
             lock_timeout=lock_timeout,
-            noise=noise,
-            lock_files=lock_files,
+            noise=default_noise() if noise is None else noise,
+            lock_files=lock_paths() if lock_files is None else lock_files,
             retention=retention or Retention(),
             boot_entries=boot_entries,
         )
@@ -270,7 +237,7 @@ def _paths(path: str, data: dict[str, Any], key: str) -> tuple[str, ...]:
         ):
             raise ConfigError(
                 f"{path}: '{key}' entry {value!r} is not a plain path inside the root",
-                hint="write it relative to the root, as var/lib/pacman/db.lck",
+                hint="write it relative to the root, as var/lib/myapp/lock",
             )
     return values
 
@@ -336,7 +303,7 @@ def _data(path: str, section: dict[str, Any], store: str) -> tuple[str, ...]:
             )
         if any(
             place == s or s.startswith(place + "/") or place.startswith(s + "/")
-            for s in MANAGER_STATE
+            for s in state_paths()
         ):
             raise ConfigError(
                 f"{path}: data place {place!r} holds a package manager's database",

@@ -23,13 +23,13 @@ import time
 
 from ashcore.btrfs import Btrfs, SubvolumeInfo
 from ashcore.clock import ctime_now
-from ashcore.config import MANAGER_STATE, Config, HookConfig, load_config, load_hook_config
+from ashcore.config import Config, HookConfig, load_config, load_hook_config
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import loads, read_json, write_json
 from ashcore.process import ancestors, is_alive, started_at
-from ashcore.registry import database_of
+from ashcore.registry import database_of, in_state
 from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Seal, Store, now_iso
 from ashcore.text import escaped, refused_character
 from ashcore.value import Value
@@ -722,7 +722,7 @@ OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start ma
 
 def manager_state(path: str) -> bool:
     """Whether `path` is in a manager's own database."""
-    return path.startswith(MANAGER_PREFIXES) or path in MANAGER_STATE
+    return in_state(path)
 
 
 def changes(
@@ -804,9 +804,6 @@ def drift_since_head(
 
     changed = changes(target, store.layer_path(head), probe, checked, own, limit=limit)
     return changed, now, probe
-
-
-MANAGER_PREFIXES = tuple(p + "/" for p in MANAGER_STATE)
 
 
 def _ctime(root: str, rel: str) -> float | None:

@@ -56,40 +56,6 @@ SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed l
 STAGES = "/run/ashlayers"  # where a replay mounts the deployment it builds
 LINGER = 15.0  # seconds to wait for the helper, and whatever else runs in the stage, to exit
 
-# Command words of each manager's front ends, and how each is made non-interactive.
-APT = ("apt", "apt-get", "aptitude")
-DNF = ("dnf", "dnf5", "dnf-3", "dnf4", "yum")
-PACMAN = ("pacman",)
-VERBS = {
-    "apt": {
-        "install",
-        "remove",
-        "purge",
-        "upgrade",
-        "full-upgrade",
-        "dist-upgrade",
-        "autoremove",
-        "autopurge",
-        "reinstall",
-        "markauto",
-        "unmarkauto",
-    },
-    "dnf": {
-        "install",
-        "remove",
-        "erase",
-        "upgrade",
-        "update",
-        "downgrade",
-        "reinstall",
-        "autoremove",
-        "distro-sync",
-        "swap",
-        "group",
-    },
-}
-LOCAL_FILE = (".deb", ".rpm", ".pkg.tar.zst", ".pkg.tar.xz", ".pkg.tar.gz")
-
 
 class Step:
     """One layer to replay: by its command (`argv`) or by its file changes (`argv` None)."""
@@ -119,24 +85,19 @@ def replay_argv(layer: Layer) -> list[str] | None:
         argv = shlex.split(layer.command)
     except ValueError:
         argv = []
-    word = os.path.basename(argv[0]) if argv else ""
     bad = UsageError(
         f'layer {layer.id} "{escaped(layer.name)}" was made by `{escaped(layer.command)}`,'
         " which replay cannot run again (not a manager's install/remove command line)",
         hint="roll back past it instead, or run it again by hand after",
     )
-    if "\\x" in layer.command or any(a.endswith(LOCAL_FILE) for a in argv[1:]):
+    from ashcore.registry import managers
+
+    package_files = tuple(f for m in managers() for f in m.package_files)
+    if "\\x" in layer.command or any(a.endswith(package_files) for a in argv[1:]):
         raise bad  # a local package file (gone or elsewhere), or an escaped command line
-    verbs = [a for a in argv[1:] if not a.startswith("-")]
-    yes = {"-y", "--yes", "--assume-yes", "--noconfirm"} & set(argv) or any(
-        a.startswith("-") and not a.startswith("--") and "y" in a for a in argv[1:]
-    )
-    if word in APT and verbs and verbs[0] in VERBS["apt"]:
-        return argv if yes else [argv[0], "-y", *argv[1:]]
-    if word in DNF and verbs and verbs[0] in VERBS["dnf"]:
-        return argv if yes else [argv[0], "-y", *argv[1:]]
-    if word in PACMAN and any(a.startswith(("-S", "-R", "--sync", "--remove")) for a in argv):
-        return argv if "--noconfirm" in argv else [argv[0], "--noconfirm", *argv[1:]]
+    for manager in managers():
+        if (replayed := manager.replay_argv(argv)) is not None:
+            return replayed
     raise bad
 
 
@@ -276,7 +237,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
                     say(
                         f"      not replayed: {shown}{more}: a package manager's own database,"
                         " which only the replayed operations write (redo such a change with"
-                        " the manager, e.g. apt-mark)"
+                        " the manager's own command, as a hold or a mark)"
                     )
             else:
                 _replay_command(target, mountpoint, step)

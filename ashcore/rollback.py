@@ -374,14 +374,14 @@ def unused_deployments(target: Target) -> list[str]:
 def unchanged_since_made(target: Target, path: str) -> bool:
     """True when nothing in the deployment at `path` changed since its snapshot was taken
     (the cache folders a rollback puts in it aside): deleting it loses nothing its layer lacks."""
-    from ashcore.caches import KEPT_OUT
+    from ashcore.caches import kept_out
 
     info = target.fs.info(path)
     changed = target.fs.changed_since(path, info.otransid, 0.0)
     if changed is None:
         return False
     made = {""}
-    for rel in KEPT_OUT:
+    for rel in kept_out():
         parts = rel.split("/")
         made |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
     return changed <= made

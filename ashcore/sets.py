@@ -18,7 +18,7 @@ import os
 from ashcore.log import logger
 from ashcore.model import PackageDelta
 from ashcore.ondisk import read_json, write_json
-from ashcore.registry import DATABASES, database_of
+from ashcore.registry import database_of, managers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ WALK = 8  # layers up the tree that one call completes at most
 def read_sets(path: str) -> Sets:
     """The installed set of each manager whose database is under `path`."""
     sets: Sets = {}
-    for plugin in DATABASES:
+    for plugin in (m.name for m in managers()):
         face = database_of(plugin)
         if face is None:
             continue

@@ -7,14 +7,11 @@ root's fstab, so that every deployment (each is a snapshot of a layer) finds it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import pkgutil
 import posixpath
 import tempfile
 from importlib import resources
-from types import ModuleType
 
 from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
@@ -61,21 +58,6 @@ DEFAULT_CONFIG = """\
 UNITS = ("ashlayers-prune.service", "ashlayers-prune.timer")
 UNIT_DIR = "etc/systemd/system"
 PACKAGED_UNIT_DIRS = ("usr/lib/systemd/system", "lib/systemd/system")
-
-
-def plugins() -> list[ModuleType]:
-    """The install modules of every plugin present (`ashplugins.<name>.install`)."""
-    try:
-        import ashplugins
-    except ImportError:
-        return []
-    found = []
-    for info in pkgutil.iter_modules(ashplugins.__path__):
-        try:
-            found.append(importlib.import_module(f"ashplugins.{info.name}.install"))
-        except ImportError:
-            continue
-    return found
 
 
 def _check_root(target: Target) -> None:
@@ -229,9 +211,11 @@ def setup(target: Target) -> list[str]:
     from ashcore.data import keep_out
 
     done += keep_out(target)  # before the base layer: users' data is in no layer
-    for plugin in plugins():
-        if plugin.detect(target.root):
-            for path in plugin.install(target.root):
+    from ashcore.registry import managers
+
+    for manager in managers():
+        if manager.detect(target.root):
+            for path in manager.install(target.root):
                 done.append(f"hook: {path}")
     from ashcore.boot import setup_boot
 

@@ -14,13 +14,13 @@ from ashcore.cli import _parser
 from ashcore.config import (
     CONFIG_PATH,
     DEFAULT_DATA,
-    DEFAULT_LOCK_FILES,
-    DEFAULT_NOISE,
     HOOKS_DIR,
     Config,
     HookConfig,
     Retention,
+    default_noise,
 )
+from ashcore.registry import lock_paths
 
 SOURCE = f"ashlayers {__version__}"
 
@@ -278,8 +278,8 @@ def ash_toml_page() -> str:
         if key != "enabled":
             lines[-1] = roff(f"{text} Default: none.")
     lines += [".SH DEFAULT NOISE", roff("Paths whose changes are never drift:"), ".PP", ".nf"]
-    lines += [roff(p) for p in DEFAULT_NOISE]
-    lines += [".fi", ".PP", roff("Default lock files: " + ", ".join(DEFAULT_LOCK_FILES) + ".")]
+    lines += [roff(p) for p in default_noise()]
+    lines += [".fi", ".PP", roff("Default lock files: " + ", ".join(lock_paths()) + ".")]
     lines += [".SH DEFAULT DATA", roff("Places kept out of layers as users' data:"), ".PP", ".nf"]
     lines += [roff(p) for p in DEFAULT_DATA] + [".fi"]
     lines += [

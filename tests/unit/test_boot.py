@@ -21,7 +21,13 @@ FOUND = BootSetup(
 
 
 def test_the_kernel_line_is_split_into_what_ashlayers_keeps_and_what_it_writes() -> None:
-    words = "/@/boot/vmlinuz-6.1 root=UUID=u ro rootflags=subvol=@,compress=zstd quiet".split()
+    words = [
+        "/@/boot/vmlinuz-6.1",
+        "root=UUID=u",
+        "ro",
+        "rootflags=subvol=@,compress=zstd",
+        "quiet",
+    ]
     assert boot.split_kernel_line(words) == ("root=UUID=u", ("compress=zstd",), ("quiet",), "@")
     proc = "BOOT_IMAGE=/x/vmlinuz root=/dev/vda2 rw rootflags=subvolid=256 ashlayers.layer=3 a=b"
     assert boot.split_kernel_line(proc.split()) == ("root=/dev/vda2", (), ("a=b",), None)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ashcore.config import DEFAULT_NOISE, HookConfig
+from ashcore.config import HookConfig, default_noise
 from ashcore.errors import UsageError
 from ashcore.lifecycle import Operation, auto_name, check_name, noise_filter, skip_reason
 from ashcore.model import Layer, Status
@@ -19,7 +19,7 @@ def test_noise_is_not_drift_but_a_hand_edit_is() -> None:
         "var/lib/pacman/db.lck",
         "usr/bin/tool",
     }
-    assert noise_filter(paths, DEFAULT_NOISE) == ["etc/motd", "usr/bin/tool"]
+    assert noise_filter(paths, default_noise()) == ["etc/motd", "usr/bin/tool"]
     assert noise_filter({"opt/a/b.log"}, ("opt/*/*.log",)) == []
 
 

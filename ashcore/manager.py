@@ -1,0 +1,90 @@
+"""The contract of a package manager: what the core may ask of each plugin.
+
+Each plugin declares one subclass of `Manager` (as mkosi declares its package managers) in
+`ashplugins/<name>/manager.py`, registered by one line in `ashplugins/__init__.py`. The core
+asks the registry (ashcore/registry.py) and names no manager: its state, noise and lock
+paths, the caches and lists kept out of layers, how to read its database, how to make its
+commands non-interactive for a replay, and its hook files are all said here.
+
+A declaration is data and cheap methods: importing it imports no binding and nothing slow
+(every hook reads the declarations of all managers for the drift rules). A manager's
+bindings are imported by its database face, at first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import ClassVar
+
+    from ashcore.model import PackageDatabase
+
+
+class Manager:
+    """One package manager (or a family sharing one database, as dnf5 and dnf4 do)."""
+
+    name: ClassVar[str] = ""
+    """The plugin's name: its /etc/ash/hooks.d/<name>.toml, and a layer's origin."""
+    programs: ClassVar[tuple[str, ...]] = ()
+    """Files (relative to a root) whose presence says the manager is installed there."""
+    state: ClassVar[tuple[str, ...]] = ()
+    """Its own databases. A manager writes them as it starts, before its pre hook, and after
+    its last post hook: such writes are told by their time and are not drift; any other
+    change to them (a mark, a --justdb) is."""
+    noise: ClassVar[tuple[str, ...]] = ()
+    """Paths (a folder covers all below it) it writes while only reading, or after its post
+    hook, that are no change of the system's state: never drift."""
+    lock_files: ClassVar[tuple[str, ...]] = ()
+    """Lock files it holds while it runs its hooks: never kept inside a layer."""
+    caches: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """Folders it refetches or rebuilds (downloaded packages, metadata, its binary caches):
+    each a subvolume of its own, in no layer; a rollback gives the new deployment empty ones.
+    (folder, the program whose presence in the root makes it) pairs."""
+    indexes: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """The repositories' package lists: kept out like caches, but a rollback carries the
+    current ones over (the manager cannot install without them). (folder, program) pairs."""
+    commands: ClassVar[tuple[str, ...]] = ()
+    """The command words of its front ends whose layers a replay may run again."""
+    verbs: ClassVar[frozenset[str]] = frozenset()
+    """The sub-commands of those front ends that change packages (install, remove...)."""
+    yes: ClassVar[tuple[str, ...]] = ("-y",)
+    """The option that makes a command non-interactive (first: the one added)."""
+    package_files: ClassVar[tuple[str, ...]] = ()
+    """Suffixes of its package files: a command line naming one cannot be replayed (the
+    file may be gone, or on another machine)."""
+
+    def present(self, root: str) -> bool:
+        """Whether the manager is installed in `root`."""
+        return any(os.path.exists(os.path.join(root, p)) for p in self.programs)
+
+    def replay_argv(self, argv: list[str]) -> list[str] | None:
+        """`argv` made non-interactive, when it is one of this manager's package-changing
+        command lines; None when it is not this manager's."""
+        if not argv or os.path.basename(argv[0]) not in self.commands:
+            return None
+        words = [a for a in argv[1:] if not a.startswith("-")]
+        if not words or words[0] not in self.verbs:
+            return None
+        if set(self.yes) & set(argv) or any(
+            a.startswith("-") and not a.startswith("--") and self.yes[0][1:] in a for a in argv[1:]
+        ):
+            return argv
+        return [argv[0], self.yes[0], *argv[1:]]
+
+    def database(self) -> PackageDatabase:
+        """Its database face: reads any root's installed set with the manager's bindings."""
+        raise NotImplementedError(f"{type(self).__name__} declares no database")
+
+    def detect(self, root: str) -> bool:
+        """Whether `ashctl setup` installs this manager's hook files in `root`."""
+        return self.present(root)
+
+    def install(self, root: str) -> list[str]:
+        """Write its hook files into `root`; returns the paths written (inside the root)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no hook files")
+
+    def uninstall(self, root: str) -> list[str]:
+        """Remove its hook files from `root`; returns the paths removed."""
+        raise NotImplementedError(f"{type(self).__name__} declares no hook files")

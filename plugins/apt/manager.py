@@ -1,0 +1,76 @@
+"""apt and dpkg, declared for the core (ashcore/manager.py)."""
+
+from __future__ import annotations
+
+from ashcore.manager import Manager
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ashcore.model import PackageDatabase
+
+
+class Apt(Manager):
+    name = "apt"
+    programs = ("usr/bin/dpkg",)
+    state = ("var/lib/dpkg", "var/lib/apt", "var/lib/aptitude")
+    noise = (
+        "var/lib/apt/lists",
+        "var/lib/apt/extended_states.lock",
+        "var/lib/dpkg/lock",
+        "var/lib/dpkg/lock-frontend",
+        "var/lib/dpkg/triggers/Lock",
+    )
+    # pkgcache.bin and srcpkgcache.bin (rewritten by every apt run: 50 MB each with sid's
+    # full list) and the downloaded archives. Chosen by measurement (`bench/bench_space.py
+    # --ops 10`, rig root with sid's full main list, `apt-get install`/`remove` of a one-file
+    # package alternating): 0.63 MiB per operation (0.22 MiB data, 0.22 MiB metadata twice):
+    # dpkg's status and status-old (0.29 MiB each before compression), apt's extended_states
+    # and logs, and the metadata a snapshot and the next run's writes copy. An `apt-get
+    # update` that finds a new list, then an install: 17.1 MiB per layer with the lists in
+    # the root's subvolume, 0.6-0.85 MiB with them nested. dpkg's status-old and debconf's
+    # *.dat-old stay: they sit beside the state they back up.
+    caches = (("var/cache/apt", "usr/bin/apt-get"),)
+    # 62 MB for sid main; every `apt update` that finds news writes them anew.
+    indexes = (("var/lib/apt/lists", "usr/bin/apt-get"),)
+    commands = ("apt", "apt-get", "aptitude")
+    verbs = frozenset(
+        {
+            "install",
+            "remove",
+            "purge",
+            "upgrade",
+            "full-upgrade",
+            "dist-upgrade",
+            "autoremove",
+            "autopurge",
+            "reinstall",
+            "markauto",
+            "unmarkauto",
+        }
+    )
+    yes = ("-y", "--yes", "--assume-yes")
+    package_files = (".deb",)
+
+    def database(self) -> PackageDatabase:
+        from ashplugins.apt.database import AptDatabase
+
+        face: PackageDatabase = AptDatabase()
+        return face
+
+    def detect(self, root: str) -> bool:
+        from ashplugins.apt import install
+
+        found: bool = install.detect(root)
+        return found
+
+    def install(self, root: str) -> list[str]:
+        from ashplugins.apt import install
+
+        paths: list[str] = install.install(root)
+        return paths
+
+    def uninstall(self, root: str) -> list[str]:
+        from ashplugins.apt import install
+
+        paths: list[str] = install.uninstall(root)
+        return paths

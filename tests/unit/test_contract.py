@@ -1,0 +1,83 @@
+"""The contract: the core names no manager (ashcore/manager.py, ashcore/registry.py)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from ashcore.manager import Manager
+from ashcore.registry import managers
+
+CORE = Path(__file__).resolve().parents[2] / "ashcore"
+
+
+def _words(manager: Manager) -> set[str]:
+    """Every name, command word and path a manager declares."""
+    words = {manager.name, *manager.commands, *manager.programs, *manager.state}
+    words |= {*manager.noise, *manager.lock_files, *manager.package_files}
+    words |= {p for pair in (*manager.caches, *manager.indexes) for p in pair}
+    return {w for w in words if w}
+
+
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a module's code (docstrings, prose, left out)."""
+    tree = ast.parse(path.read_text())
+    prose = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose
+    ]
+
+
+def test_every_registered_manager_loads() -> None:
+    names = [m.name for m in managers()]
+    assert names == sorted(set(names), key=names.index) and len(names) >= 3
+    for manager in managers():
+        assert manager.programs and manager.state and manager.commands, manager.name
+
+
+def test_the_core_names_no_manager_in_its_code() -> None:
+    words = set().union(*(_words(m) for m in managers()))
+    words |= {"dpkg", "rpm", "alpm", "zypper", "yum", "dnf4", "apt-mark"}  # their families' words
+    pattern = re.compile(
+        r"(?<![\w.-])("
+        + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        + r")(?![\w-])"
+    )
+    found = []
+    for path in sorted(CORE.glob("*.py")):
+        for line, text in _code_strings(path):
+            if (match := pattern.search(text)) is not None:
+                found.append(f"{path.name}:{line}: {match.group(1)!r} in {text[:60]!r}")
+    assert not found, "\n".join(found)
+
+
+def test_replay_asks_each_manager() -> None:
+    by_name = {m.name: m for m in managers()}
+    assert by_name["apt"].replay_argv(["apt-get", "install", "htop"]) == [
+        "apt-get",
+        "-y",
+        "install",
+        "htop",
+    ]
+    assert by_name["apt"].replay_argv(["apt-get", "-qy", "install", "htop"]) == [
+        "apt-get",
+        "-qy",
+        "install",
+        "htop",
+    ]
+    assert by_name["apt"].replay_argv(["apt-get", "update"]) is None
+    assert by_name["dnf"].replay_argv(["dnf5", "remove", "x"]) == ["dnf5", "-y", "remove", "x"]
+    assert by_name["pacman"].replay_argv(["pacman", "-S", "vim"]) == [
+        "pacman",
+        "--noconfirm",
+        "-S",
+        "vim",
+    ]
+    assert by_name["pacman"].replay_argv(["pacman", "-Q"]) is None
