@@ -39,7 +39,15 @@ from dataclasses import dataclass
 
 from ashcore.errors import BackendError
 from ashcore.log import logger
-from ashcore.mounts import Mount, mount_at, mount_subvolume, mount_toplevel, unmount, unmount_all
+from ashcore.mounts import (
+    Mount,
+    mount_at,
+    mount_subvolume,
+    mount_toplevel,
+    mounts,
+    unmount,
+    unmount_all,
+)
 from ashcore.ondisk import write_atomic
 
 TYPE_CHECKING = False
@@ -92,14 +100,15 @@ def _fs_path(target: Target, place: str) -> str:
 
 
 def places(target: Target) -> list[Place]:
-    """Each configured data place and its state."""
-    store = mount_at(target.store.path)
+    """Each configured data place and its state (one read of the mount table)."""
+    table = {m.target: m for m in mounts()}  # the last mount at a path wins, as in mount_at
+    store = table.get(os.path.realpath(target.store.path))
     found = []
     for place in target.config.data:
         path = os.path.join(target.root, place)
         sub = subvolume_of(target, place)
-        have = target.fs.is_subvolume(sub) if os.path.isdir(sub) else False
-        mounted = mount_at(path) if os.path.isdir(path) else None
+        have = os.path.isdir(sub) and target.fs.is_subvolume(sub)
+        mounted = table.get(os.path.realpath(path)) if os.path.isdir(path) else None
         if mounted is not None and store is not None and _is_ours(mounted, store, place):
             found.append(Place(place, "kept", mounted.fs_root))
         elif mounted is not None:
@@ -280,13 +289,20 @@ def _delete_copied(old: str, new: str) -> int:
 def mount_places(target: Target, root: str) -> list[str]:
     """Mount the store's data subvolumes in the deployment mounted at `root` (a replay's or
     try's stage): the managers run there see the same data as the root. Returns those made."""
+    have = [
+        p
+        for p in target.config.data
+        if os.path.isdir(subvolume_of(target, p))
+        and target.fs.is_subvolume(subvolume_of(target, p))
+    ]
+    if not have:
+        return []
     made = []
+    table = {m.target for m in mounts()}
     store = _store_mount(target)
-    for place in target.config.data:
-        if not target.fs.is_subvolume(subvolume_of(target, place)):
-            continue
+    for place in have:
         path = os.path.join(root, place)
-        if os.path.islink(path) or mount_at(path) is not None:
+        if os.path.islink(path) or os.path.realpath(path) in table:
             continue
         os.makedirs(path, exist_ok=True)
         mount_subvolume(store.source, store.fs_root.rstrip("/") + f"/{DATA_DIR}/{place}", path)
@@ -306,17 +322,20 @@ def _ensure_fstab(target: Target, root: str, wanted: list[str]) -> bool:
     except FileNotFoundError:
         text = ""
     present = {line.split()[1] for line in text.splitlines() if len(line.split()) >= 2}
+    missing = [
+        place
+        for place in wanted
+        if "/" + place not in present and target.fs.is_subvolume(subvolume_of(target, place))
+    ]
+    if not missing:
+        return False  # the usual case: no mount table read, no process started
     store = _store_mount(target)
     uuid = filesystem_uuid(store.source)
     source = f"UUID={uuid}" if uuid else store.source
     lines = []
-    for place in wanted:
-        if "/" + place in present or not target.fs.is_subvolume(subvolume_of(target, place)):
-            continue
+    for place in missing:
         subvol = store.fs_root.rstrip("/") + f"/{DATA_DIR}/{place}"
         lines.append(f"{FSTAB_MARK}/{place}\n{source} /{place} btrfs subvol={subvol} 0 0\n")
-    if not lines:
-        return False
     if text and not text.endswith("\n"):
         text += "\n"
     write_atomic(fstab, (text + "".join(lines)).encode())
