@@ -28,10 +28,10 @@ from importlib import resources
 
 from ashcore.config import THROWAWAY_MARK
 from ashcore.errors import BackendError
-from ashcore.lifecycle import Target
 from ashcore.model import Status
 from ashcore.mounts import filesystem_uuid, mount_at
 from ashcore.ondisk import read_bytes, read_json, write_atomic, write_json
+from ashcore.target import Target
 
 log = logging.getLogger(__name__)
 

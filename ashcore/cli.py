@@ -20,7 +20,6 @@ from typing import Any
 from ashcore.errors import AshError, CannotRunError, UsageError
 from ashcore.lifecycle import (
     Operation,
-    Target,
     abandon,
     begin,
     check_name,
@@ -30,6 +29,7 @@ from ashcore.lifecycle import (
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.process import owner_of
 from ashcore.store import explain
+from ashcore.target import Target
 from ashcore.text import escaped
 
 log = logging.getLogger("ashctl")
@@ -608,7 +608,8 @@ def _replay(target: Target, base: Layer, first: Layer, dry_run: bool, done: str)
 def cmd_prune(target: Target, args: argparse.Namespace) -> int:
     from ashcore.prune import plan, prune_layer, total_size
     from ashcore.rollback import resume
-    from ashcore.sizes import complete_sizes, human, parse_size
+    from ashcore.sizes import complete_sizes, human
+    from ashcore.text import parse_size
 
     rules = target.config.retention
     keep = args.keep if args.keep is not None else rules.keep

@@ -320,7 +320,7 @@ def _data(path: str, section: dict[str, Any], store: str) -> tuple[str, ...]:
 
 
 def _size(path: str, section: dict[str, Any], key: str) -> int:
-    from ashcore.sizes import parse_size
+    from ashcore.text import parse_size
 
     value = _get(path, section, key, (str, int))
     try:

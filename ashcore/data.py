@@ -52,7 +52,7 @@ from ashcore.ondisk import write_atomic
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ashcore.lifecycle import Target
+    from ashcore.target import Target
 
 log = logger(__name__)
 

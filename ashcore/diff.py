@@ -7,26 +7,14 @@ slow generic walk the tests hold the fast path against.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from ashcore.entries import same_entry
 from ashcore.errors import UsageError
-from ashcore.lifecycle import Target, noise_filter
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.lifecycle import noise_filter
+from ashcore.model import Layer, PackageDelta, Status, natural_compare
 from ashcore.ondisk import read_json
-
-_PIECES = re.compile(r"(\d+)")
-
-
-def natural_compare(a: str, b: str) -> int:
-    """A version order good enough to tell an upgrade from a downgrade across layers."""
-
-    def key(v: str) -> list[tuple[int, Any]]:
-        return [(1, int(p)) if p.isdigit() else (0, p) for p in _PIECES.split(v) if p]
-
-    ka, kb = key(a), key(b)
-    return (ka > kb) - (ka < kb)
+from ashcore.target import Target
 
 
 def diff_layers(

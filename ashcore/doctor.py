@@ -13,10 +13,11 @@ import os
 import re
 import sqlite3
 
-from ashcore.lifecycle import Target, require_idle, write_manifest
+from ashcore.lifecycle import require_idle, write_manifest
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
 from ashcore.store import now_iso
+from ashcore.target import Target
 
 log = logging.getLogger(__name__)
 

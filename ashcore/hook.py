@@ -23,7 +23,6 @@ from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import (
     Operation,
     Outcome,
-    Target,
     begin,
     commit,
     discard_early,
@@ -32,6 +31,7 @@ from ashcore.lifecycle import (
 )
 from ashcore.process import owner_of
 from ashcore.store import explain
+from ashcore.target import Target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import time
 
-from ashcore.btrfs import Btrfs, SubvolumeInfo
+from ashcore.btrfs import SubvolumeInfo
 from ashcore.clock import ctime_now
-from ashcore.config import Config, HookConfig, load_config, load_hook_config
+from ashcore.config import HookConfig, load_hook_config
 from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
@@ -31,6 +31,7 @@ from ashcore.ondisk import loads, read_json, write_json
 from ashcore.process import ancestors, is_alive, started_at
 from ashcore.registry import database_of, in_state
 from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Seal, Store, now_iso
+from ashcore.target import Target
 from ashcore.text import escaped, refused_character
 from ashcore.value import Value
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from ashcore.btrfs import Filesystem
     from ashcore.model import PackageDatabase
 
 log = logger(__name__)
@@ -85,21 +85,6 @@ class Operation(Value):
             name=name,
             reopen=reopen,
         )
-
-
-class Target:
-    """An opened target root: its config, its store and its filesystem."""
-
-    def __init__(
-        self, root: str = "/", fs: Filesystem | None = None, config: Config | None = None
-    ) -> None:
-        self.root = os.path.abspath(root)
-        self.config: Config = config if config is not None else load_config(self.root)
-        self.fs: Filesystem = fs if fs is not None else Btrfs()
-        self.store = Store(os.path.join(self.root, self.config.store.lstrip("/")))
-
-    def deployment(self) -> SubvolumeInfo:
-        return self.fs.info(self.root)
 
 
 # -- names -----------------------------------------------------------------------------------

@@ -255,3 +255,15 @@ class Layer(Value):
             uuid=uuid,
             size=size if isinstance(size := manifest.get("size"), int) else None,
         )
+
+
+def natural_compare(a: str, b: str) -> int:
+    """A version order good enough to tell an upgrade from a downgrade across layers."""
+
+    import re  # here: `re` costs every hook 2 ms to import
+
+    def key(v: str) -> list[tuple[int, int | str]]:
+        return [(1, int(p)) if p.isdigit() else (0, p) for p in re.split(r"(\d+)", v) if p]
+
+    ka, kb = key(a), key(b)
+    return (ka > kb) - (ka < kb)

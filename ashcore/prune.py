@@ -27,8 +27,8 @@ import time
 from collections.abc import Iterable
 
 from ashcore.errors import UsageError
-from ashcore.lifecycle import Target
 from ashcore.model import Layer, Status
+from ashcore.target import Target
 
 log = logging.getLogger(__name__)
 

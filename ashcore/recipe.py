@@ -40,9 +40,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import Target, manager_state
+from ashcore.lifecycle import manager_state
 from ashcore.model import Layer
 from ashcore.replay import chroot_env, steps_of
+from ashcore.target import Target
 from ashcore.text import escaped
 
 VERSION = 1

@@ -40,12 +40,13 @@ import time
 from collections.abc import Callable
 
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
+from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer, Status
 from ashcore.mounts import mount_api, mount_at, mount_subvolume, submounts, unmount_all
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
+from ashcore.target import Target
 from ashcore.text import escaped
 
 log = logger(__name__)

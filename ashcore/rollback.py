@@ -13,10 +13,11 @@ import os
 
 from ashcore.caches import drop_caches, renew_caches
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
+from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.model import Layer, Status
 from ashcore.mounts import mount_at, mount_subvolume, mounts, move_mount, submounts, unmount
 from ashcore.ondisk import read_json, write_json
+from ashcore.target import Target
 
 log = logging.getLogger(__name__)
 

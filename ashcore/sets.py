@@ -22,7 +22,7 @@ from ashcore.registry import database_of, managers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ashcore.lifecycle import Target
+    from ashcore.target import Target
 
 log = logger(__name__)
 
@@ -76,7 +76,7 @@ def delta_between(a: Sets, b: Sets) -> dict[str, PackageDelta]:
         if face is not None:
             compare = face.compare_versions
         else:
-            from ashcore.diff import natural_compare
+            from ashcore.model import natural_compare
 
             compare = natural_compare
         delta = PackageDelta.between(a.get(plugin, {}), b.get(plugin, {}), compare)

@@ -16,7 +16,7 @@ from importlib import resources
 from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
 from ashcore.errors import BackendError
-from ashcore.lifecycle import Operation, Target, begin, commit
+from ashcore.lifecycle import Operation, begin, commit
 from ashcore.mounts import (
     filesystem_uuid,
     mount_at,
@@ -26,6 +26,7 @@ from ashcore.mounts import (
 )
 from ashcore.ondisk import read_bytes, write_atomic
 from ashcore.process import owner_of
+from ashcore.target import Target
 
 log = logging.getLogger(__name__)
 

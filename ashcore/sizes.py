@@ -29,7 +29,7 @@ from ashcore.log import logger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ashcore.lifecycle import Target
+    from ashcore.target import Target
 
 log = logger(__name__)
 
@@ -180,15 +180,3 @@ def human(size: int | None) -> str:
             return f"{value:.0f}{unit}" if unit == "B" or value >= 10 else f"{value:.1f}{unit}"
         value /= 1024
     return f"{value:.0f}T"
-
-
-def parse_size(text: str) -> int:
-    """ "20G", "500M", "1.5T", "4096" (binary units, an optional "B" or "iB") -> bytes;
-    ValueError on anything else."""
-    import re
-
-    found = re.fullmatch(r"(\d{1,15}(?:\.\d{1,6})?) ?([KMGT]?)(?:I?B)?", text.strip(), re.I | re.A)
-    if found is None:
-        raise ValueError(f"not a size: {text!r} (e.g. 20G, 500M)")
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    return int(float(found.group(1)) * units[found.group(2).upper()])

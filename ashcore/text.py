@@ -48,3 +48,15 @@ def refused_character(text: str) -> str | None:
         ):
             return escaped(c)
     return None
+
+
+def parse_size(text: str) -> int:
+    """ "20G", "500M", "1.5T", "4096" (binary units, an optional "B" or "iB") -> bytes;
+    ValueError on anything else."""
+    import re
+
+    found = re.fullmatch(r"(\d{1,15}(?:\.\d{1,6})?) ?([KMGT]?)(?:I?B)?", text.strip(), re.I | re.A)
+    if found is None:
+        raise ValueError(f"not a size: {text!r} (e.g. 20G, 500M)")
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(float(found.group(1)) * units[found.group(2).upper()])

@@ -19,9 +19,10 @@ import os
 import subprocess
 
 from ashcore.errors import UsageError
-from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
+from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer
+from ashcore.target import Target
 
 log = logger(__name__)
 

@@ -35,8 +35,9 @@ def sh(*argv: str) -> str:
 
 def grow(root: str, count: int) -> None:
     """Add layers in-process until the store holds `count` of them."""
-    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.lifecycle import Operation, begin, commit
     from ashcore.process import owner_of
+    from ashcore.target import Target
 
     target = Target(root)
     have = len(target.store.layers())

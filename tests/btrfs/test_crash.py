@@ -300,7 +300,8 @@ def test_a_kill_while_a_seal_sheds_its_lock_files_keeps_the_seal(ready: Image) -
     """`describe` makes a sealed snapshot writable for a moment to remove lock files; a kill
     then leaves it writable. Recovery finishes that and keeps the sealed state: not the
     root as it is later."""
-    from ashcore.lifecycle import Operation, Target, begin, recover, seal
+    from ashcore.lifecycle import Operation, begin, recover, seal
+    from ashcore.target import Target
 
     target = Target(str(ready.root))
     op = Operation("test", "test", ("test", "install", "x"), "1:1")  # an owner that is gone

@@ -151,8 +151,9 @@ def test_a_snapshot_shows_buffered_writes_to_the_tree_search(image: Image) -> No
 def test_an_append_just_before_the_begin_is_drift(ready: Image) -> None:
     """`echo x >> /etc/issue` and at once a package operation: the edit is a drift layer of
     its own, not part of the operation's layer (10/10 tries)."""
-    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.lifecycle import Operation, begin, commit
     from ashcore.process import owner_of
+    from ashcore.target import Target
 
     target = Target(str(ready.root))
     issue = ready.root / "etc/issue"
@@ -187,8 +188,9 @@ def test_tree_search_sees_nothing_when_nothing_changed(image: Image) -> None:
 def test_after_a_layer_only_noise_takes_the_fast_path(ready: Image) -> None:
     """The drift check after a package run needs no send stream when only noise changed:
     the probe's tree search since the layer's (transaction, time) checkpoint is exact."""
-    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.lifecycle import Operation, begin, commit
     from ashcore.process import owner_of
+    from ashcore.target import Target
 
     (ready.root / "var/log").mkdir(parents=True)  # as in any root
     target = Target(str(ready.root))

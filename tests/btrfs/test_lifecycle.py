@@ -616,8 +616,9 @@ def test_the_set_before_is_the_parent_layers_unless_the_database_changed_since(
     manager's time; but a change to the database alone since that layer (not drift: a
     manager writes its files as it starts) makes the begin read it then, so that no layer's
     delta shows what another run did."""
-    from ashcore.lifecycle import Operation, Target, begin, commit
+    from ashcore.lifecycle import Operation, begin, commit
     from ashcore.process import owner_of
+    from ashcore.target import Target
 
     status = ready.root / StatusFile.PATH
     status.parent.mkdir(parents=True)

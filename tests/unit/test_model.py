@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from ashcore.diff import natural_compare
-from ashcore.model import PackageDelta
+from ashcore.model import PackageDelta, natural_compare
 
 
 def test_delta_between_sorts_changes_by_the_managers_order() -> None:

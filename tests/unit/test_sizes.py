@@ -4,7 +4,8 @@ import pytest
 
 from ashcore.config import load_config
 from ashcore.errors import ConfigError
-from ashcore.sizes import human, new_bytes, parse_size
+from ashcore.sizes import human, new_bytes
+from ashcore.text import parse_size
 
 
 def test_new_bytes_counts_only_what_the_parent_does_not_share() -> None:
