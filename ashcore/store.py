@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ashcore.errors import AshError, BackendError, NotFoundError, StoreError
+from ashcore.errors import AshError, BackendError, NotFoundError, StoreError, UsageError
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import dumps, loads
 from ashcore.value import Value
@@ -525,7 +525,10 @@ class Store:
         return "[" + ", ".join(parts) + "]"
 
     def find(self, ref: str) -> Layer:
-        """A layer by id (ASCII digits) or by unique name."""
+        """A layer by id (ASCII digits) or by unique name. A blank reference is a usage
+        error, never a default: `ashctl rollback "$UNSET"` must not roll back anywhere."""
+        if not ref.strip():
+            raise UsageError("an empty layer reference", hint="give a layer id or name")
         if ref.isascii() and ref.isdigit():
             if len(ref) > 18:  # beyond SQLite's integers; no layer has such an id
                 raise NotFoundError(f"no layer {ref}", hint="see `ashctl list`")
