@@ -30,6 +30,19 @@ def _descend(top: str, names: list[str]) -> int:
     return fd
 
 
+def _remove(top: str, names: list[str], leaf: str | None) -> None:
+    """Remove what `_descend` made, from the bottom up (pytest's cleanup recurses)."""
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    for name in names:
+        fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    if leaf is not None:
+        os.unlink(leaf, dir_fd=fds[-1])
+    for name in reversed(names):
+        os.close(fds.pop())
+        os.rmdir(name, dir_fd=fds[-1])
+    os.close(fds.pop())
+
+
 def test_the_walk_names_what_differs_and_not_what_only_was_touched(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     _tree(old)
@@ -79,6 +92,8 @@ def test_a_path_longer_than_path_max_at_any_depth_is_walked(tmp_path: Path) -> N
         found = changed_paths(str(old), str(new))
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _remove(str(old), shared, None)
+        _remove(str(new), deep, "leaf")
     assert len(os.listdir("/proc/self/fd")) == before  # every descriptor closed
     assert found == {"/".join(deep[: i + 1]) for i in range(1200, 1500)} | {
         "/".join([*deep, "leaf"])
