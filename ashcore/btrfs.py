@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
         def delete(self, path: str) -> None: ...
 
+        def reclaim(self, path: str, timeout: float) -> None:
+            """Wait (up to `timeout` s) until the subvolumes deleted on `path`'s filesystem
+            have given their space back."""
+
         def set_read_only(self, path: str, read_only: bool) -> None: ...
 
         def create(self, path: str) -> None: ...
@@ -175,6 +179,21 @@ class Btrfs:
                     hint="move or delete the subvolumes inside it first",
                 ) from e
             raise _fail(e, "deleting subvolume", path) from e
+
+    def reclaim(self, path: str, timeout: float) -> None:
+        """btrfs frees a deleted subvolume's space after the transaction commits, in its
+        cleaner thread: commit, then wait until none is left to clean (as `btrfs subvolume
+        sync` does)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        try:
+            self._bu.sync(path)
+            while self._bu.deleted_subvolumes(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._bu.sync(path)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "waiting for deleted subvolumes' space", path) from e
 
     def changed_paths(self, old: str, new: str) -> set[str]:
         import subprocess  # only on the drift path: keep the hooks' imports small

@@ -622,7 +622,7 @@ def _replay(target: Target, base: Layer, first: Layer, dry_run: bool, done: str)
 
 
 def cmd_prune(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.prune import plan, prune_layer, total_size
+    from ashcore.prune import plan, prune_layers, total_size
     from ashcore.rollback import resume
     from ashcore.sizes import complete_sizes, human, parse_size
 
@@ -645,11 +645,16 @@ def cmd_prune(target: Target, args: argparse.Namespace) -> int:
             log.info("%s", said)
         before = total_size(target.store.layers())
         doomed = plan(target, keep, days, budget, keep_base=rules.keep_base)
-        for layer in doomed:
-            verb = "would prune" if args.dry_run else "pruning"
+        verb = "would prune" if args.dry_run else "pruning"
+
+        def say(layer: Layer) -> None:
             print(f"{verb} layer {layer.id} ({escaped(layer.name)}, {human(layer.size)})")
-            if not args.dry_run:
-                prune_layer(target, layer)
+
+        if args.dry_run:
+            for layer in doomed:
+                say(layer)
+        else:
+            prune_layers(target, doomed, say)
         after = total_size(target.store.layers())
     if not doomed:
         print("nothing to prune")
