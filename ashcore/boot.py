@@ -32,6 +32,7 @@ from ashcore.model import Status
 from ashcore.mounts import filesystem_uuid, mount_at
 from ashcore.ondisk import read_bytes, read_json, write_atomic, write_json
 from ashcore.target import Target
+from ashcore.text import escaped
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +230,18 @@ def _store_subvolume(target: Target) -> str:
 
 def _grub_part(target: Target, found: BootSetup) -> bytes:
     menu = f"/{_store_subvolume(target)}/boot/grub.cfg"
+    if not _BARE.fullmatch(menu):  # it goes inside GRUB's double quotes, after a variable
+        raise BackendError(
+            f"the store's subvolume {escaped(menu)!r} has a name ashlayers does not write in"
+            " GRUB's script",
+            hint="name it with letters, digits and `@_%+=:,./-` only",
+        )
     return f"""#!/bin/sh
 # Written by `ashctl setup` (ashlayers): GRUB boots the deployment ashlayers names in its menu,
 # kept in the store and rewritten by ashctl at each rollback, deploy and layer.
 cat <<'EOF'
 insmod btrfs
-search --no-floppy --fs-uuid --set=ashlayers {found.fs_uuid}
+search --no-floppy --fs-uuid --set=ashlayers {_word(found.fs_uuid)}
 if [ -f "($ashlayers){menu}" ]; then
   source "($ashlayers){menu}"
 fi
@@ -309,7 +316,8 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def kernel_of(tree: str) -> str | None:
-    """The newest kernel version in `tree`/boot that has its initramfs beside it."""
+    """The newest kernel version in `tree`/boot that has its initramfs beside it and a name
+    GRUB's script can hold (one with a newline or a control character is left out, said)."""
     try:
         names = set(os.listdir(os.path.join(tree, "boot")))
     except OSError:
@@ -319,7 +327,29 @@ def kernel_of(tree: str) -> str | None:
         for n in names
         if n.startswith("vmlinuz-") and f"initrd.img-{n[len('vmlinuz-') :]}" in names
     ]
+    for version in versions:
+        if not quotable(version):
+            log.warning(
+                "ashlayers: /boot/vmlinuz-%s in %s is left out of the boot menu: GRUB's script"
+                " cannot hold its name",
+                escaped(version),
+                tree,
+            )
+    versions = [v for v in versions if quotable(v)]
     return max(versions, key=_version_key) if versions else None
+
+
+# GRUB's script reads words as a shell does: a word of these characters only is read as it
+# is; any other is put in single quotes, inside which nothing is special but the quote itself.
+_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+", re.ASCII)
+# A variable the distribution's own kernel line expands (Ubuntu's `$vt_handoff`): kept so.
+_VARIABLE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})", re.ASCII)
+
+
+def quotable(text: str) -> bool:
+    """Whether `text` can be a word of GRUB's script: no newline, no control character,
+    nothing that is not text (a file name's undecodable bytes)."""
+    return text.isprintable()
 
 
 def _quote(text: str) -> str:
@@ -327,19 +357,41 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def _word(text: str) -> str:
+    """`text` as one word of GRUB's script: bare when nothing in it is special, else quoted."""
+    if not quotable(text):
+        raise ValueError(f"GRUB's script cannot hold {escaped(text)!r}")
+    return text if _BARE.fullmatch(text) else _quote(text)
+
+
+def _argument(text: str) -> str:
+    """A word of the kernel line read from the distribution's grub.cfg, as one word again."""
+    return text if _VARIABLE.fullmatch(text) else _word(text)
+
+
 def _linux(found: BootSetup, entry: Entry) -> str:
-    tree = f"($ashlayers)/{entry.subvolume}"
+    tree = f"/{entry.subvolume}"
     flags = ",".join((f"subvol=/{entry.subvolume}", *found.rootflags))
     words = [
-        f"{tree}/boot/vmlinuz-{entry.kernel}",
-        found.root_arg,
+        f"($ashlayers){_word(f'{tree}/boot/vmlinuz-{entry.kernel}')}",
+        _argument(found.root_arg),
         "ro",
-        f"rootflags={flags}",
-        *found.args,
+        _argument(f"rootflags={flags}"),
+        *(_argument(arg) for arg in found.args),
     ]
     if entry.layer is not None:
         words.append(f"{LAYER_ARG}={entry.layer}")
-    return f"\tlinux {' '.join(words)}\n\tinitrd {tree}/boot/initrd.img-{entry.kernel}\n"
+    initrd = f"($ashlayers){_word(f'{tree}/boot/initrd.img-{entry.kernel}')}"
+    return f"\tlinux {' '.join(words)}\n\tinitrd {initrd}\n"
+
+
+def _entry(found: BootSetup, entry: Entry, options: str) -> str:
+    """One menu entry; "" (said) when a path of it cannot be written in GRUB's script."""
+    try:
+        return f"menuentry {_quote(escaped(entry.title))} {options} {{\n{_linux(found, entry)}}}\n"
+    except ValueError as e:
+        log.warning("ashlayers: %s is left out of the boot menu: %s", escaped(entry.title), e)
+        return ""
 
 
 def menu_text(found: BootSetup, entries: list[Entry]) -> str:
@@ -347,17 +399,20 @@ def menu_text(found: BootSetup, entries: list[Entry]) -> str:
     out = [
         "# ashlayers' boot menu, rewritten by ashctl (`ashctl boot` shows it). Do not edit.\n",
         "insmod btrfs\n",
-        f"search --no-floppy --fs-uuid --set=ashlayers {found.fs_uuid}\n",
+        f"search --no-floppy --fs-uuid --set=ashlayers {_word(found.fs_uuid)}\n",
         "export ashlayers\n",
     ]
     layers = [e for e in entries if e.key == "layer"]
+    default = False
     for entry in entries:
         if entry.key == "layer":
             continue
         options = f"--id {DEFAULT_ID}" if entry.key == "deployment" else "--id ashlayers-previous"
         if entry.key == "previous":
             options += " --hotkey=p"
-        out.append(f"menuentry {_quote(entry.title)} {options} {{\n{_linux(found, entry)}}}\n")
+        written = _entry(found, entry, options)
+        out.append(written)
+        default = default or (entry.key == "deployment" and bool(written))
     if layers:
         out.append(
             "submenu 'ashlayers: boot a layer as a throwaway copy (nothing is kept)'"
@@ -365,12 +420,9 @@ def menu_text(found: BootSetup, entries: list[Entry]) -> str:
         )
         for n, entry in enumerate(layers, 1):
             key = f" --hotkey={n}" if n <= 9 else ""
-            out.append(
-                f"menuentry {_quote(entry.title)} --id ashlayers-layer-{entry.layer}{key} {{\n"
-                f"{_linux(found, entry)}}}\n"
-            )
+            out.append(_entry(found, entry, f"--id ashlayers-layer-{entry.layer}{key}"))
         out.append("}\n")
-    if any(e.key == "deployment" for e in entries):
+    if default:
         # Not over a one-shot choice (`grub-reboot`: 00_header set boot_once).
         out.append(f'if [ -z "${{boot_once}}" ]; then\n  set default={DEFAULT_ID}\nfi\n')
     return "".join(out)

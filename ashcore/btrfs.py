@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
         def delete(self, path: str) -> None: ...
 
+        def reclaim(self, path: str, timeout: float) -> None:
+            """Wait (up to `timeout` s) until the subvolumes deleted on `path`'s filesystem
+            have given their space back."""
+
         def set_read_only(self, path: str, read_only: bool) -> None: ...
 
         def create(self, path: str) -> None: ...
@@ -176,6 +180,21 @@ class Btrfs:
                 ) from e
             raise _fail(e, "deleting subvolume", path) from e
 
+    def reclaim(self, path: str, timeout: float) -> None:
+        """btrfs frees a deleted subvolume's space after the transaction commits, in its
+        cleaner thread: commit, then wait until none is left to clean (as `btrfs subvolume
+        sync` does)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        try:
+            self._bu.sync(path)
+            while self._bu.deleted_subvolumes(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._bu.sync(path)
+        except self._bu.BtrfsUtilError as e:
+            raise _fail(e, "waiting for deleted subvolumes' space", path) from e
+
     def changed_paths(self, old: str, new: str) -> set[str]:
         import subprocess  # only on the drift path: keep the hooks' imports small
 
@@ -190,13 +209,35 @@ class Btrfs:
             raise BackendError("the `btrfs` command is missing", hint="install btrfs-progs") from e
         if result.returncode != 0:
             message = result.stderr.decode(errors="replace").strip().splitlines()
-            raise BackendError(
-                f"`btrfs send` of {new} against {old} failed (exit {result.returncode}): "
-                + (message[-1] if message else "no message")
-            )
+            said = message[-1] if message else "no message"
+            return self._walk(old, new, f"exit {result.returncode}: {said}")
         from ashcore.sendstream import changed_paths
 
         return changed_paths(result.stdout)
+
+    def _walk(self, old: str, new: str, why: str) -> set[str]:
+        """What `changed_paths` says when `btrfs send` cannot: the generic walk. The kernel's
+        send refuses a path longer than PATH_MAX (ENAMETOOLONG), which any user can make in
+        a folder they may write; a change there must be found, and must stop nothing."""
+        import logging
+
+        from ashcore.treecompare import changed_paths as walked
+
+        too_long = "File name too long" in why or "-36" in why
+        log = logging.getLogger(__name__)
+        (log.debug if too_long else log.warning)(
+            "ashlayers: `btrfs send` of %s against %s failed (%s); comparing the trees instead",
+            new,
+            old,
+            why,
+        )
+        try:
+            return walked(old, new)
+        except OSError as e:
+            raise BackendError(
+                f"`btrfs send` of {new} against {old} failed ({why}), and so did comparing"
+                f" the trees: {e.strerror or e}"
+            ) from e
 
     def changed_since(self, path: str, generation: int, since: float) -> set[str] | None:
         from ashcore.treesearch import changed_paths_since

@@ -30,7 +30,7 @@ from ashcore.model import Layer, PackageDelta, Status
 from ashcore.process import owner_of
 from ashcore.store import explain
 from ashcore.target import Target
-from ashcore.text import escaped
+from ashcore.text import escaped, shortened
 
 log = logging.getLogger("ashctl")
 
@@ -58,6 +58,16 @@ class _Version(argparse.Action):
 
 
 LAYER = "a layer id or name"
+
+
+def _layer_ref(text: str) -> str:
+    """A LAYER argument: never empty or blank (an unset variable), which would otherwise
+    read as "no argument" and pick a default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty LAYER: give a layer id or name")
+    return text
+
+
 JSON = "print JSON instead of text"
 
 
@@ -82,15 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     sub.add_parser("tree", help="the layer tree, the deployment marked")
     s = sub.add_parser("show", help="one layer in full")
-    s.add_argument("layer", metavar="LAYER", help=LAYER)
+    s.add_argument("layer", metavar="LAYER", type=_layer_ref, help=LAYER)
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     s = sub.add_parser(
         "diff", help="package (and file) changes from A to B (default: A's parent to A)"
     )
-    s.add_argument("a", metavar="A", help=f"{LAYER}: the layer to compare from")
+    s.add_argument("a", metavar="A", type=_layer_ref, help=f"{LAYER}: the layer to compare from")
     s.add_argument(
         "b",
         metavar="B",
+        type=_layer_ref,
         nargs="?",
         help=f"{LAYER}: the layer to compare to (default: A, from its parent)",
     )
@@ -113,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "layer",
         metavar="LAYER",
+        type=_layer_ref,
         nargs="?",
         help=f"{LAYER} (default: the parent of the deployment's layer)",
     )
@@ -121,13 +133,22 @@ def _parser() -> argparse.ArgumentParser:
         help="delete a leaf layer; an inner one of the deployment's line is removed by replaying"
         " the layers after it on its parent",
     )
-    s.add_argument("layer", metavar="LAYER", help=f"{LAYER}: not pinned, not a deployment's layer")
+    s.add_argument(
+        "layer",
+        metavar="LAYER",
+        type=_layer_ref,
+        help=f"{LAYER}: not pinned, not a deployment's layer",
+    )
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
         "rebase", help="replay LAYER and the layers after it on the deployment's line onto BASE"
     )
-    s.add_argument("layer", metavar="LAYER", help=f"{LAYER}: the first layer to replay")
-    s.add_argument("--onto", metavar="BASE", required=True, help=f"{LAYER}: the new base")
+    s.add_argument(
+        "layer", metavar="LAYER", type=_layer_ref, help=f"{LAYER}: the first layer to replay"
+    )
+    s.add_argument(
+        "--onto", metavar="BASE", type=_layer_ref, required=True, help=f"{LAYER}: the new base"
+    )
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
         "try",
@@ -144,12 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "deploy", help="make LAYER (a try's, or any) the deployment, at once or at next boot"
     )
-    s.add_argument("layer", metavar="LAYER", help=LAYER)
+    s.add_argument("layer", metavar="LAYER", type=_layer_ref, help=LAYER)
     s = sub.add_parser(
         "export", help="write the operations from the base to LAYER as a recipe (TOML)"
     )
     s.add_argument(
-        "layer", metavar="LAYER", nargs="?", help=f"{LAYER} (default: the deployment's layer)"
+        "layer",
+        metavar="LAYER",
+        type=_layer_ref,
+        nargs="?",
+        help=f"{LAYER} (default: the deployment's layer)",
     )
     s.add_argument(
         "-o",
@@ -193,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name in ("pin", "unpin"):
         s = sub.add_parser(name, help=f"{name} a layer (pinned layers are never pruned)")
-        s.add_argument("layer", metavar="LAYER", help=LAYER)
+        s.add_argument("layer", metavar="LAYER", type=_layer_ref, help=LAYER)
     s = sub.add_parser(
         "boot",
         help="how the machine boots, and the boot menu's entries (GRUB)",
@@ -301,7 +326,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         print(f"drift: {'yes, changes since that layer' if drift else 'no'}")
         print(f"layers hold: {human(held)}, free: {human(free)}")
         for path in changed[:SHOWN] if drift else []:
-            print(f"  /{escaped(path)}")
+            print(f"  /{shortened(escaped(path))}")
         if drift and len(changed) > SHOWN:
             print("  ... and more (`ashctl run` or the next operation keeps them as a layer)")
         if status["pending_reboot"]:
@@ -458,7 +483,7 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
 def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
     from ashcore.rollback import default_target, rollback
 
-    layer = target.store.find(args.layer) if args.layer else default_target(target)
+    layer = target.store.find(args.layer) if args.layer is not None else default_target(target)
     _, at_reboot = rollback(target, layer)
     when = "at the next boot" if at_reboot else "now"
     print(f"rolled back to layer {layer.id} ({layer.name}): takes effect {when}")
@@ -606,7 +631,7 @@ def _replay(target: Target, base: Layer, first: Layer, dry_run: bool, done: str)
 
 
 def cmd_prune(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.prune import plan, prune_layer, total_size
+    from ashcore.prune import plan, prune_layers, total_size
     from ashcore.rollback import resume
     from ashcore.sizes import complete_sizes, human
     from ashcore.text import parse_size
@@ -630,11 +655,16 @@ def cmd_prune(target: Target, args: argparse.Namespace) -> int:
             log.info("%s", said)
         before = total_size(target.store.layers())
         doomed = plan(target, keep, days, budget, keep_base=rules.keep_base)
-        for layer in doomed:
-            verb = "would prune" if args.dry_run else "pruning"
+        verb = "would prune" if args.dry_run else "pruning"
+
+        def say(layer: Layer) -> None:
             print(f"{verb} layer {layer.id} ({escaped(layer.name)}, {human(layer.size)})")
-            if not args.dry_run:
-                prune_layer(target, layer)
+
+        if args.dry_run:
+            for layer in doomed:
+                say(layer)
+        else:
+            prune_layers(target, doomed, say)
         after = total_size(target.store.layers())
     if not doomed:
         print("nothing to prune")

@@ -1,15 +1,13 @@
 """What changed between two layers: packages (from the manifests) and files.
 
-Files come from a btrfs send stream (fast: it walks only what differs); `tree_changes` is the
-slow generic walk the tests hold the fast path against.
+Files come from a btrfs send stream (fast: it walks only what differs), or from the slow
+generic walk (ashcore/treecompare.py) when send cannot name them.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from ashcore.entries import same_entry
 from ashcore.errors import UsageError
 from ashcore.lifecycle import noise_filter
 from ashcore.model import Layer, PackageDelta, Status, natural_compare
@@ -50,39 +48,3 @@ def _files(target: Target, a: Layer, b: Layer, files: bool) -> list[str] | None:
             )
     store = target.store
     return noise_filter(target.fs.changed_paths(store.layer_path(a.id), store.layer_path(b.id)), ())
-
-
-def tree_changes(old: str, new: str) -> set[str]:
-    """Paths added, removed, or changed in type, mode, owner, link target or content."""
-    changed: set[str] = set()
-
-    def walk(rel: str) -> None:
-        a_dir, b_dir = os.path.join(old, rel), os.path.join(new, rel)
-        a_names = (
-            set(os.listdir(a_dir)) if os.path.isdir(a_dir) and not os.path.islink(a_dir) else set()
-        )
-        b_names = (
-            set(os.listdir(b_dir)) if os.path.isdir(b_dir) and not os.path.islink(b_dir) else set()
-        )
-        for name in a_names | b_names:
-            path = os.path.join(rel, name) if rel else name
-            pa, pb = os.path.join(old, path), os.path.join(new, path)
-            if name not in a_names or name not in b_names:
-                changed.add(path)
-                for side, names in ((pa, a_names), (pb, b_names)):
-                    if name in names and os.path.isdir(side) and not os.path.islink(side):
-                        for top, dirs, fnames in os.walk(side):
-                            for n in dirs + fnames:
-                                changed.add(
-                                    os.path.relpath(
-                                        os.path.join(top, n), side.rsplit(path, 1)[0] or "/"
-                                    )
-                                )
-                continue
-            if not same_entry(pa, pb):
-                changed.add(path)
-            if os.path.isdir(pb) and not os.path.islink(pb):
-                walk(path)
-
-    walk("")
-    return changed

@@ -6,6 +6,7 @@ rewrote with the same bytes (a reinstall) is not a change.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -23,10 +24,16 @@ def _same_content(a: str, b: str) -> bool:
 
 
 def same_entry(a: str, b: str) -> bool:
+    """Whether `a` and `b` are the same; False when that cannot be told (a path longer than
+    PATH_MAX: the slow walk that named it compared it already), so no change is missed."""
     try:
         sa, sb = os.lstat(a), os.lstat(b)
     except FileNotFoundError:
         return not os.path.lexists(a) and not os.path.lexists(b)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return False
+        raise
     if (sa.st_mode, sa.st_uid, sa.st_gid) != (sb.st_mode, sb.st_uid, sb.st_gid):
         return False
     if stat.S_ISLNK(sa.st_mode):

@@ -30,7 +30,16 @@ from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import loads, read_json, write_json
 from ashcore.process import ancestors, is_alive, started_at
 from ashcore.registry import database_of, in_state
-from ashcore.store import PAUSE_FIRST, PAUSE_MAX, Checkpoint, Seal, Store, now_iso
+from ashcore.store import (
+    PAUSE_FIRST,
+    PAUSE_MAX,
+    Checkpoint,
+    Seal,
+    Store,
+    full,
+    no_space,
+    now_iso,
+)
 from ashcore.target import Target
 from ashcore.text import escaped, refused_character
 from ashcore.value import Value
@@ -186,6 +195,8 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
 
 def _start(target: Target, op: Operation, database: PackageDatabase | None, name: str) -> None:
     store = target.store
+    if full(store.path):  # before the probe: a failed begin would hold what a user deletes
+        raise no_space(store.path)
     dep = target.deployment()
     head = capture_drift(target, dep, own_since=started_at(op.owner))
     if head is None and store.has_layers_on_disk():
@@ -787,8 +798,25 @@ def drift_since_head(
             late_until is not None and ctime <= late_until
         )
 
-    changed = changes(target, store.layer_path(head), probe, checked, own, limit=limit)
+    try:
+        changed = changes(target, store.layer_path(head), probe, checked, own, limit=limit)
+    except BaseException:
+        _forget_probe(target, probe)
+        raise
     return changed, now, probe
+
+
+def _forget_probe(target: Target, probe: str) -> None:
+    """Delete the probe of a begin that failed: it holds every file of the root, and what a
+    user deletes to make room must not stay held until the next sweep (a full filesystem
+    fails every begin, so none sweeps)."""
+    from ashcore.errors import AshError
+
+    try:
+        if os.path.lexists(probe):
+            target.fs.delete(probe)
+    except (AshError, OSError) as e:
+        log.debug("ashlayers: probe %s not deleted: %s", probe, e)
 
 
 def _ctime(root: str, rel: str) -> float | None:
@@ -824,31 +852,35 @@ def capture_drift(
         late_until=None if strict else late_until,
         limit=NAMED + 1,  # enough to name the layer: its paths are in its snapshot
     )
-    if not changed:
-        store.set_checked(dep.uuid, now)
-        return head
-    shown = ", ".join(escaped(p) for p in changed[:NAMED])
-    shown += " (and more)" if len(changed) > NAMED else ""
-    pending: dict[str, Any] = {
-        "name": f"drift: {shown}"[:MAX_NAME],
-        "parent": head,
-        "manager": None,
-        "command": "changes made outside package operations",
-        "plugin": None,
-        "deployment": dep.uuid,
-    }
-    pending["id"] = store.insert_pending(
-        name=pending["name"],
-        parent=head,
-        manager=None,
-        plugin=None,
-        command=pending["command"],
-        owner=NO_OWNER,
-        deployment=dep.uuid,
-        before=None,
-    )
-    _drop_lock_files(target, probe)
-    os.rename(probe, store.partial_path(pending["id"]))
+    try:
+        if not changed:
+            store.set_checked(dep.uuid, now)
+            return head
+        shown = ", ".join(escaped(p) for p in changed[:NAMED])
+        shown += " (and more)" if len(changed) > NAMED else ""
+        pending: dict[str, Any] = {
+            "name": f"drift: {shown}"[:MAX_NAME],
+            "parent": head,
+            "manager": None,
+            "command": "changes made outside package operations",
+            "plugin": None,
+            "deployment": dep.uuid,
+        }
+        pending["id"] = store.insert_pending(
+            name=pending["name"],
+            parent=head,
+            manager=None,
+            plugin=None,
+            command=pending["command"],
+            owner=NO_OWNER,
+            deployment=dep.uuid,
+            before=None,
+        )
+        _drop_lock_files(target, probe)
+        os.rename(probe, store.partial_path(pending["id"]))
+    except BaseException:
+        _forget_probe(target, probe)
+        raise
     layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
     log.info("ashlayers: kept changes made outside package operations as layer %d", layer.id)
     return layer.id

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ashcore.errors import UsageError
 from ashcore.model import Layer, Status
@@ -155,18 +155,58 @@ def _live_children(by_id: dict[int, Layer], gone: set[int], layer_id: int) -> li
     return found
 
 
+RECLAIM_WAIT = 60.0  # s: how long a prune on a full filesystem waits for the space it freed
+
+
 def prune_layer(target: Target, layer: Layer) -> None:
     """Delete one layer's snapshot, keep its record as history (call under the store lock).
     The record is marked first: a kill before the delete leaves a pruned record whose
     snapshot doctor finishes deleting. Its children are measured again (sizes.py)."""
-    from ashcore.sizes import measure, record_size
-
     store = target.store
     with store.transaction(store.db):
         store.mark_pruned(layer.id)
     target.fs.delete(store.layer_path(layer.id))
-    by_id = {x.id: x for x in store.layers()}
-    for child in _live_children(by_id, set(), layer.id):
+    _measure_children(target, [layer])
+
+
+def prune_layers(target: Target, layers: list[Layer], say: Callable[[Layer], None]) -> None:
+    """Prune `layers`, saying each (call under the store lock). On a full filesystem no
+    record can be written first (a manifest needs a block, and one snapshot's deletion may
+    free nothing: its data is its neighbours' too), so every snapshot goes first, the space
+    is waited for, then the records are marked; a kill between leaves records without
+    snapshots, which doctor keeps as pruned."""
+    from ashcore.errors import BackendError
+    from ashcore.store import full
+
+    store = target.store
+    if not full(store.path):
+        for layer in layers:
+            say(layer)
+            prune_layer(target, layer)
+        return
+    for layer in layers:
+        say(layer)
+        target.fs.delete(store.layer_path(layer.id))
+    target.fs.reclaim(store.path, RECLAIM_WAIT)
+    try:
+        for layer in layers:
+            with store.transaction(store.db):
+                store.mark_pruned(layer.id)
+    except OSError as e:
+        raise BackendError(
+            f"the snapshots are deleted, but their records cannot be written: {e.strerror}",
+            hint="free some space, then `ashctl doctor --repair` marks them pruned",
+        ) from e
+    _measure_children(target, layers)
+
+
+def _measure_children(target: Target, layers: list[Layer]) -> None:
+    """Measure again the children of pruned `layers`: what they added is now theirs alone."""
+    from ashcore.sizes import measure, record_size
+
+    by_id = {x.id: x for x in target.store.layers()}
+    children = {c for layer in layers for c in _live_children(by_id, set(), layer.id)}
+    for child in sorted(children):
         size = measure(target, child)
         if size is not None:
             record_size(target, child, size)

@@ -178,6 +178,10 @@ def apply(root: str, path: str, say: Callable[[str], None], *, dry_run: bool = F
     from ashcore.mounts import mount_api, unmount_all
 
     _, operations = load(path)
+    if not dry_run:
+        from ashcore.sizes import require_free
+
+        require_free(root, "applying a recipe")
     folder = os.path.dirname(os.path.abspath(path))
     in_place = os.path.realpath(root) == "/"
     made = [] if in_place or dry_run else mount_api(root)

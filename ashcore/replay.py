@@ -193,7 +193,10 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
     from ashcore.rollback import _new_deployment_path, booted_or_refuse
 
     store, fs = target.store, target.fs
+    from ashcore.sizes import require_free
+
     booted = booted_or_refuse(target, "remove|rebase")
+    require_free(target.root, "a replay")
     if base.status == Status.PRUNED or not os.path.isdir(store.layer_path(base.id)):
         raise UsageError(f"layer {base.id} was pruned: nothing to rebuild on", hint="see list")
     with store.locked(target.config.lock_timeout):

@@ -170,6 +170,26 @@ def complete_sizes(target: Target, limit: int | None = None) -> int:
     return done
 
 
+NEEDED = 64 << 20  # bytes free a try, a replay or an apply needs at least (a tenth of a small fs)
+
+
+def require_free(path: str, what: str) -> None:
+    """Refuse `what` before it starts when the filesystem of `path` has not the room it needs
+    (a snapshot, a manager's downloads and unpacking): one that runs out halfway leaves a
+    stage behind (a try died of SIGBUS at 200 KB free)."""
+    from ashcore.errors import BackendError
+
+    st = os.statvfs(path)
+    free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    needed = min(NEEDED, size // 10)
+    if free < needed:
+        raise BackendError(
+            f"only {human(free)} free on {path}: {what} needs at least {human(needed)}",
+            hint="`ashctl list` shows what each layer holds; `ashctl prune --max-size SIZE`"
+            " frees the oldest snapshots",
+        )
+
+
 def human(size: int | None) -> str:
     """1.5M, 230K, 12G (binary units, as `du -h`); "?" when not measured yet."""
     if size is None:

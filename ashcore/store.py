@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ashcore.errors import AshError, BackendError, NotFoundError, StoreError
+from ashcore.errors import AshError, BackendError, NotFoundError, StoreError, UsageError
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import dumps, loads
 from ashcore.value import Value
@@ -135,19 +135,32 @@ def layer_from_row(row: tuple[Any, ...]) -> Layer:
     )
 
 
-def explain(error: sqlite3.Error, path: str) -> AshError:
-    """A database error as the user can act on it: a full disk is not a broken database."""
+FULL = 4 << 20  # bytes: below this much free, a database error is taken for a full disk
+
+
+def full(path: str, error: sqlite3.Error | None = None) -> bool:
+    """Whether the filesystem of `path` is (nearly) full, or `error` says it is."""
+    if error is not None and "full" in str(error):
+        return True
     try:
         st = os.statvfs(path)
-        full = st.f_bavail * st.f_frsize < (4 << 20)
     except OSError:
-        full = False
-    if full or "full" in str(error):
-        return BackendError(
-            f"no space left on the filesystem of {path}",
-            hint="`ashctl list` shows what each layer holds; `ashctl prune --max-size SIZE`"
-            " deletes the oldest snapshots down to SIZE (records stay), then try again",
-        )
+        return False
+    return st.f_bavail * st.f_frsize < FULL
+
+
+def no_space(path: str) -> BackendError:
+    return BackendError(
+        f"no space left on the filesystem of {path}",
+        hint="`ashctl list` shows what each layer holds; `ashctl prune --max-size SIZE`"
+        " deletes the oldest snapshots down to SIZE (records stay), then try again",
+    )
+
+
+def explain(error: sqlite3.Error, path: str) -> AshError:
+    """A database error as the user can act on it: a full disk is not a broken database."""
+    if full(path, error):
+        return no_space(path)
     if isinstance(error, sqlite3.OperationalError):
         return StoreError(f"cannot use the layer database in {path}: {error}")
     return StoreError(
@@ -194,10 +207,7 @@ class Store:
                     f"no store at {self.path}", hint="run `ashctl setup` on this root first"
                 )
             try:
-                db = sqlite3.connect(
-                    os.path.join(self.path, "ash.db"), timeout=30, isolation_level=None
-                )
-                db.execute("PRAGMA journal_mode=WAL")
+                db = self._connect()
                 # WAL + NORMAL: a commit is not fsynced, a power loss may drop the last
                 # transactions; each layer's manifest (checked by uuid) lets the next run or
                 # `doctor --repair` restore them. Saves an fsync on every hook.
@@ -224,6 +234,26 @@ class Store:
                 raise explain(e, self.path) from e
             self._db = db
         return self._db
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection in WAL mode. On a full filesystem SQLite cannot make the WAL's
+        shared-memory index (`ash.db-shm`: it writes into each page it maps, and fails), and
+        every command, `prune` among them, stopped there: then the connection keeps the index
+        in its own memory instead (exclusive locking, as SQLite allows in WAL mode), which
+        reads with no space at all; other processes wait for it (`ashctl` holds it briefly)."""
+        path = os.path.join(self.path, "ash.db")
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as e:
+            db.close()
+            if not full(self.path, e):
+                raise
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
 
     @staticmethod
     @contextmanager
@@ -525,7 +555,10 @@ class Store:
         return "[" + ", ".join(parts) + "]"
 
     def find(self, ref: str) -> Layer:
-        """A layer by id (ASCII digits) or by unique name."""
+        """A layer by id (ASCII digits) or by unique name. A blank reference is a usage
+        error, never a default: `ashctl rollback "$UNSET"` must not roll back anywhere."""
+        if not ref.strip():
+            raise UsageError("an empty layer reference", hint="give a layer id or name")
         if ref.isascii() and ref.isdigit():
             if len(ref) > 18:  # beyond SQLite's integers; no layer has such an id
                 raise NotFoundError(f"no layer {ref}", hint="see `ashctl list`")

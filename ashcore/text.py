@@ -35,6 +35,15 @@ def escaped(text: str) -> str:
     return "".join(out)
 
 
+def shortened(text: str, width: int = 200) -> str:
+    """`text` cut to about `width` characters for a line on a terminal, its middle left out
+    (a path may be longer than PATH_MAX: its start and its end say where it is)."""
+    if len(text) <= width:
+        return text
+    keep = (width - 5) // 2
+    return f"{text[:keep]} ... {text[-keep:]}"
+
+
 def refused_character(text: str) -> str | None:
     """The first character a layer name may not hold, escaped; None when there is none."""
     for c in text:

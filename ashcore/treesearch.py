@@ -82,8 +82,13 @@ def changed_inodes(fd: int, tree_id: int, generation: int, since: float) -> list
             return changed
 
 
+class PathTooLong(Exception):
+    """An inode has a path the ioctl cannot return (longer than its 4 KiB buffer)."""
+
+
 def inode_paths(fd: int, inode: int) -> list[str]:
-    """The paths of an inode, relative to the subvolume of `fd` ("" for its root)."""
+    """The paths of an inode, relative to the subvolume of `fd` ("" for its root). Raises
+    PathTooLong when one does not fit: a path left out would be a change missed."""
     if inode == FIRST_FREE_OBJECTID:
         return [""]
     size = 4096
@@ -92,7 +97,10 @@ def inode_paths(fd: int, inode: int) -> list[str]:
     args = bytearray(INO_PATH_ARGS.pack(inode, size, address))
     fcntl.ioctl(fd, IOC_INO_PATHS, args, True)
     data = out.tobytes()
-    count = struct.unpack_from("=I", data, 8)[0]
+    # btrfs_data_container: bytes_left, bytes_missing, elem_cnt, elem_missed
+    count, missed = struct.unpack_from("=II", data, 8)
+    if missed:
+        raise PathTooLong(inode)
     paths = []
     for i in range(count):
         offset = struct.unpack_from("=Q", data, 16 + 8 * i)[0]
@@ -102,7 +110,9 @@ def inode_paths(fd: int, inode: int) -> list[str]:
     return paths
 
 
-def changed_paths_since(path: str, tree_id: int, generation: int, since: float) -> set[str]:
+def changed_paths_since(path: str, tree_id: int, generation: int, since: float) -> set[str] | None:
+    """The paths of the inodes changed since (generation, since); None when one of them has
+    a path too long to name (the caller takes a way that can tell)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         return {
@@ -110,5 +120,7 @@ def changed_paths_since(path: str, tree_id: int, generation: int, since: float) 
             for inode in changed_inodes(fd, tree_id, generation, since)
             for p in inode_paths(fd, inode)
         }
+    except PathTooLong:
+        return None
     finally:
         os.close(fd)

@@ -45,8 +45,10 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         chroot_env,
     )
     from ashcore.rollback import _new_deployment_path
+    from ashcore.sizes import require_free
 
     store, fs = target.store, target.fs
+    require_free(target.root, "a try")
     with store.locked(target.config.lock_timeout):
         require_idle(target)
         dep = target.deployment()

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages="mmdebstrap btrfs-progs python3-btrfsutil python3-venv zstd tar util-linux coreutils
           fdisk qemu-system-x86 qemu-utils
           python3-apt python3-rpm python3-dnf
-          ca-certificates debian-archive-keyring zsh groff-base"
+          ca-certificates debian-archive-keyring zsh groff-base grub-common"
 missing=""
 for p in $packages; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

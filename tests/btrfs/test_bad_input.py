@@ -153,3 +153,79 @@ def test_a_full_filesystem_is_reported_and_loses_nothing(tmp_path: object) -> No
         assert names[:2] == ["base", "before"] and names[-1] == "after"
     finally:
         destroy_image(img)
+
+
+def _fill(img: Image) -> None:
+    """Fill the filesystem to the last block, with the database's WAL folded in and its
+    files gone (as after the last connection closes): opening it must make them anew."""
+    import sqlite3
+
+    db = sqlite3.connect(img.root / ".ash/ash.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    db.close()
+    for suffix in ("-wal", "-shm"):
+        (img.root / f".ash/ash.db{suffix}").unlink(missing_ok=True)
+    subprocess.run(
+        ["dd", "if=/dev/urandom", f"of={img.root}/filler", "bs=1M", "count=400"],
+        capture_output=True,
+    )
+    for n in range(64):  # the last blocks, a few at a time
+        subprocess.run(
+            ["dd", "if=/dev/urandom", f"of={img.root}/small{n}", "bs=4k", "count=16"],
+            capture_output=True,
+        )
+    subprocess.run(["sync"])
+    st = os.statvfs(img.root)
+    assert st.f_bavail * st.f_frsize < 1 << 20  # full indeed
+
+
+def test_a_full_filesystem_leaves_reading_and_prune_working(tmp_path: object) -> None:
+    """With the filesystem full, every command stopped (SQLite could not open the database)
+    though the error said to run prune: reading commands and prune work, and a try refuses
+    in one line before it makes or mounts anything."""
+    from pathlib import Path
+
+    from tests.btrfs.conftest import mounted_below
+
+    img = make_image(Path(str(tmp_path)), size="256M")
+    try:
+        img.ashctl("setup", check=True)
+        for i in range(3):
+            with open(img.root / f"etc/data{i}", "wb") as f:
+                f.write(os.urandom(20 << 20))
+            touch = ["touch", str(img.root / f"etc/k{i}")]
+            img.ashctl("run", "--name", f"keep{i}", "--", *touch, check=True)
+        for i in range(3):
+            (img.root / f"etc/data{i}").unlink()
+        img.ashctl("run", "--name", "clean", "--", "touch", str(img.root / "etc/clean"), check=True)
+        _fill(img)
+        mounts = sorted(mounted_below(img.dir))
+        tries = sorted(os.listdir(img.root / ".ash/deployments"))
+
+        for command in (["status"], ["list"], ["tree"], ["doctor"], ["doctor", "--repair"]):
+            result = img.ashctl(*command)
+            assert result.returncode == 0, (command, result.stdout, result.stderr)
+            assert "no space" not in result.stdout + result.stderr, (command, result)
+        assert "store is consistent" in img.ashctl("doctor").stdout
+
+        result = img.ashctl("try", "--", "true")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "free on" in result.stderr and "a try needs at least" in result.stderr
+        assert sorted(mounted_below(img.dir)) == mounts
+        assert sorted(os.listdir(img.root / ".ash/deployments")) == tries
+
+        assert img.ashctl("prune", "--keep", "20", check=True).stdout == "nothing to prune\n"
+        names = [x["name"] for x in img.json("list")]  # type: ignore[union-attr]
+        result = img.ashctl("prune", "--keep", "1")
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        after = img.json("list")
+        assert [x["name"] for x in after] == names  # type: ignore[union-attr]  # records stay
+        statuses = {x["name"]: x["status"] for x in after}  # type: ignore[union-attr]
+        assert statuses["keep0"] == "pruned" and statuses["clean"] == "committed", statuses
+        st = os.statvfs(img.root)
+        assert st.f_bavail * st.f_frsize > 32 << 20  # the snapshots' space came back
+        assert img.ashctl("doctor").stdout.startswith("store is consistent")
+        img.ashctl("run", "--name", "after", "--", "touch", str(img.root / "etc/after"), check=True)
+    finally:
+        destroy_image(img)

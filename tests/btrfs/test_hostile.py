@@ -223,3 +223,90 @@ def test_doctor_repair_of_a_corrupt_database_says_it_is_mended(ready: Image) -> 
     result = ready.ashctl("doctor", "--repair")
     assert result.returncode == 0 and "not mended" not in result.stdout, result.stdout
     assert [x["name"] for x in layers(ready)] == ["base", "one"]
+
+
+def _deep(top: str, levels: int, leaf: str) -> str:
+    """Folders `levels` deep of 100-character names below `top` (openat, one level at a
+    time: the whole path is longer than PATH_MAX), a file `leaf` at the bottom; returns the
+    path relative to `top`."""
+    names = [f"{i:03d}" + "d" * 97 for i in range(levels)]
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        with open(os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+            f.write("deep\n")
+    finally:
+        os.close(fd)
+    return "/".join([*names, leaf])
+
+
+def _read_deep(top: str, rel: str) -> str | None:
+    """The text of the file at `rel` below `top` (longer than PATH_MAX), or None."""
+    *folders, leaf = rel.split("/")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in folders:
+            down = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        with open(os.open(leaf, os.O_RDONLY, dir_fd=fd)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _append_deep(top: str, rel: str, text: str) -> None:
+    *folders, leaf = rel.split("/")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in folders:
+            down = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        with open(os.open(leaf, os.O_WRONLY | os.O_APPEND, dir_fd=fd), "a") as f:
+            f.write(text)
+    finally:
+        os.close(fd)
+
+
+def test_a_path_longer_than_path_max_stops_nothing_and_its_drift_is_kept(ready: Image) -> None:
+    """A user made a path of 80 folders of 100 characters under their home: the kernel's
+    `btrfs send` refuses it (ENAMETOOLONG), and every operation stopped. The drift is still
+    found, kept as a layer with its name cut short, and a later change deep down is too."""
+    home = ready.root / "home/user"
+    home.mkdir(parents=True)
+    deep = "home/user/" + _deep(str(home), 80, "leaf")
+    assert len(deep) > 4096
+    result = ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "send" not in result.stderr, result.stderr
+    found = layers(ready)
+    assert [x["status"] for x in found] == ["committed", "drift", "committed"], found
+    drift = found[1]
+    assert drift["name"].startswith("drift: home") and len(drift["name"]) <= 200, drift
+    assert _read_deep(str(ready.root / f".ash/layers/{drift['id']}"), deep) == "deep\n"
+
+    # A change deep down is drift too (the tree search cannot name it: it must not be missed).
+    _append_deep(str(ready.root), deep, "more\n")
+    status = ready.ashctl("status")
+    assert status.returncode == 0 and "drift: yes" in status.stdout, status
+    assert max(len(line) for line in status.stdout.splitlines()) < 300  # cut short to show
+    assert ready.json("status")["drifted"][0].startswith("home/user/000")  # type: ignore[index]
+    ready.ashctl("run", "--name", "again", "--", "touch", str(ready.root / "etc/again"), check=True)
+    found = layers(ready)
+    assert [x["name"] for x in found][-2:][1] == "again" and found[-2]["status"] == "drift"
+    assert _read_deep(str(ready.root / f".ash/layers/{found[-2]['id']}"), deep) == "deep\nmore\n"
+
+    # Reading, checking, listing files and rolling back all work with it in the root.
+    for command in (["list"], ["doctor"], ["diff", "--files", "1", str(found[-1]["id"])]):
+        result = ready.ashctl(*command)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+    rolled = ready.ashctl("rollback", "next")
+    assert rolled.returncode == 0, rolled.stderr
+    assert _read_deep(str(ready.root), deep) == "deep\n"

@@ -124,3 +124,81 @@ def test_no_mark_no_throwaway_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert boot.throwaway_layer() is None
     (tmp_path / "mark").write_text("7\n")
     assert boot.throwaway_layer() == 7
+
+
+def _grub_script_check(text: str, tmp_path: Path) -> None:
+    """GRUB's own parser reads `text` without a syntax error (grub-common's
+    grub-script-check; tests/host-deps.sh installs it)."""
+    import shutil
+    import subprocess
+
+    checker = shutil.which("grub-script-check")
+    if checker is None:
+        pytest.skip("grub-script-check is missing: install grub-common (tests/host-deps.sh)")
+    script = tmp_path / "menu.cfg"
+    script.write_text(text)
+    result = subprocess.run([checker, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout, result.stderr, text)
+
+
+HOSTILE = BootSetup(
+    loader="grub",
+    why="GRUB",
+    fs_uuid="1234-abcd",
+    root_arg="root=UUID=1234-abcd",
+    rootflags=("compress=zstd",),
+    args=("quiet", "acpi_osi=Windows 2020", "it's", "$vt_handoff", "x}y{z;#"),
+    named_subvolume="@",
+)
+
+
+def test_everything_in_the_menu_is_quoted_for_grub(tmp_path: Path) -> None:
+    """A kernel named with `}` and a quote, a title with GRUB's specials and a newline, a
+    kernel argument with a space: GRUB's parser reads the menu, each one word."""
+    entries = [
+        Entry("deployment", "Debian: the deployment", "@ash/deployments/3-layer7", "6.1}", None),
+        Entry("previous", "it's $(x) {y}\nz", "@", "6.1 o'k", None),
+        Entry("layer", "layer 7: a;b", "@ash/layers/7", "6.1'}\"$x", 7),
+    ]
+    text = boot.menu_text(HOSTILE, entries)
+    _grub_script_check(text, tmp_path)
+    assert (
+        "\tlinux ($ashlayers)'/@ash/deployments/3-layer7/boot/vmlinuz-6.1}' root=UUID=1234-abcd"
+        " ro rootflags=subvol=/@ash/deployments/3-layer7,compress=zstd quiet"
+        " 'acpi_osi=Windows 2020' 'it'\\''s' $vt_handoff 'x}y{z;#'\n"
+        "\tinitrd ($ashlayers)'/@ash/deployments/3-layer7/boot/initrd.img-6.1}'\n"
+    ) in text
+    assert "menuentry 'it'\\''s $(x) {y}\\x0az' --id ashlayers-previous" in text
+    assert "($ashlayers)'/@/boot/vmlinuz-6.1 o'\\''k'" in text
+    assert "($ashlayers)'/@ash/layers/7/boot/vmlinuz-6.1'\\''}\"$x' " in text
+    assert text.count("menuentry ") == 3
+
+
+def test_an_entry_grub_cannot_hold_is_left_out_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entries = [
+        Entry("deployment", "the deployment", "@ash/deployments/3-layer7", "6.1", None),
+        Entry("layer", "layer 7", "@ash/layers/7", "6.1\n}", 7),
+        Entry("layer", "layer 6", "@ash/layers/6", "6.0", 6),
+    ]
+    text = boot.menu_text(HOSTILE, entries)
+    _grub_script_check(text, tmp_path)
+    assert "ashlayers-layer-7" not in text and "ashlayers-layer-6" in text
+    assert "set default=ashlayers-deployment" in text
+    assert "layer 7 is left out of the boot menu" in caplog.text
+    # Without the deployment's entry, nothing names it the default.
+    text = boot.menu_text(HOSTILE, [Entry("deployment", "d", "@\n", "6.1", None)])
+    _grub_script_check(text, tmp_path)
+    assert "menuentry" not in text and "set default" not in text
+
+
+def test_a_kernel_whose_name_grub_cannot_hold_is_passed_over_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "boot").mkdir()
+    for version in ("6.1.0-9-amd64", "6.12.0-1\nevil", "6.11}x"):
+        (tmp_path / "boot" / f"vmlinuz-{version}").write_text("")
+        (tmp_path / "boot" / f"initrd.img-{version}").write_text("")
+    assert boot.kernel_of(str(tmp_path)) == "6.11}x"  # the newest with a name GRUB can hold
+    assert "vmlinuz-6.12.0-1\\x0aevil" in caplog.text and "left out" in caplog.text

@@ -76,3 +76,71 @@ def test_rollback_help_says_what_its_layer_is(capsys: pytest.CaptureFixture[str]
         main(["rollback", "--help"])
     out = _words(capsys.readouterr().out)
     assert "LAYER a layer id or name (default: the parent of the deployment's layer)" in out
+
+
+LAYER_ARGUMENTS = {
+    ("show",): "layer",
+    ("diff",): "a",
+    ("rollback",): "layer",
+    ("remove",): "layer",
+    ("rebase",): "layer",
+    ("deploy",): "layer",
+    ("export",): "layer",
+    ("pin",): "layer",
+    ("unpin",): "layer",
+}
+
+
+def test_every_layer_argument_refuses_an_empty_or_blank_reference() -> None:
+    """Every argument that names a layer goes through one check (none is missed)."""
+    from ashcore.cli import _layer_ref
+
+    takes = {
+        (path, action.dest)
+        for path, _, action in _walk(_parser())
+        if action.metavar in ("LAYER", "A", "B", "BASE")
+    }
+    assert {(p, d) for p, d in LAYER_ARGUMENTS.items()} <= takes
+    for path, dest in takes:
+        action = next(a for p, _, a in _walk(_parser()) if p == path and a.dest == dest)
+        assert action.type is _layer_ref, (path, dest)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rollback", ""],
+        ["rollback", "  "],
+        ["rollback", "\t"],
+        ["show", ""],
+        ["diff", "", "2"],
+        ["diff", "1", " "],
+        ["remove", ""],
+        ["rebase", "", "--onto", "1"],
+        ["rebase", "2", "--onto", ""],
+        ["deploy", ""],
+        ["export", ""],
+        ["pin", ""],
+        ["unpin", " "],
+    ],
+)
+def test_an_empty_layer_argument_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ashctl rollback "$UNSET"` rolled back to the parent with exit 0: it is a usage error,
+    told before anything (even the check for root) is looked at."""
+    assert main(["--root", "/nonexistent-root", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "empty LAYER" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_layer_resolver_refuses_a_blank_reference(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ashcore.errors import UsageError
+    from ashcore.store import Store
+
+    store = Store(str(Path(str(tmp_path))))
+    for ref in ("", " ", "\n"):
+        with pytest.raises(UsageError):
+            store.find(ref)
