@@ -17,6 +17,7 @@ from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import read_json
 
 _PIECES = re.compile(r"(\d+)")
+UNKNOWN = "unknown"  # a manager's change in a diff when its database could not be read
 
 
 def natural_compare(a: str, b: str) -> int:
@@ -32,15 +33,16 @@ def natural_compare(a: str, b: str) -> int:
 def diff_layers(
     target: Target, a: Layer, b: Layer, *, files: bool
 ) -> tuple[dict[str, Any], list[str] | None]:
-    from ashcore.sets import delta_between, sets_of
+    from ashcore.sets import delta_between, sets_of, unknown_between
 
     store = target.store
     packages: dict[str, Any] = {}
     sa, sb = sets_of(target, a.id), sets_of(target, b.id)
     if sa is not None and sb is not None:  # per manager, whatever made the layers between
-        return {m: d.to_json() for m, d in delta_between(sa, sb).items()}, _files(
-            target, a, b, files
-        )
+        packages = {m: d.to_json() for m, d in delta_between(sa, sb).items()}
+        # A manager whose database could not be read in either layer: its change is unknown.
+        packages.update(dict.fromkeys(unknown_between(sa, sb), UNKNOWN))
+        return packages, _files(target, a, b, files)
     ma = read_json(store.manifest_path(a.id)) or {}
     mb = read_json(store.manifest_path(b.id)) or {}
     if b.parent == a.id:

@@ -207,7 +207,7 @@ def foresee_dissolved(target: Target, base: Layer, step: Step) -> str | None:
     sets = sets_of(target, base.id) or {}
     have: dict[str, str] = {}
     for installed in sets.values():
-        have.update(installed)
+        have.update(installed or {})  # an unknown set tells nothing
     if all(have.get(name) == version for name, version in step.layer.packages.added):
         shown = ", ".join(f"{n} {v}" for n, v in step.layer.packages.added[:3])
         return f"the base has {shown} now"
