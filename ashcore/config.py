@@ -57,6 +57,10 @@ DEFAULT_NOISE = (
     "var/lib/dnf/system-repo.lock",
     "var/lib/dnf/plugins/local",
     "var/lib/dnf/plugins/local-nogpgcheck",
+    # unattended-upgrade writes, as it ends, the packages it kept back (a view of the mirror,
+    # rewritten every run) and apt's periodic jobs their stamps (times): no state of the system.
+    "var/lib/unattended-upgrades",
+    "var/lib/apt/periodic",
     "*/__pycache__",
     "*/__pycache__/*",
 )

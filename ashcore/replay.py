@@ -303,6 +303,9 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
     _unmount_stage(mountpoint)
     with store.locked(target.config.lock_timeout):
         try:
+            # A manager started on the root meanwhile (an apt whose dpkg is mid-way): no
+            # snapshot of its half-done state as drift; refused as a change while it runs.
+            require_idle(target)
             dep_now = target.deployment()
             moved, _ = store.head(dep_now.uuid)
             kept = capture_drift(target, dep_now, strict=True)

@@ -3,9 +3,11 @@ diff between any two layers is right per manager, whichever managers made the la
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -125,3 +127,29 @@ def test_an_interrupted_run_closed_by_another_manager_has_its_delta(root: Root) 
     assert interrupted["status"] == "interrupted"
     assert names(interrupted["packages"]) == {"added": ["ashtest-a"]}
     assert found["pacman -S ashtest-v"]["status"] == "committed"
+
+
+def host_ashctl(root: Root, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ashctl --root R ...` run from the host (the test's own Python and bindings)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(root.path), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_ashctl_on_the_host_reads_the_roots_databases_with_the_roots_bindings(root: Root) -> None:
+    """The host's rpm (Debian 12) cannot open sid's rpmdb: `ashctl --root R run` from the
+    host read it as "no rpm installed" and recorded a false `dnf: - ashtest-v` for good. The
+    sets are read chrooted into the layer's snapshot, with the root's own python3 and rpm."""
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    root.run(["apt-get", "install", "-y", "ashtest-a"])
+    host_ashctl(root, "run", "--name", "from the host", "--", "touch", f"{root.path}/etc/x")
+    layer = by_name(root, "from the host")
+    assert names(layer["packages"]) == {}, layer
+    out = root.ashctl_json("diff", str(layer["parent"]), str(layer["id"]))
+    assert out["packages"] == {}, out
+    manifest = json.loads((root.path / f".ash/layers/{layer['id']}.json").read_text())
+    assert sorted(manifest["sets"]["dnf"]) == ["ashtest-v"], manifest["sets"]
+    assert "ashtest-a" in manifest["sets"]["apt"], manifest["sets"]
