@@ -8,7 +8,7 @@ no layer and costs a layer nothing:
   repository metadata. A rollback gives the new deployment empty ones with the same folders
   (apt needs its archives/partial): the managers rebuild or refetch them on their next run.
 - INDEXES: the repositories' package lists, apt's /var/lib/apt/lists (62 MB for sid main)
-  and pacman's sync databases. No install changes them, but every `apt update` or
+  and pacman's sync databases, and aptitude's states of them (see below). No install changes them, but every `apt update` or
   `pacman -Sy` that finds news writes them anew, and the next layer kept that copy. They
   describe the mirror, not the system, and the managers cannot install without them, so a
   rollback gives the new deployment a writable snapshot of the current ones (no copy): apt
@@ -55,6 +55,15 @@ INDEXES = {
     # the repositories' package lists, fetched by `apt update` / `pacman -Sy`: carried over
     "var/lib/apt/lists": "usr/bin/apt-get",
     "var/lib/pacman/sync": "usr/bin/pacman",
+    # aptitude's pkgstates and pkgstates.old (7.9 MB each with sid's lists), rewritten by
+    # every aptitude run: 16-17 MiB in each of its layers and in the drift after it. They
+    # hold its view of the lists (which packages are new) and its pending selections, which
+    # it rebuilds, and also marks of its own (forbid-version, user tags): those are the
+    # admin's wishes about the mirror, not the installed system, so they are carried over
+    # (not rolled back) as the lists they refer to are. What aptitude's choices rest on
+    # that is state (holds in dpkg's status, automatic marks in apt's extended_states)
+    # stays in every layer. Made in any apt root: aptitude is often installed after setup.
+    "var/lib/aptitude": "usr/bin/apt-get",
 }
 KEPT_OUT = CACHES | INDEXES
 NEW, OLD = ".ash-new", ".ash-old"  # a conversion in progress (setup finishes or redoes it)

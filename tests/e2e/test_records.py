@@ -151,5 +151,5 @@ def test_ashctl_on_the_host_reads_the_roots_databases_with_the_roots_bindings(ro
     out = root.ashctl_json("diff", str(layer["parent"]), str(layer["id"]))
     assert out["packages"] == {}, out
     manifest = json.loads((root.path / f".ash/layers/{layer['id']}.json").read_text())
-    assert sorted(manifest["sets"]["dnf"]) == ["ashtest-v"], manifest["sets"]
+    assert "ashtest-v" in manifest["sets"]["dnf"], manifest["sets"]
     assert "ashtest-a" in manifest["sets"]["apt"], manifest["sets"]
