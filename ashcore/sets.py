@@ -101,6 +101,8 @@ def read_here(path: str) -> Sets:
 def read_chrooted(path: str) -> Sets:
     """The sets under `path` (a snapshot of another root), read chrooted into it by its own
     python3 and ashlayers. What cannot be read that way is unknown."""
+    if not present(path):
+        return {}  # no manager's database there: nothing to start a reader for
     argv = ["chroot", path, "/usr/bin/python3", "-I", "-S", "-c", CHROOTED_READER]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
     why = ""
