@@ -10,10 +10,10 @@ no layer and costs a layer nothing:
 - INDEXES: the repositories' package lists, apt's /var/lib/apt/lists (62 MB for sid main)
   and pacman's sync databases (and aptitude's states, see below). No install changes them,
   but every `apt update` or `pacman -Sy` that finds news writes them anew, and the next
-  layer kept that copy. They describe the mirror, not the system, and the managers cannot install without them, so a
-  rollback gives the new deployment a writable snapshot of the current ones (no copy): apt
-  and pacman work at once, with lists the mirror still serves (a layer's own would name
-  versions it has dropped).
+  layer kept that copy. They describe the mirror, not the system, and the managers cannot
+  install without them, so a rollback gives the new deployment a writable snapshot of the
+  current ones (no copy): apt and pacman work at once, with lists the mirror still serves
+  (a layer's own would name versions it has dropped).
 
 Chosen by measurement (`bench/bench_space.py --ops 10`, rig root with sid's full main list,
 `apt-get install`/`remove` of a one-file package alternating; used bytes after everything
