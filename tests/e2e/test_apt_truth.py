@@ -215,3 +215,16 @@ def test_a_python_apt_script_run_in_a_chroot_by_a_host_program_is_the_owner(root
     finally:
         host.kill()
         host.wait()
+
+
+def test_aptitudes_states_stay_out_of_its_layers(root: Root) -> None:
+    """aptitude rewrites /var/lib/aptitude/pkgstates (and .old) on every run, 7.9 MB each with
+    sid's lists: a folder kept out of layers (a subvolume of its own), as apt's lists are."""
+    for command in ("install", "remove"):
+        root.run(["aptitude", command, "-y", "ashtest-b"])
+    assert (root.path / "var/lib/aptitude/pkgstates").exists()
+    made = layers(root)[1:]
+    assert [x["status"] for x in made] == ["committed", "committed"], made
+    for layer in made:
+        assert not (snapshot_of(root, layer) / "var/lib/aptitude/pkgstates").exists(), layer
+    assert (snapshot_of(root, made[-1]) / "var/lib/dpkg/status").exists()

@@ -153,3 +153,14 @@ def test_ashctl_on_the_host_reads_the_roots_databases_with_the_roots_bindings(ro
     manifest = json.loads((root.path / f".ash/layers/{layer['id']}.json").read_text())
     assert "ashtest-v" in manifest["sets"]["dnf"], manifest["sets"]
     assert "ashtest-a" in manifest["sets"]["apt"], manifest["sets"]
+
+
+def test_dnf4_install_then_upgrade_makes_no_drift_of_dnfs_history(root: Root) -> None:
+    """dnf4 writes its history after its `transaction` hook and exits seconds later, after
+    its helper described the layer: those writes are its own, not `drift:
+    var/lib/dnf/history.sqlite` before the next run."""
+    root.run(["dnf-3", "install", "-y", "ashtest-v-1.0"])
+    root.run(["dnf-3", "upgrade", "-y"])
+    found = [(x["manager"], x["status"]) for x in layers(root)][1:]
+    assert found == [("dnf4", "committed"), ("dnf4", "committed")], layers(root)
+    assert root.ashctl_json("status")["drift"] is False
