@@ -156,11 +156,29 @@ def test_ashctl_on_the_host_reads_the_roots_databases_with_the_roots_bindings(ro
 
 
 def test_dnf4_install_then_upgrade_makes_no_drift_of_dnfs_history(root: Root) -> None:
-    """dnf4 writes its history after its `transaction` hook and exits seconds later, after
-    its helper described the layer: those writes are its own, not `drift:
-    var/lib/dnf/history.sqlite` before the next run."""
+    """dnf4 writes its history after its `transaction` hook and exits seconds later (here a
+    plugin after ashlayers' takes 3 s), after its helper described the layer: those writes
+    are its own, not `drift: var/lib/dnf/history.sqlite` before the next run."""
+    plugins = root.path / "usr/lib/python3/dist-packages/dnf-plugins"
+    (plugins / "zz_slow.py").write_text(SLOW_DNF4_PLUGIN)
+    (root.path / "etc/dnf/plugins/zz_slow.conf").write_text("[main]\nenabled=1\n")
     root.run(["dnf-3", "install", "-y", "ashtest-v-1.0"])
     root.run(["dnf-3", "upgrade", "-y"])
-    found = [(x["manager"], x["status"]) for x in layers(root)][1:]
-    assert found == [("dnf4", "committed"), ("dnf4", "committed")], layers(root)
+    found = [(x["manager"], x["status"]) for x in layers(root)]
+    first = found.index(("dnf4", "committed"))  # after the drift of the plugin's files
+    assert found[first:] == [("dnf4", "committed"), ("dnf4", "committed")], layers(root)
     assert root.ashctl_json("status")["drift"] is False
+
+
+SLOW_DNF4_PLUGIN = """
+import time
+
+import dnf
+
+
+class Slow(dnf.Plugin):
+    name = "zz_slow"
+
+    def transaction(self):
+        time.sleep(3)  # longer than the helper waits for dnf to exit (linger.SETTLE)
+"""
