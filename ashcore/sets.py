@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 
+from ashcore.errors import BackendError
 from ashcore.log import logger
 from ashcore.model import PackageDelta
 from ashcore.ondisk import read_json, write_json
@@ -31,6 +32,7 @@ from ashcore.registry import DATABASES, database_of
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ashcore.lifecycle import Target
+    from ashcore.model import PackageDatabase
 
 log = logger(__name__)
 
@@ -132,6 +134,40 @@ def read_chrooted(path: str) -> Sets:
             why = f"exit code {done.returncode}" + (f": {lines[-1]}" if lines else "")
     log.warning("cannot read the package databases in %s with its own bindings (%s)", path, why)
     return dict.fromkeys(present(path))
+
+
+class ChrootedDatabase:
+    """A plugin's database face for a root that is not this process's own (`ashctl --root`
+    closing a run that died): its sets are read chrooted (`read_chrooted`), with the root's
+    bindings; versions are compared by this process's face."""
+
+    def __init__(self, plugin: str, face: PackageDatabase) -> None:
+        self.plugin, self.face = plugin, face
+
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        state = getattr(self.face, "state_paths", None)
+        return tuple(state(root)) if state is not None else ()
+
+    def read_installed(self, root: str) -> dict[str, str]:
+        found = read_chrooted(root)
+        if self.plugin in found and found[self.plugin] is None:
+            raise BackendError(
+                f"cannot read the {self.plugin} database in {root} with its own bindings",
+                hint="see the warning above; the layer's package changes stay unknown",
+            )
+        return found.get(self.plugin) or {}
+
+    def compare_versions(self, a: str, b: str) -> int:
+        try:
+            return self.face.compare_versions(a, b)
+        except ImportError:  # this process lacks the binding: an order good enough
+            from ashcore.diff import natural_compare
+
+            return natural_compare(a, b)
+
+    def failed(self, before: dict[str, str], after: dict[str, str]) -> bool:
+        judge = getattr(self.face, "failed", None)
+        return bool(judge(before, after)) if judge is not None else False
 
 
 def read_sets(path: str, root: str = "/") -> Sets:

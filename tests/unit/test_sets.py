@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ashcore import sets
+from ashcore.errors import BackendError
 from ashcore.sets import delta_between, read_sets, unknown_between
 
 
@@ -102,3 +103,25 @@ def test_a_chrooted_read_that_fails_leaves_every_present_set_unknown(
 def test_this_process_root_is_its_own() -> None:
     assert sets.in_own_root("/")
     assert not sets.in_own_root(os.path.dirname(__file__))
+
+
+def test_a_run_closed_from_another_root_reads_its_database_chrooted(
+    faces: dict[str, Face], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ashctl --root R` closing a dnf run that died: the rpmdb is read chrooted, and one
+    that cannot be read is an error there, not an empty set (a false removal of all)."""
+    layer = make_root(tmp_path / "layer", "var/lib/dpkg/status", "var/lib/rpm/rpmdb.sqlite")
+    out = {"text": '{"apt": {"figlet": "1"}, "dnf": {"zeta-shprov": "1-1"}}'}
+
+    def fake_run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 0, out["text"], "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    face = sets.ChrootedDatabase("dnf", faces["dnf"])
+    assert face.read_installed(layer) == {"zeta-shprov": "1-1"}
+    assert face.state_paths(layer) == ("var/lib/rpm/rpmdb.sqlite",)
+    out["text"] = '{"apt": {"figlet": "1"}, "dnf": null}'
+    with pytest.raises(BackendError):
+        face.read_installed(layer)
+    pacman = sets.ChrootedDatabase("pacman", faces["pacman"])
+    assert pacman.read_installed(layer) == {}  # no pacman database there: nothing installed
