@@ -51,7 +51,7 @@ def test_the_config_code_accepts_every_documented_setting(
     text = (
         'store = "/.ash"\non_error = "warn"\nlock_timeout = 5\nnoise = ["srv"]\n'
         'lock_files = ["x.lck"]\nboot_entries = 3\n'
-        "[retention]\nkeep = 1\nkeep_days = 2\nkeep_base = false\n"
+        '[retention]\nkeep = 1\nkeep_days = 2\nkeep_base = false\n'
         'max_size = "1G"\nwarn_free = "1M"\n'
     )
     hooks = 'enabled = false\nskip_packages = ["a*"]\nskip_commands = ["b"]\n'

@@ -21,10 +21,7 @@ def tool(name: str) -> str:
 
 def test_ruff() -> None:
     result = subprocess.run(
-        [tool("ruff"), "check", "ashcore", "plugins", "ashpkg"],
-        cwd=TOP,
-        capture_output=True,
-        text=True,
+        [tool("ruff"), "check", "ashcore", "plugins", "ashpkg"], cwd=TOP, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
