@@ -435,6 +435,9 @@ def cmd_diff(target: Target, args: argparse.Namespace) -> int:
         return 0
     print(f"from layer {a.id} to layer {b.id}:")
     for manager, delta in packages.items():
+        if not isinstance(delta, dict):  # diff.UNKNOWN
+            print(f" {manager}: unknown (its package database could not be read)")
+            continue
         print(f" {manager}:")
         _print_delta(PackageDelta.from_json(delta))
     if files is not None:

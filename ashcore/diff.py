@@ -14,19 +14,22 @@ from ashcore.model import Layer, PackageDelta, Status, natural_compare
 from ashcore.ondisk import read_json
 from ashcore.target import Target
 
+UNKNOWN = "unknown"  # a manager's change in a diff when its database could not be read
+
 
 def diff_layers(
     target: Target, a: Layer, b: Layer, *, files: bool
 ) -> tuple[dict[str, Any], list[str] | None]:
-    from ashcore.sets import delta_between, sets_of
+    from ashcore.sets import delta_between, sets_of, unknown_between
 
     store = target.store
     packages: dict[str, Any] = {}
     sa, sb = sets_of(target, a.id), sets_of(target, b.id)
     if sa is not None and sb is not None:  # per manager, whatever made the layers between
-        return {m: d.to_json() for m, d in delta_between(sa, sb).items()}, _files(
-            target, a, b, files
-        )
+        packages = {m: d.to_json() for m, d in delta_between(sa, sb).items()}
+        # A manager whose database could not be read in either layer: its change is unknown.
+        packages.update(dict.fromkeys(unknown_between(sa, sb), UNKNOWN))
+        return packages, _files(target, a, b, files)
     ma = read_json(store.manifest_path(a.id)) or {}
     mb = read_json(store.manifest_path(b.id)) or {}
     if b.parent == a.id:

@@ -180,7 +180,11 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
             else:
                 if pending is not None:
                     same = pending["plugin"] == op.plugin
-                    recover(target, pending, database if same else database_of(pending["plugin"]))
+                    recover(
+                        target,
+                        pending,
+                        database if same else database_for(target, pending["plugin"]),
+                    )
                 _start(target, op, database, name)
                 return Outcome.STARTED
         discard_early(target)  # taken before that operation's end: stale
@@ -956,6 +960,17 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     return layer
 
 
+def database_for(target: Target, plugin: str | None) -> PackageDatabase | None:
+    """The database face of `plugin` for the target root: this process's own when the root
+    is its own, else one that reads chrooted into the root, with the root's bindings."""
+    face = database_of(plugin)
+    if face is None or plugin is None:
+        return face
+    from ashcore.sets import ChrootedDatabase, in_own_root
+
+    return face if in_own_root(target.root) else ChrootedDatabase(plugin, face)
+
+
 def running(target: Target, pending: Any) -> bool:
     """Whether a pending transaction is still at work: its manager, or the helper its pre
     hook left to make the layer once the manager is done (ashcore/linger.py)."""
@@ -979,4 +994,4 @@ def require_idle(target: Target) -> None:
             f"a package operation is running: {pending['command']} (pid {pid})",
             hint="wait for it to finish, then run this again",
         )
-    recover(target, pending, database_of(pending["plugin"]))
+    recover(target, pending, database_for(target, pending["plugin"]))

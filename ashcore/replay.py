@@ -169,7 +169,7 @@ def foresee_dissolved(target: Target, base: Layer, step: Step) -> str | None:
     sets = sets_of(target, base.id) or {}
     have: dict[str, str] = {}
     for installed in sets.values():
-        have.update(installed)
+        have.update(installed or {})  # an unknown set tells nothing
     if all(have.get(name) == version for name, version in step.layer.packages.added):
         shown = ", ".join(f"{n} {v}" for n, v in step.layer.packages.added[:3])
         return f"the base has {shown} now"
@@ -268,6 +268,9 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
     _unmount_stage(mountpoint)
     with store.locked(target.config.lock_timeout):
         try:
+            # A manager started on the root meanwhile (an apt whose dpkg is mid-way): no
+            # snapshot of its half-done state as drift; refused as a change while it runs.
+            require_idle(target)
             dep_now = target.deployment()
             moved, _ = store.head(dep_now.uuid)
             kept = capture_drift(target, dep_now, strict=True)

@@ -9,12 +9,21 @@ ASH_SKIP=1, `dpkg -i` under `ashctl run`).
 Reading every database costs tens of milliseconds (rpm's binding alone): it is done off the
 managers' time, by the helper once its layer is described, by `ashctl` commands, or when a
 diff first needs it; never by a hook's begin.
+
+A database is read with the root's own bindings or not at all: from a process whose own root
+is another (`ashctl --root R` on a host, whose rpm cannot open sid's rpmdb), the reader runs
+chrooted into the layer's snapshot with its own python3. A read that fails records the
+manager's set as unknown (None), never as empty: a delta against an unknown set is unknown,
+not the removal of every package.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
+from ashcore.errors import BackendError
 from ashcore.log import logger
 from ashcore.model import PackageDelta
 from ashcore.ondisk import read_json, write_json
@@ -22,31 +31,149 @@ from ashcore.registry import database_of, managers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ashcore.model import PackageDatabase
     from ashcore.target import Target
 
 log = logger(__name__)
 
-Sets = dict[str, dict[str, str]]
+Sets = dict[str, "dict[str, str] | None"]
+"""plugin -> its installed set, or None when its database is there but could not be read."""
 WALK = 8  # layers up the tree that one call completes at most
+READ_TIMEOUT = 120  # s: a chrooted reader that hangs must not hang `ashctl`
+
+# What runs chrooted in a snapshot: the root's own ashlayers, found as its hooks find it.
+CHROOTED_READER = """
+import json, sys
+v = "%d.%d" % sys.version_info[:2]
+sys.path += ["/usr/local/lib/python%s/dist-packages" % v, "/usr/lib/python3/dist-packages",
+             "/usr/lib/python%s/dist-packages" % v]
+try:
+    from ashcore.sets import read_here
+except ImportError:
+    import site
+    site.main()
+    from ashcore.sets import read_here
+json.dump(read_here("/"), sys.stdout)
+"""
 
 
-def read_sets(path: str) -> Sets:
-    """The installed set of each manager whose database is under `path`."""
-    sets: Sets = {}
+def in_own_root(root: str) -> bool:
+    """Whether `root` is this process's own root: its bindings are then the root's."""
+    try:
+        a, b = os.stat("/"), os.stat(root)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def present(path: str) -> list[str]:
+    """The plugins whose database is (or may be) under `path`. A face that cannot load,
+    or says nothing of its files, counts as present: its set is then unknown, not empty."""
+    found = []
     for plugin in (m.name for m in managers()):
         face = database_of(plugin)
-        if face is None:
-            continue
-        state = getattr(face, "state_paths", None)
-        if state is not None and not any(
-            os.path.lexists(os.path.join(path, rel)) for rel in state(path)
-        ):
-            continue
+        state = getattr(face, "state_paths", None) if face is not None else None
         try:
+            if state is not None and not any(
+                os.path.lexists(os.path.join(path, rel)) for rel in state(path)
+            ):
+                continue
+        except Exception as e:  # a config that does not parse: cannot tell
+            log.debug("cannot tell whether %s has a %s database: %s", path, plugin, e)
+        found.append(plugin)
+    return found
+
+
+def read_here(path: str) -> Sets:
+    """The installed set of each manager whose database is under `path`, read with this
+    process's bindings (right only when `path` is in this process's own root)."""
+    sets: Sets = {}
+    for plugin in present(path):
+        face = database_of(plugin)
+        try:
+            if face is None:
+                raise ImportError(f"the {plugin} database face cannot load")
             sets[plugin] = face.read_installed(path)
         except Exception as e:  # one manager's broken database does not hide the others
-            log.debug("cannot read the %s database in %s: %s", plugin, path, e)
+            log.warning("cannot read the %s database in %s: %s", plugin, path, e)
+            sets[plugin] = None
     return sets
+
+
+def read_chrooted(path: str) -> Sets:
+    """The sets under `path` (a snapshot of another root), read chrooted into it by its own
+    python3 and ashlayers. What cannot be read that way is unknown."""
+    if not present(path):
+        return {}  # no manager's database there: nothing to start a reader for
+    argv = ["chroot", path, "/usr/bin/python3", "-I", "-S", "-c", CHROOTED_READER]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+    why = ""
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=READ_TIMEOUT,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why = str(e)
+    else:
+        if done.returncode == 0:
+            try:
+                found = json.loads(done.stdout)
+            except ValueError as e:
+                why = f"its reader printed no sets: {e}"
+            else:
+                if isinstance(found, dict):
+                    return {str(k): v if isinstance(v, dict) else None for k, v in found.items()}
+                why = "its reader printed no sets"
+        else:
+            lines = done.stderr.strip().splitlines()
+            why = f"exit code {done.returncode}" + (f": {lines[-1]}" if lines else "")
+    log.warning("cannot read the package databases in %s with its own bindings (%s)", path, why)
+    return dict.fromkeys(present(path))
+
+
+class ChrootedDatabase:
+    """A plugin's database face for a root that is not this process's own (`ashctl --root`
+    closing a run that died): its sets are read chrooted (`read_chrooted`), with the root's
+    bindings; versions are compared by this process's face."""
+
+    def __init__(self, plugin: str, face: PackageDatabase) -> None:
+        self.plugin, self.face = plugin, face
+
+    def state_paths(self, root: str) -> tuple[str, ...]:
+        state = getattr(self.face, "state_paths", None)
+        return tuple(state(root)) if state is not None else ()
+
+    def read_installed(self, root: str) -> dict[str, str]:
+        found = read_chrooted(root)
+        if self.plugin in found and found[self.plugin] is None:
+            raise BackendError(
+                f"cannot read the {self.plugin} database in {root} with its own bindings",
+                hint="see the warning above; the layer's package changes stay unknown",
+            )
+        return found.get(self.plugin) or {}
+
+    def compare_versions(self, a: str, b: str) -> int:
+        try:
+            return self.face.compare_versions(a, b)
+        except ImportError:  # this process lacks the binding: an order good enough
+            from ashcore.model import natural_compare
+
+            return natural_compare(a, b)
+
+    def failed(self, before: dict[str, str], after: dict[str, str]) -> bool:
+        judge = getattr(self.face, "failed", None)
+        return bool(judge(before, after)) if judge is not None else False
+
+
+def read_sets(path: str, root: str = "/") -> Sets:
+    """The installed set of each manager whose database is under `path`, a snapshot of (or
+    in) the target root `root`: read here when `root` is this process's own, else chrooted."""
+    return read_here(path) if in_own_root(root) else read_chrooted(path)
 
 
 def sets_of(target: Target, layer_id: int) -> Sets | None:
@@ -62,16 +189,27 @@ def sets_of(target: Target, layer_id: int) -> Sets | None:
     path = store.layer_path(layer_id)
     if not os.path.isdir(path):
         return None
-    sets = read_sets(path)
+    sets = read_sets(path, target.root)
     manifest["sets"] = sets
     write_json(store.manifest_path(layer_id), manifest, durable=False)
     return sets
 
 
+def unknown_between(a: Sets, b: Sets) -> list[str]:
+    """The managers whose change from `a` to `b` is unknown: a set that could not be read."""
+    return sorted(
+        p for p in set(a) | set(b) if (p in a and a[p] is None) or (p in b and b[p] is None)
+    )
+
+
 def delta_between(a: Sets, b: Sets) -> dict[str, PackageDelta]:
-    """Per manager, what changed from `a` to `b` (managers with no change left out)."""
+    """Per manager, what changed from `a` to `b` (managers with no change left out, and
+    those whose change is unknown: see `unknown_between`)."""
     out: dict[str, PackageDelta] = {}
+    unknown = unknown_between(a, b)
     for plugin in sorted(set(a) | set(b)):
+        if plugin in unknown:
+            continue
         face = database_of(plugin)
         if face is not None:
             compare = face.compare_versions
@@ -79,7 +217,7 @@ def delta_between(a: Sets, b: Sets) -> dict[str, PackageDelta]:
             from ashcore.model import natural_compare
 
             compare = natural_compare
-        delta = PackageDelta.between(a.get(plugin, {}), b.get(plugin, {}), compare)
+        delta = PackageDelta.between(a.get(plugin) or {}, b.get(plugin) or {}, compare)
         if delta:
             out[plugin] = delta
     return out

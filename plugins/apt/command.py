@@ -55,11 +55,33 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return comm, int(raw[raw.rindex(")") + 2 :].split()[1])
 
 
+def _same_process_image(a: int, b: int) -> bool:
+    """Whether `b` is a fork of `a` that did not exec: the same command line and the same
+    root (/proc/PID/root compared by inode: its link text reads "/" from inside a chroot)."""
+    try:
+        with open(f"/proc/{a}/cmdline", "rb") as f:
+            line_a = f.read()
+        with open(f"/proc/{b}/cmdline", "rb") as f:
+            line_b = f.read()
+        root_a, root_b = os.stat(f"/proc/{a}/root"), os.stat(f"/proc/{b}/root")
+    except OSError:
+        return False
+    return (
+        line_a == line_b
+        and bool(line_a)
+        and (root_a.st_dev, root_a.st_ino) == (root_b.st_dev, root_b.st_ino)
+    )
+
+
 def find_manager(start: int) -> int:
     """The nearest process from `start` upwards that is not a shell (`start` itself counts).
 
     apt runs DPkg::Post-Invoke from a fork of itself (which calls system()): a process whose
-    parent has the same name is that fork, and the manager is the parent.
+    parent is the same program image (same command line, same root: a fork that did not
+    exec) is that fork, and the manager is the parent. A parent that merely has the same
+    name is another program (`python3 -c "subprocess.run(['python3', 'pyapt.py'])"`), and one
+    in another root (a host's image builder that ran `chroot R python3 pyapt.py`) is never
+    the manager: the layer is named after the python-apt script and owned by it alone.
     """
     pid = start
     while pid > 1:
@@ -75,6 +97,8 @@ def find_manager(start: int) -> int:
     while True:
         above = _stat(parent)
         if above is None or above[0] != comm or parent <= 1:
+            return pid
+        if not _same_process_image(parent, pid):
             return pid
         pid, parent = parent, above[1]
 

@@ -19,6 +19,10 @@ class Apt(Manager):
         "var/lib/dpkg/lock",
         "var/lib/dpkg/lock-frontend",
         "var/lib/dpkg/triggers/Lock",
+        # unattended-upgrade writes, as it ends, the packages it kept back (a view of the
+        # mirror, rewritten every run) and apt's periodic jobs their stamps (times).
+        "var/lib/unattended-upgrades",
+        "var/lib/apt/periodic",
     )
     # pkgcache.bin and srcpkgcache.bin (rewritten by every apt run: 50 MB each with sid's
     # full list) and the downloaded archives. Chosen by measurement (`bench/bench_space.py
@@ -31,7 +35,19 @@ class Apt(Manager):
     # *.dat-old stay: they sit beside the state they back up.
     caches = (("var/cache/apt", "usr/bin/apt-get"),)
     # 62 MB for sid main; every `apt update` that finds news writes them anew.
-    indexes = (("var/lib/apt/lists", "usr/bin/apt-get"),)
+    indexes = (
+        ("var/lib/apt/lists", "usr/bin/apt-get"),
+        # aptitude's pkgstates and pkgstates.old (7.9 MB each with sid's lists), rewritten by
+        # every aptitude run: 16-17 MiB in each of its layers and in the drift after it. They
+        # hold its view of the lists (which packages are new) and its pending selections,
+        # which it rebuilds, and also marks of its own (forbid-version, user tags): those are
+        # the admin's wishes about the mirror, not the installed system, so they are carried
+        # over (not rolled back) as the lists they refer to are. What aptitude's choices rest
+        # on that is state (holds in dpkg's status, automatic marks in apt's
+        # extended_states) stays in every layer. Made in any apt root: aptitude is often
+        # installed after setup.
+        ("var/lib/aptitude", "usr/bin/apt-get"),
+    )
     commands = ("apt", "apt-get", "aptitude")
     verbs = frozenset(
         {

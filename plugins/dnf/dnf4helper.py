@@ -40,7 +40,7 @@ def main(args: list[str]) -> int:
     from .rpmdb import RpmDatabase
 
     exited = wait_for_release()
-    return commit_hook(
+    code = commit_hook(
         root=root,
         plugin=PLUGIN,
         manager=MANAGER,
@@ -52,3 +52,23 @@ def main(args: list[str]) -> int:
         helper=True,
         helper_exit=exited,
     )
+    if exited is None:
+        # dnf still ran when the layer was described: it writes its history after the
+        # `transaction` hook, and exits seconds later. Its writes until it exits are its own.
+        _late(root, owner)
+    return code
+
+
+def _late(root: str, owner: str) -> None:
+    from ashcore.hook import say
+    from ashcore.lifecycle import extend_late_until
+    from ashcore.linger import LATE_WAIT, wait_for_release
+    from ashcore.target import Target
+
+    exited = wait_for_release(LATE_WAIT)
+    if exited is None:
+        return  # quiet that long: its later writes are drift
+    try:
+        extend_late_until(Target(root), owner, exited)
+    except Exception as e:  # nothing of the layer is at stake
+        say(f"cannot record when dnf exited: {e}")

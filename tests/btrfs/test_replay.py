@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -121,3 +123,53 @@ def test_a_replay_killed_at_any_point_is_finished_or_undone(ready: Image) -> Non
         assert len(list((r / ".ash/deployments").iterdir())) <= 1, limit
         assert ready.json("status")["drift"] is False  # type: ignore[index]
     assert kills >= 15 and outcomes_new and outcomes_old, (kills, outcomes_new, outcomes_old)
+
+
+def test_a_replay_takes_no_snapshot_of_a_manager_that_began_on_the_root_meanwhile(
+    ready: Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apt started on the root while a replay runs: the replay's last drift check would
+    snapshot dpkg mid-way (a drift layer holding dpkg's tmp.ci). It refuses instead, and
+    keeps no drift layer of the manager's half-done state."""
+    from ashcore import replay
+    from ashcore.errors import UsageError
+    from ashcore.lifecycle import Operation, Target, begin
+    from ashcore.process import owner_of
+
+    r = ready.root
+    run(ready, "dirs", f"mkdir -p {r}/proc {r}/sys {r}/dev {r}/tmp {r}/run {r}/etc")
+    run(ready, "a", f"echo 1 > {r}/etc/a")
+    run(ready, "b", f"echo 2 > {r}/etc/b")
+    run(ready, "c", f"echo 3 > {r}/etc/c")
+    manager = subprocess.Popen(["sleep", "120"])
+    real = replay._replay_files
+
+    def replay_files(*args: Any) -> list[str]:
+        left = real(*args)
+        op = Operation(
+            plugin="apt",
+            manager="apt",
+            argv=("apt-get", "install", "x"),
+            owner=owner_of(manager.pid),
+        )
+        begin(Target(str(r)), op, None)  # the manager's pre hook, on the live root
+        (r / "var/lib/dpkg/tmp.ci").mkdir(parents=True)
+        (r / "var/lib/dpkg/tmp.ci/postinst").write_text("#!/bin/sh\n")  # dpkg, mid-way
+        return left
+
+    monkeypatch.setattr(replay, "_replay_files", replay_files)
+    target = Target(str(r))
+    by_name = {x["name"]: x["id"] for x in layers(ready)}
+    try:
+        with pytest.raises(UsageError):
+            replay.rebuild(
+                target,
+                target.store.get(int(str(by_name["a"]))),
+                target.store.get(int(str(by_name["c"]))),
+                lambda line: None,
+            )
+    finally:
+        manager.kill()
+        manager.wait()
+    assert [x["status"] for x in layers(ready) if x["status"] == "drift"] == []
+    assert (r / "etc/b").exists()  # nothing was replaced

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.root import Root
+from tests.e2e.root import Root, chroot_env
 from tests.e2e.test_apt import dpkg_packages, layers
 
 pytestmark = pytest.mark.e2e
@@ -161,3 +161,70 @@ def test_the_managers_output_names_the_layer(root: Root) -> None:
     assert 'ashlayers: layer 2 "apt-get install ashtest-a"' in done.stderr + done.stdout
     done = root.run(["pacman", "-S", "--noconfirm", "ashtest-v"])
     assert 'ashlayers: layer 3 "pacman -S ashtest-v"' in done.stderr + done.stdout
+
+
+PYTHON_APT_SCRIPT = """
+import apt
+
+cache = apt.Cache()
+cache["ashtest-a"].mark_install()
+cache.commit()
+"""
+
+
+def test_a_python_apt_script_started_by_another_python_program_owns_its_layer(
+    root: Root,
+) -> None:
+    """`python3 -c "subprocess.run(['python3', 'pyapt.py'])"`: the parent has the same name
+    but is another program; the layer is the script's, not `python3 -c`."""
+    (root.path / "pyapt.py").write_text(PYTHON_APT_SCRIPT)
+    root.run(["python3", "-c", "import subprocess; subprocess.run(['python3', '/pyapt.py'])"])
+    root.run(["ashctl", "status"])  # waits for the helper
+    made = layers(root)[-1]
+    assert made["name"] == "python3 pyapt.py", made
+    assert [d["name"] for d in made["packages"]["added"]] == ["ashtest-a"], made
+
+
+def test_a_python_apt_script_run_in_a_chroot_by_a_host_program_is_the_owner(root: Root) -> None:
+    """An image builder on the host runs `chroot R python3 pyapt.py` and lives on: the
+    process above the chroot is never the owner (another root), so the layer is named after
+    the script and a later operation is not refused while the builder lives."""
+    (root.path / "pyapt.py").write_text(PYTHON_APT_SCRIPT)
+    builder = (
+        "import subprocess, sys, time\n"
+        f"subprocess.run(['chroot', {str(root.path)!r}, 'python3', '/pyapt.py'], check=True,"
+        " capture_output=True)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    host = subprocess.Popen(
+        ["/usr/bin/python3", "-c", builder],
+        env=chroot_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert host.stdout is not None and host.stdout.readline() == "done\n"
+        root.run(["apt-get", "install", "-y", "ashtest-v"], timeout=120)
+        found = [(x["name"], x["status"]) for x in layers(root)]
+        assert found[-2:] == [
+            ("python3 pyapt.py", "committed"),
+            ("apt-get install ashtest-v", "committed"),
+        ], found
+    finally:
+        host.kill()
+        host.wait()
+
+
+def test_aptitudes_states_stay_out_of_its_layers(root: Root) -> None:
+    """aptitude rewrites /var/lib/aptitude/pkgstates (and .old) on every run, 7.9 MB each with
+    sid's lists: a folder kept out of layers (a subvolume of its own), as apt's lists are."""
+    for command in ("install", "remove"):
+        root.run(["aptitude", command, "-y", "ashtest-b"])
+    assert (root.path / "var/lib/aptitude/pkgstates").exists()
+    made = layers(root)[1:]
+    assert [x["status"] for x in made] == ["committed", "committed"], made
+    for layer in made:
+        assert not (snapshot_of(root, layer) / "var/lib/aptitude/pkgstates").exists(), layer
+    assert (snapshot_of(root, made[-1]) / "var/lib/dpkg/status").exists()

@@ -3,9 +3,11 @@ diff between any two layers is right per manager, whichever managers made the la
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -125,3 +127,58 @@ def test_an_interrupted_run_closed_by_another_manager_has_its_delta(root: Root) 
     assert interrupted["status"] == "interrupted"
     assert names(interrupted["packages"]) == {"added": ["ashtest-a"]}
     assert found["pacman -S ashtest-v"]["status"] == "committed"
+
+
+def host_ashctl(root: Root, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ashctl --root R ...` run from the host (the test's own Python and bindings)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(root.path), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_ashctl_on_the_host_reads_the_roots_databases_with_the_roots_bindings(root: Root) -> None:
+    """The host's rpm (Debian 12) cannot open sid's rpmdb: `ashctl --root R run` from the
+    host read it as "no rpm installed" and recorded a false `dnf: - ashtest-v` for good. The
+    sets are read chrooted into the layer's snapshot, with the root's own python3 and rpm."""
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    root.run(["apt-get", "install", "-y", "ashtest-a"])
+    host_ashctl(root, "run", "--name", "from the host", "--", "touch", f"{root.path}/etc/x")
+    layer = by_name(root, "from the host")
+    assert names(layer["packages"]) == {}, layer
+    out = root.ashctl_json("diff", str(layer["parent"]), str(layer["id"]))
+    assert out["packages"] == {}, out
+    manifest = json.loads((root.path / f".ash/layers/{layer['id']}.json").read_text())
+    assert "ashtest-v" in manifest["sets"]["dnf"], manifest["sets"]
+    assert "ashtest-a" in manifest["sets"]["apt"], manifest["sets"]
+
+
+def test_dnf4_install_then_upgrade_makes_no_drift_of_dnfs_history(root: Root) -> None:
+    """dnf4 writes its history after its `transaction` hook and exits seconds later (here a
+    plugin after ashlayers' takes 3 s), after its helper described the layer: those writes
+    are its own, not `drift: var/lib/dnf/history.sqlite` before the next run."""
+    plugins = root.path / "usr/lib/python3/dist-packages/dnf-plugins"
+    (plugins / "zz_slow.py").write_text(SLOW_DNF4_PLUGIN)
+    (root.path / "etc/dnf/plugins/zz_slow.conf").write_text("[main]\nenabled=1\n")
+    root.run(["dnf-3", "install", "-y", "ashtest-v-1.0"])
+    root.run(["dnf-3", "upgrade", "-y"])
+    found = [(x["manager"], x["status"]) for x in layers(root)]
+    first = found.index(("dnf4", "committed"))  # after the drift of the plugin's files
+    assert found[first:] == [("dnf4", "committed"), ("dnf4", "committed")], layers(root)
+    assert root.ashctl_json("status")["drift"] is False
+
+
+SLOW_DNF4_PLUGIN = """
+import time
+
+import dnf
+
+
+class Slow(dnf.Plugin):
+    name = "zz_slow"
+
+    def transaction(self):
+        time.sleep(3)  # longer than the helper waits for dnf to exit (linger.SETTLE)
+"""

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,27 @@ def test_hook_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert main(["bogus"]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+# -- the manager's process -------------------------------------------------------------------
+FIND_OWNERS = """
+import os, sys
+from ashplugins.apt.command import find_manager
+me = os.getpid()
+child = os.fork()
+if child == 0:  # a fork that runs a hook (apt's Post-Invoke calls system() from one)
+    os._exit(0 if find_manager(os.getpid()) == me else 1)
+_, status = os.waitpid(child, 0)
+print(find_manager(me) == me, os.waitstatus_to_exitcode(status) == 0)
+"""
+
+
+def test_the_manager_is_the_python_apt_script_not_the_program_that_started_it() -> None:
+    """`python3 -c "subprocess.run(['python3', 'pyapt.py'])"`: the same name above is another
+    program, not a fork of the script; a fork of the script (same image) is the script."""
+    outer = (
+        "import subprocess, sys;"
+        f" sys.exit(subprocess.run([sys.executable, '-c', {FIND_OWNERS!r}]).returncode)"
+    )
+    done = subprocess.run([sys.executable, "-c", outer], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True"], done

@@ -147,3 +147,15 @@ def test_glob_match_agrees_with_fnmatch() -> None:
     for pattern in patterns:
         for name in names:
             assert glob_match(pattern, name) == fnmatchcase(name, pattern), (pattern, name)
+
+
+def test_a_front_ends_late_views_and_stamps_are_noise() -> None:
+    """unattended-upgrade writes what it kept back as it ends, apt's periodic jobs their
+    stamps: the next operation must not keep them as drift. dpkg's state stays state."""
+    paths = {
+        "var/lib/unattended-upgrades/kept-back",
+        "var/lib/apt/periodic/unattended-upgrades-stamp",
+        "var/lib/apt/periodic/upgrade-stamp",
+        "var/lib/dpkg/status",
+    }
+    assert noise_filter(paths, default_noise()) == ["var/lib/dpkg/status"]
