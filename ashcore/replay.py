@@ -119,14 +119,22 @@ def replay_argv(layer: Layer) -> list[str] | None:
         argv = shlex.split(layer.command)
     except ValueError:
         argv = []
+    found = None if "\\x" in layer.command else manager_argv(argv)  # \x: an escaped line
+    if found is None:
+        raise UsageError(
+            f'layer {layer.id} "{escaped(layer.name)}" was made by `{escaped(layer.command)}`,'
+            " which replay cannot run again (not a manager's install/remove command line)",
+            hint="roll back past it instead, or run it again by hand after",
+        )
+    return found
+
+
+def manager_argv(argv: list[str]) -> list[str] | None:
+    """`argv` made non-interactive when it is a package manager's install/remove command
+    line that can run again (no local package file, which is gone or elsewhere); else None."""
     word = os.path.basename(argv[0]) if argv else ""
-    bad = UsageError(
-        f'layer {layer.id} "{escaped(layer.name)}" was made by `{escaped(layer.command)}`,'
-        " which replay cannot run again (not a manager's install/remove command line)",
-        hint="roll back past it instead, or run it again by hand after",
-    )
-    if "\\x" in layer.command or any(a.endswith(LOCAL_FILE) for a in argv[1:]):
-        raise bad  # a local package file (gone or elsewhere), or an escaped command line
+    if any(a.endswith(LOCAL_FILE) for a in argv[1:]):
+        return None
     verbs = [a for a in argv[1:] if not a.startswith("-")]
     yes = {"-y", "--yes", "--assume-yes", "--noconfirm"} & set(argv) or any(
         a.startswith("-") and not a.startswith("--") and "y" in a for a in argv[1:]
@@ -137,7 +145,7 @@ def replay_argv(layer: Layer) -> list[str] | None:
         return argv if yes else [argv[0], "-y", *argv[1:]]
     if word in PACMAN and any(a.startswith(("-S", "-R", "--sync", "--remove")) for a in argv):
         return argv if "--noconfirm" in argv else [argv[0], "--noconfirm", *argv[1:]]
-    raise bad
+    return None
 
 
 def branch(target: Target, first: Layer) -> list[Layer]:
