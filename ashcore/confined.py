@@ -94,6 +94,14 @@ def kept_out(rel: str, keep_out: tuple[str, ...]) -> str | None:
     return None
 
 
+def _exists(fd: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
@@ -150,15 +158,21 @@ class ConfinedRoot:
                 return None
             fd = os.dup(self.fd)
             parts = folder.split("/")
-            for i, part in enumerate(parts):
-                try:
-                    deeper = self._open_folder("/".join(parts[: i + 1]), rel)
-                except FileNotFoundError:
-                    self._check(fd, part, rel)
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    deeper = self._open_folder("/".join(parts[: i + 1]), rel)
+            try:
+                for i, part in enumerate(parts):
+                    try:
+                        deeper = self._open_folder("/".join(parts[: i + 1]), rel)
+                    except FileNotFoundError:
+                        self._check(fd, part, rel)
+                        if _exists(fd, part):  # a symlink to nothing in the root
+                            raise self._refuse(rel, "goes through a symlink to nothing") from None
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        deeper = self._open_folder("/".join(parts[: i + 1]), rel)
+                    os.close(fd)
+                    fd = deeper
+            except BaseException:
                 os.close(fd)
-                fd = deeper
+                raise
         try:
             self._check(fd, os.path.basename(rel), rel)
         except BaseException:
