@@ -842,7 +842,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except sqlite3.Error as e:
             raise explain(e, target.store.path) from e
         finally:
-            if args.command in CHANGES_LAYERS and target.store.exists():
+            dry_run = getattr(args, "dry_run", False)  # a dry run writes nothing, the menu too
+            if args.command in CHANGES_LAYERS and not dry_run and target.store.exists():
                 from ashcore.boot import refresh_quietly
 
                 refresh_quietly(target)
