@@ -187,7 +187,11 @@ def _parser() -> argparse.ArgumentParser:
         "apply", help="run a recipe's operations in the root (--root) with the real managers"
     )
     s.add_argument("recipe", metavar="RECIPE", help="a recipe `ashctl export` wrote")
-    s.add_argument("--dry-run", action="store_true", help="list the operations; run nothing")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every command, file written and path removed; run and mount nothing",
+    )
     s = sub.add_parser(
         "prune", help="delete the snapshots of layers by retention; their records stay"
     )
@@ -592,7 +596,14 @@ def cmd_export(target: Target, args: argparse.Namespace) -> int:
 def cmd_apply(target: Target, args: argparse.Namespace) -> int:
     from ashcore.recipe import apply
 
-    count = apply(target.root, args.recipe, lambda m: print(m, flush=True), dry_run=args.dry_run)
+    count = apply(
+        target.root,
+        args.recipe,
+        lambda m: print(m, flush=True),
+        store=target.store.path,
+        data=target.config.data,
+        dry_run=args.dry_run,
+    )
     print(f"{'would apply' if args.dry_run else 'applied'} {count} operations to {target.root}")
     return 0
 
@@ -875,7 +886,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except sqlite3.Error as e:
             raise explain(e, target.store.path) from e
         finally:
-            if args.command in CHANGES_LAYERS and target.store.exists():
+            dry_run = getattr(args, "dry_run", False)  # a dry run writes nothing, the menu too
+            if args.command in CHANGES_LAYERS and not dry_run and target.store.exists():
                 from ashcore.boot import refresh_quietly
 
                 refresh_quietly(target)

@@ -86,20 +86,28 @@ def replay_argv(layer: Layer) -> list[str] | None:
         argv = shlex.split(layer.command)
     except ValueError:
         argv = []
-    bad = UsageError(
-        f'layer {layer.id} "{escaped(layer.name)}" was made by `{escaped(layer.command)}`,'
-        " which replay cannot run again (not a manager's install/remove command line)",
-        hint="roll back past it instead, or run it again by hand after",
-    )
+    found = None if "\\x" in layer.command else manager_argv(argv)  # \x: an escaped line
+    if found is None:
+        raise UsageError(
+            f'layer {layer.id} "{escaped(layer.name)}" was made by `{escaped(layer.command)}`,'
+            " which replay cannot run again (not a manager's install/remove command line)",
+            hint="roll back past it instead, or run it again by hand after",
+        )
+    return found
+
+
+def manager_argv(argv: list[str]) -> list[str] | None:
+    """`argv` made non-interactive when it is a registered manager's package-changing command
+    line that can run again (no local package file, which is gone or elsewhere); else None."""
     from ashcore.registry import managers
 
     package_files = tuple(f for m in managers() for f in m.package_files)
-    if "\\x" in layer.command or any(a.endswith(package_files) for a in argv[1:]):
-        raise bad  # a local package file (gone or elsewhere), or an escaped command line
+    if any(a.endswith(package_files) for a in argv[1:]):
+        return None
     for manager in managers():
         if (replayed := manager.replay_argv(argv)) is not None:
             return replayed
-    raise bad
+    return None
 
 
 def branch(target: Target, first: Layer) -> list[Layer]:

@@ -159,6 +159,13 @@ def test_export_and_apply_reproduce_the_packages_and_the_hand_edit(root: Root) -
     copy = root.make_subroot("copy")
     target = root.path / copy.relative_to("/")
     before = installed_in(root, copy)
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(target), "apply"]
+    dry = subprocess.run(
+        [*argv, "--dry-run", str(recipe)], capture_output=True, text=True, cwd=PROJECT, timeout=120
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "run dnf5 install -y" in dry.stdout and "write /etc/hand-edit (file" in dry.stdout
+    assert not (target / "proc/self").exists() and installed_in(root, copy) == before
     applied = subprocess.run(
         [sys.executable, "-m", "ashcore.cli", "--root", str(target), "apply", str(recipe)],
         capture_output=True,
