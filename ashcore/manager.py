@@ -51,6 +51,9 @@ class Manager:
     """The sub-commands of those front ends that change packages (install, remove...)."""
     yes: ClassVar[tuple[str, ...]] = ("-y",)
     """The option that makes a command non-interactive (first: the one added)."""
+    shares_database: ClassVar[str] = ""
+    """The manager whose database this one writes too (a second front end of the rpmdb): its
+    installed set is recorded once, under that manager's name."""
     package_files: ClassVar[tuple[str, ...]] = ()
     """Suffixes of its package files: a command line naming one cannot be replayed (the
     file may be gone, or on another machine)."""

@@ -70,7 +70,7 @@ def present(path: str) -> list[str]:
     """The plugins whose database is (or may be) under `path`. A face that cannot load,
     or says nothing of its files, counts as present: its set is then unknown, not empty."""
     found = []
-    for plugin in (m.name for m in managers()):
+    for plugin in (m.name for m in managers() if not m.shares_database):
         face = database_of(plugin)
         state = getattr(face, "state_paths", None) if face is not None else None
         try:

@@ -5,7 +5,7 @@ and the folder the package's Python files are installed in, so that a later `ash
 finds every hook file in place, byte for byte, and writes none of them again.
 
     python3 -m ashpkg.layout DESTDIR --pythonpath DIR [--dnf4-plugins DIR]
-        [--zsh-completions DIR] [--managers apt,dnf,pacman]
+        [--zsh-completions DIR] [--managers apt,dnf,pacman,zypper]
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ HOOKS: dict[str, list[tuple[str, str, int]]] = {
             for hook in ("00-ashlayers-pre.hook", "zz-ashlayers-post.hook")
         ),
     ],
+    "zypper": [
+        ("plugins/zypper/files/ashlayers", "usr/lib/zypp/plugins/commit/ashlayers", 0o755),
+    ],
 }
 
 
@@ -72,7 +75,7 @@ def lay_out(
     dest: Path,
     pythonpath: str,
     *,
-    managers: tuple[str, ...] = ("apt", "dnf", "pacman"),
+    managers: tuple[str, ...] = ("apt", "dnf", "pacman", "zypper"),
     dnf4_plugins: str = "usr/lib/python3/dist-packages/dnf-plugins",
     zsh_completions: str = "usr/share/zsh/vendor-completions",
 ) -> list[str]:
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pythonpath", required=True, help="where ashcore is installed")
     parser.add_argument("--dnf4-plugins", default="usr/lib/python3/dist-packages/dnf-plugins")
     parser.add_argument("--zsh-completions", default="usr/share/zsh/vendor-completions")
-    parser.add_argument("--managers", default="apt,dnf,pacman")
+    parser.add_argument("--managers", default="apt,dnf,pacman,zypper")
     args = parser.parse_args(argv)
     lay_out(
         args.dest,

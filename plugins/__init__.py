@@ -7,4 +7,5 @@ MANAGERS = (
     ("ashplugins.apt.manager", "Apt"),
     ("ashplugins.dnf.manager", "Dnf"),
     ("ashplugins.pacman.manager", "Pacman"),
+    ("ashplugins.zypper.manager", "Zypper"),
 )

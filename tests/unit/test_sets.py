@@ -42,7 +42,7 @@ def faces(monkeypatch: pytest.MonkeyPatch) -> dict[str, Face]:
     }
     from types import SimpleNamespace
 
-    declared = tuple(SimpleNamespace(name=name) for name in known)
+    declared = tuple(SimpleNamespace(name=name, shares_database="") for name in known)
     monkeypatch.setattr(sets, "managers", lambda: declared)
     monkeypatch.setattr(sets, "database_of", known.get)
     return known
