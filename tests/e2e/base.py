@@ -28,7 +28,7 @@ PYALPM = "pyalpm==0.10.12"
 PACKAGES = (
     *("python3-apt", "apt-utils", "dpkg-dev", "aptitude"),
     *("dnf5", "python3-libdnf5", "python3-libdnf5-python-plugins-loader", "dnf", "python3-dnf"),
-    *("rpm", "createrepo-c"),
+    *("rpm", "createrepo-c", "zypper"),
     *("pacman-package-manager", "makepkg", "libarchive-tools", "zstd"),
     *("python3-btrfsutil", "btrfs-progs", "python3-pip", "python3-setuptools"),
     "snapper",  # for the benchmarks: Debian's snapper apt hook and pre/post pairs

@@ -172,6 +172,15 @@ gpgcheck=0
 repo_gpgcheck=0
 """
 
+ZYPP_REPO = """[ashtest]
+name=ashlayers test packages
+baseurl=file:///srv/ashtest/rpm
+type=rpm-md
+enabled=1
+autorefresh=1
+gpgcheck=0
+"""
+
 BUILD_SCRIPT = r"""
 set -eu
 B=/srv/ashtest/build
@@ -225,6 +234,9 @@ apt-get update -qq
 # dnf5 and dnf4
 dnf5 -q makecache
 dnf -q makecache
+# zypper: Debian's systemCheck requires glibc, which no rpm provides here (see RIG.md)
+sed -i 's/^requires:glibc/# &/' /etc/zypp/systemCheck
+zypper --non-interactive --quiet refresh >/dev/null
 # pacman
 mkdir -p /var/lib/pacman/local
 pacman -Sy --noconfirm >/dev/null
@@ -241,6 +253,7 @@ def write_repos(root: Path) -> None:
     _write(build / "rpm" / "ashtest-binsh.spec", BINSH_SPEC)
     _write(root / "etc/yum.repos.d/ashtest.repo", YUM_REPO)
     _write(root / "etc/dnf/vars/releasever", "sid\n")
+    _write(root / "etc/zypp/repos.d/ashtest.repo", ZYPP_REPO)
     conf = root / "etc/pacman.conf"
     text = conf.read_text()
     if "[ashtest]" not in text:
