@@ -136,7 +136,11 @@ def _data_places(target: Target, repair: bool) -> list[str]:
 
     found = places(target)
     # A place that appeared after setup (a database server installed since): setup moves it.
-    problems = [p.describe() for p in found if p.state == "in layers"]
+    # Said, not a fault of the store: until then it is in the layers, as before setup.
+    for place in found:
+        if place.state == "in layers":
+            log.warning("%s", place.describe())
+    problems: list[str] = []
     missing = [p for p in found if p.state == "not mounted"]
     if missing and repair:
         for path in mount_missing(target):

@@ -74,14 +74,14 @@ def test_apply_refuses_to_remove_a_top_level_folder_or_the_api_places(
 
 
 def test_apply_never_crosses_a_mount_point(ready: Image, tmp_path: Path) -> None:
-    data = ready.root / "srv/data"
+    data = ready.root / "opt/data"
     data.mkdir(parents=True)
     sh("mount", "-t", "tmpfs", "-o", "size=1M", "ashtest", str(data))
     (data / "precious").write_text("mine\n")
     for op in (
-        files_op(tmp_path, "w.tar", Entry("srv/data/x", data=b"x")),
-        files_op(tmp_path, "r.tar", remove=("srv/data",)),
-        files_op(tmp_path, "f.tar", remove=("srv/data/precious",)),
+        files_op(tmp_path, "w.tar", Entry("opt/data/x", data=b"x")),
+        files_op(tmp_path, "r.tar", remove=("opt/data",)),
+        files_op(tmp_path, "f.tar", remove=("opt/data/precious",)),
     ):
         result = ready.ashctl("apply", recipe(tmp_path, op))
         one_line_refusal(result)
@@ -90,16 +90,16 @@ def test_apply_never_crosses_a_mount_point(ready: Image, tmp_path: Path) -> None
 
 
 def test_a_removal_that_holds_a_subvolume_removes_nothing(ready: Image, tmp_path: Path) -> None:
-    (ready.root / "srv/app/logs").mkdir(parents=True)
-    (ready.root / "srv/app/config").write_text("x\n")
-    sh("btrfs", "subvolume", "create", str(ready.root / "srv/app/logs/db"))
-    (ready.root / "srv/app/logs/db/rows").write_text("rows\n")
+    (ready.root / "opt/app/logs").mkdir(parents=True)
+    (ready.root / "opt/app/config").write_text("x\n")
+    sh("btrfs", "subvolume", "create", str(ready.root / "opt/app/logs/db"))
+    (ready.root / "opt/app/logs/db/rows").write_text("rows\n")
     result = ready.ashctl(
-        "apply", recipe(tmp_path, files_op(tmp_path, "b.tar", remove=("srv/app",)))
+        "apply", recipe(tmp_path, files_op(tmp_path, "b.tar", remove=("opt/app",)))
     )
     one_line_refusal(result)
-    assert (ready.root / "srv/app/config").exists()
-    assert (ready.root / "srv/app/logs/db/rows").read_text() == "rows\n"
+    assert (ready.root / "opt/app/config").exists()
+    assert (ready.root / "opt/app/logs/db/rows").read_text() == "rows\n"
 
 
 def test_dry_run_mounts_nothing_and_changes_nothing(ready: Image, tmp_path: Path) -> None:
