@@ -27,7 +27,7 @@ from ashcore.lifecycle import (
     require_idle,
 )
 from ashcore.model import Layer, PackageDelta, Status
-from ashcore.process import owner_of
+from ashcore.process import owner_of, pid_of
 from ashcore.store import explain
 from ashcore.target import Target
 from ashcore.text import escaped, shortened
@@ -307,7 +307,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             "name": pending["name"],
             "command": pending["command"],
             "manager": pending["manager"],
-            "pid": int(pending["owner"].partition(":")[0]),
+            "pid": pid_of(pending["owner"]),
             "alive": running(target, pending),
         }
     status = {
@@ -798,7 +798,7 @@ def _settle(target: Target, timeout: float = 30.0) -> None:
             return  # the command itself says what is wrong (doctor --repair mends it)
         if pending is None or is_alive(pending["owner"]):
             return
-        if not helper_alive(target.store.path, int(pending["owner"].partition(":")[0])):
+        if not helper_alive(target.store.path, pid_of(pending["owner"])):
             return
         time.sleep(0.01)
 

@@ -28,7 +28,7 @@ from ashcore.errors import StoreError, UsageError
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import loads, read_json, write_json
-from ashcore.process import ancestors, is_alive, started_at
+from ashcore.process import ancestors, is_alive, pid_of, started_at
 from ashcore.registry import database_of, in_state
 from ashcore.store import (
     PAUSE_FIRST,
@@ -174,7 +174,7 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
                     store.mark_sealed(pending["id"], None)
                 return Outcome.JOINED
             if pending is not None and running(target, pending):
-                if int(pending["owner"].partition(":")[0]) in ancestors(os.getpid()):
+                if pid_of(pending["owner"]) in ancestors(os.getpid()):
                     return Outcome.JOINED
                 busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
             else:
@@ -978,7 +978,7 @@ def running(target: Target, pending: Any) -> bool:
         return True
     from ashcore.linger import helper_alive
 
-    return helper_alive(target.store.path, int(pending["owner"].partition(":")[0]))
+    return helper_alive(target.store.path, pid_of(pending["owner"]))
 
 
 def require_idle(target: Target) -> None:
@@ -989,7 +989,7 @@ def require_idle(target: Target) -> None:
     if pending is None:
         return
     if running(target, pending):
-        pid = pending["owner"].partition(":")[0]
+        pid = str(pid_of(pending["owner"]))
         raise UsageError(
             f"a package operation is running: {pending['command']} (pid {pid})",
             hint="wait for it to finish, then run this again",

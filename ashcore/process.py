@@ -22,9 +22,13 @@ def owner_of(pid: int) -> str:
     return f"{pid}:{start}"
 
 
+def pid_of(owner: str) -> int:
+    """The process id of an owner ("pid:starttime", as `owner_of` makes it)."""
+    return int(owner.partition(":")[0])
+
+
 def is_alive(owner: str) -> bool:
-    pid_text, _, start = owner.partition(":")
-    pid = int(pid_text)
+    pid, start = pid_of(owner), owner.partition(":")[2]
     fields = _stat_fields(pid)
     if fields is None:
         if os.path.isdir("/proc/self"):
