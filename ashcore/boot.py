@@ -569,7 +569,10 @@ def _entries(target: Target, count: int, trees: _Trees) -> list[Entry]:
         if shown >= count:
             break
         path = target.store.layer_path(candidate.id)
-        if candidate.status == Status.PRUNED or not os.path.isdir(path):
+        # A failed or cut operation's layer is one to inspect or roll back past, not to boot.
+        if candidate.status in (Status.PRUNED, Status.FAILED, Status.INTERRUPTED) or not (
+            os.path.isdir(path)
+        ):
             continue
         kernel = kernel_of(path)
         if kernel is None:

@@ -75,6 +75,13 @@ def test_setup_finds_grub_and_writes_a_menu_rollback_rewrites(image: Image) -> N
         image.ashctl(
             "run", "--name", name, "--", "touch", str(image.root / "etc" / name), check=True
         )
+    menu = (image.root / ".ash/boot/grub.cfg").read_text()
+    assert "--id ashlayers-layer-3 " in menu  # `ashctl run` rewrites it, as the hooks' helper
+    broken = f"touch {image.root}/etc/broken; exit 3"
+    assert image.ashctl("run", "--name", "broken", "--", "sh", "-c", broken).returncode == 3
+    assert image.json("list")[-1]["status"] == "failed"  # type: ignore[index]
+    menu = (image.root / ".ash/boot/grub.cfg").read_text()
+    assert "ashlayers-layer-4" not in menu  # a failed layer is not offered to boot
     image.ashctl("rollback", "1", check=True)  # not booted: takes effect at once
     shown = image.json("boot")
     assert isinstance(shown, dict)
