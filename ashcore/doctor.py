@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 
-from ashcore.lifecycle import require_idle, write_manifest
+from ashcore.lifecycle import require_idle, running, write_manifest
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
 from ashcore.store import now_iso
@@ -61,7 +61,13 @@ def check(target: Target, repair: bool) -> list[str]:
     if (missing := missing_btrfs_progs(target.root)) is not None:
         problems.append(f"{missing}: install it")
     with store.locked(target.config.lock_timeout):
-        require_idle(target)  # closes a transaction whose owner is gone
+        if repair:
+            require_idle(target)  # closes a transaction whose owner is gone
+        elif (pending := store.pending()) is not None and not running(target, pending):
+            problems.append(
+                f"an operation whose process is gone was not closed: {pending['command']}"
+                " (--repair keeps what it changed as an interrupted layer)"
+            )
         problems += _rollbacks(target, repair)
         problems += _data_places(target, repair)
         records = {layer.id: layer for layer in store.layers()}
@@ -74,6 +80,9 @@ def check(target: Target, repair: bool) -> list[str]:
                 or entry == "probe"
                 or ((m := _EARLY.match(entry)) and not os.path.exists(f"/proc/{m.group(1)}"))
             ):
+                if not repair:
+                    problems.append(f"{entry}: left by a killed run (--repair deletes it)")
+                    continue
                 log.info("removed %s left by a killed run", entry)
                 fs.delete(path)
             elif (m := _LAYER.match(entry)) and fs.is_subvolume(path):
@@ -113,7 +122,9 @@ def check(target: Target, repair: bool) -> list[str]:
                 problems.pop()
         for layer_id, record in records.items():
             if record.status == Status.PRUNED:
-                if layer_id in on_disk:  # a prune killed between its record and the delete
+                if layer_id in on_disk and not repair:
+                    problems.append(f"pruned layer {layer_id} still has its snapshot")
+                elif layer_id in on_disk:  # a prune killed between its record and the delete
                     log.info(
                         "deleted the snapshot of pruned layer %d (its prune was cut short)",
                         layer_id,

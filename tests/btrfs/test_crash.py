@@ -68,7 +68,7 @@ def test_sigkill_at_every_step_of_begin_and_commit(ready: Image) -> None:
         )
         if result.returncode == -signal.SIGKILL:
             kills += 1
-        doctor = ready.ashctl("doctor")
+        doctor = ready.ashctl("doctor", "--repair")
         assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
         assert_consistent(ready)
     assert kills >= 30

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -679,3 +680,37 @@ def test_a_hook_warns_when_space_runs_low_and_deletes_nothing(ready: Image) -> N
     conf.write_text('[retention]\nwarn_free = "1M"\n')
     quiet = ready.ashctl("run", "--", "touch", str(ready.root / "etc/y"), check=True)
     assert "free on" not in quiet.stderr
+
+
+def test_plain_doctor_changes_nothing_and_repair_closes(ready: Image) -> None:
+    """A run killed mid-way leaves a pending operation: plain doctor only says so."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ashcore.cli",
+            "--root",
+            str(ready.root),
+            "run",
+            "--name",
+            "cut",
+            "--",
+            "sh",
+            "-c",
+            f"touch {ready.root}/etc/cut; sleep 60",
+        ],
+    )
+    for _ in range(200):
+        if (ready.root / "etc/cut").exists():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-KILL", "-f", f"touch {ready.root}/etc/cut; sleep 60"], check=False)
+    before = [x["status"] for x in layers(ready)]
+    plain = ready.ashctl("doctor")
+    assert plain.returncode == 1 and "was not closed" in plain.stdout, plain.stdout
+    assert [x["status"] for x in layers(ready)] == before  # nothing changed
+    repaired = ready.ashctl("doctor", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert layers(ready)[-1]["status"] == "interrupted"
