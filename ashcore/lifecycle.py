@@ -471,7 +471,7 @@ def describe(
             and not _files_changed(target, pending, manager_state)
         ):
             fs.delete(partial)
-            store.delete_row(layer_id)
+            store.drop_pending(layer_id)
             # What that run wrote to its own databases is its own, not drift.
             store.set_late_until(pending["deployment"], late_until or time.time())
             log.info(
@@ -488,7 +488,7 @@ def describe(
         # `ashctl run`, which has no database face: the same rule on the files alone, and
         # every change counts, the managers' own databases too (`apt-mark hold` is one).
         fs.delete(partial)
-        store.delete_row(layer_id)
+        store.drop_pending(layer_id)
         log.info("ashlayers: nothing changed, no layer")
         return None
     return make_layer(

@@ -429,6 +429,20 @@ class Store:
     def delete_row(self, layer_id: int) -> None:
         self.db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
 
+    def drop_pending(self, layer_id: int) -> None:
+        """Delete the row of an operation that made no layer, and give its id back when it
+        is the newest and nothing of it is on disk: ids count layers, not attempts. A layer's
+        id, once it had a snapshot or a manifest, is never given again."""
+        with self.transaction(self.db):
+            self.delete_row(layer_id)
+            if self._on_disk(layer_id):
+                return
+            top = self.db.execute("SELECT max(id) FROM layers").fetchone()[0] or 0
+            self.db.execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = 'layers' AND seq = ?",
+                (max(top, self._highest_on_disk()), layer_id),
+            )
+
     def insert_layer(self, layer: Layer, *, plugin: str | None = None) -> None:
         """Insert a complete record (used when rebuilding from manifests)."""
         self.db.execute(

@@ -67,7 +67,12 @@ def test_a_run_that_changes_nothing_makes_no_layer_and_says_so(ready: Image) -> 
     ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"), check=True)
     found = layers(ready)
     assert [(x["name"], x["parent"]) for x in found] == [("base", None), ("next", 1)]
-    assert found[-1]["id"] > 3  # ids are never reused: the two runs' records took 2 and 3
+    # Ids count layers, not attempts: the two runs that made none gave theirs back.
+    assert found[-1]["id"] == 2
+    # A layer's id is never given again, even once the layer is gone.
+    ready.ashctl("remove", "2", check=True)
+    ready.ashctl("run", "--name", "third", "--", "touch", str(ready.root / "etc/3"), check=True)
+    assert layers(ready)[-1]["id"] == 3
 
 
 def test_a_run_that_changes_only_a_managers_database_makes_a_layer(ready: Image) -> None:
