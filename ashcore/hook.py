@@ -199,7 +199,7 @@ def commit_hook(
         )
         if layer is not None:
             state = ", failed" if layer.status.value == "failed" else ""
-            say(f"layer {layer.id} {layer.name!r} ({layer.packages.summary()}{state})")
+            say(f'layer {layer.id} "{layer.name}" ({layer.packages.summary()}{state})')
         if layer is not None and helper and not os.environ.get("ASH_NO_SIZES"):
             # Off the manager's time. A replay, which waits for each step's helper, asks
             # for none: the next operation's helper or `prune` measures them.
@@ -222,6 +222,7 @@ class _Sealer:
     def __init__(self, root: str, owner: str) -> None:
         self.root, self.owner = root, owner
         self.target: Target | None = None
+        self.said: int | None = None  # the layer the post hook named last
 
     def prepare(self) -> None:
         self.target = Target(self.root)
@@ -233,7 +234,12 @@ class _Sealer:
             self.prepare()
         assert self.target is not None
         sealed = seal(self.target, _sealing(self.owner))
-        return None if sealed is None else f"{sealed[0]} {sealed[1]}"
+        if sealed is None:
+            return None
+        if sealed[0] == self.said:
+            return ""  # one line per layer: a front end's next dpkg run reopened it
+        self.said = sealed[0]
+        return f"{sealed[0]} {sealed[1]}"
 
     def exited(self, when: float) -> None:
         """The manager exited at `when`, after its layer was described."""
