@@ -552,10 +552,10 @@ def test_one_interpreter_per_operation_the_pre_hook_makes_the_layer(ready: Image
         "test install x",
     )
     assert (ready.root / ".ash/layers/2/usr/x").exists()
-    assert "ashlayers: layer 2 'test install x'" in (ready.root / ".ash/run/commit.out").read_text()
+    assert 'ashlayers: layer 2 "test install x"' in (ready.root / ".ash/run/commit.out").read_text()
     # The helper is gone: the post hook falls back to the Python commit.
     said = lingering_run(ready, helper, kill_child=True)
-    assert "ashlayers: layer 3 'test install x'" in said
+    assert 'ashlayers: layer 3 "test install x"' in said
     assert [x["status"] for x in layers(ready)] == ["committed"] * 3
     assert ready.ashctl("doctor").returncode == 0
 
