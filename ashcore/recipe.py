@@ -172,14 +172,16 @@ def load(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return data, operations
 
 
-def apply(root: str, path: str, say: Callable[[str], None], *, dry_run: bool = False) -> int:
-    """Run the recipe's operations in `root`; returns how many ran."""
-    from ashcore.mounts import mount_api, unmount_all
+def apply(target: Target, path: str, say: Callable[[str], None], *, dry_run: bool = False) -> int:
+    """Run the recipe's operations in the target root; returns how many ran."""
+    from ashcore.stage import mount_root_api, unmount_root_api
 
     _, operations = load(path)
+    root = target.root
     folder = os.path.dirname(os.path.abspath(path))
     in_place = os.path.realpath(root) == "/"
-    made = [] if in_place or dry_run else mount_api(root)
+    # Under a lease in the store's host folder: a kill leaves mounts doctor finds.
+    lease = None if in_place or dry_run else mount_root_api(target)
     try:
         for number, op in enumerate(operations, 1):
             name = op.get("name") or "?"
@@ -197,7 +199,8 @@ def apply(root: str, path: str, say: Callable[[str], None], *, dry_run: bool = F
                 _unpack(root, os.path.join(folder, op["files"]), op.get("remove", []))
             say(f"      done in {time.monotonic() - started:.1f} s")
     finally:
-        unmount_all(made)
+        if lease is not None:
+            unmount_root_api(lease)
     return len(operations)
 
 
