@@ -161,12 +161,19 @@ def inside(mountpoint: str) -> list[int]:
     return found
 
 
-def kill_inside(mountpoint: str) -> None:
+def kill_inside(mountpoint: str, wait: float = 5.0) -> None:
     """SIGKILL what runs in the stage (a daemon a package script left), so that it can be
-    unmounted."""
-    for pid in inside(mountpoint):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    unmounted; wait up to `wait` seconds for it to be gone."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while pids := inside(mountpoint):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 # -- the filesystem's top level, and a root's own API mounts ---------------------------------
