@@ -94,9 +94,16 @@ def host_dirs(target: Target) -> list[str]:
 
 def _take(folder: str, what: str, mounts: list[str]) -> str:
     """Write the lease of `folder`'s mounts, before any is made; returns its path."""
-    os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
     path = folder + LEASE
-    write_json(path, {"what": what, "owner": owner_of(os.getpid()), "mounts": mounts})
+    lease = {"what": what, "owner": owner_of(os.getpid()), "mounts": mounts}
+    for attempt in range(3):  # the store's folder goes when its last lease goes: make it again
+        os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
+        try:
+            write_json(path, lease)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     return path
 
 
@@ -106,6 +113,8 @@ def _release(folder: str) -> None:
         os.rmdir(folder)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(folder + LEASE)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(folder))  # the store's folder, when nothing else is in it
 
 
 # -- stages ----------------------------------------------------------------------------------
