@@ -70,6 +70,8 @@ def two(tmp_path: Path) -> Iterator[tuple[Image, Image]]:
         yield made[0], made[1]
     finally:
         for img in made:
+            for pid in running_in(img.dir, below=True):  # what a failed test left running
+                os.kill(pid, signal.SIGKILL)
             for folder in host_folder_or_none(img):  # what a failed test left: stop, unmount
                 for stage in stages(img):
                     for pid in running_in(stage):
@@ -145,12 +147,15 @@ class Tried:
         self.proc.wait()
 
 
-def running_in(stage: Path) -> list[int]:
-    """The processes chrooted in `stage`."""
+def running_in(root: Path, *, below: bool = False) -> list[int]:
+    """The processes chrooted in `root` (or, `below`, anywhere under it)."""
     found = []
     for entry in os.listdir("/proc"):
         try:
-            if entry.isdigit() and os.readlink(f"/proc/{entry}/root") == str(stage):
+            if not entry.isdigit():
+                continue
+            seen = os.readlink(f"/proc/{entry}/root")
+            if seen == str(root) or (below and seen.startswith(f"{root}/")):
                 found.append(int(entry))
         except OSError:
             continue
@@ -209,4 +214,54 @@ def test_doctor_clears_what_a_killed_try_left_and_only_that(two: tuple[Image, Im
     assert b.ashctl("doctor").returncode == 0  # a running try is no leftover
     code, said = tried_b.finish()
     assert code == 0 and "nothing changed" in said, said
+    assert not left_on_host(b.root / ".ash")
+
+
+def start_apply(img: Image) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`ashctl apply` of a recipe whose command waits for the root's STOP file, running;
+    returned with the mounts it made in the root, once its command runs."""
+    recipe = img.dir / "recipe.toml"
+    words = ", ".join(f"'{w}'" for w in COMMAND)
+    recipe.write_text(f'version = 1\n[[operation]]\nname = "wait"\ncommand = [{words}]\n')
+    before = set(mounted_below(img.root))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ashcore.cli", "--root", str(img.root), "apply", str(recipe)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if running_in(img.root):
+            return proc, sorted(set(mounted_below(img.root)) - before)
+        assert proc.poll() is None, proc.returncode
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the recipe's command did not start")
+
+
+def test_doctor_unmounts_what_a_killed_apply_left_in_its_root(two: tuple[Image, Image]) -> None:
+    a, b = two
+    applied_b, made_b = start_apply(b)
+    applied_a, made_a = start_apply(a)
+    assert str(a.root / "run") in made_a and str(a.root / "dev") in made_a, made_a
+    applied_a.send_signal(signal.SIGKILL)
+    applied_a.wait()
+    for pid in running_in(a.root):  # the recipe's command, still running in the root
+        os.kill(pid, signal.SIGKILL)
+
+    found = a.ashctl("doctor")
+    assert found.returncode == 1 and "a killed apply left" in found.stdout, found
+    assert str(a.root / "run") in found.stdout, found.stdout
+    mended = a.ashctl("doctor", "--repair")
+    assert mended.returncode == 0, mended
+    assert not set(made_a) & set(mounted_below(a.root)), mounted_below(a.root)
+    assert not left_on_host(a.root / ".ash")
+    assert a.ashctl("doctor").returncode == 0
+
+    # b's apply, running beside it, still has its mounts, and ends as it should.
+    assert set(made_b) <= set(mounted_below(b.root)) and applied_b.poll() is None
+    assert b.ashctl("doctor").returncode == 0
+    (b.root / STOP).touch()
+    assert applied_b.wait(timeout=60) == 0
+    assert not set(made_b) & set(mounted_below(b.root))
     assert not left_on_host(b.root / ".ash")
