@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ashcore.errors import UsageError
+from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import Target, capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer
@@ -127,20 +127,25 @@ def made_from(name: str) -> int | None:
 
 
 def tries(target: Target) -> list[tuple[str, int | None]]:
-    """The try deployments not deployed, oldest first: (name, the layer it ends on; None
-    when nothing was made in it: a try cut short, or running now)."""
+    """The try deployments not deployed (not the root, not the next boot's), oldest first:
+    (name, the layer it ends on; None when nothing was made in it: a try cut short, or
+    running now)."""
     base = target.store.deployments_dir
     if not os.path.isdir(base):
         return []
     current = target.deployment().uuid
+    try:
+        default = target.fs.default_id(target.root)  # a try deployed for the next boot
+    except BackendError:
+        default = None
     found = []
     for entry in sorted(os.listdir(base), key=lambda e: (len(e.split("-")[0]), e)):
         path = os.path.join(base, entry)
         if not is_try(entry) or not target.fs.is_subvolume(path):
             continue
-        uuid = target.fs.info(path).uuid
-        if uuid == current:
+        info = target.fs.info(path)
+        if info.uuid == current or info.id == default:
             continue
-        head, _ = target.store.head(uuid)
+        head, _ = target.store.head(info.uuid)
         found.append((entry, None if head is None or head == made_from(entry) else head))
     return found

@@ -32,6 +32,7 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
         "drift": False,
         "pending": None,
         "interrupted_rollback": False,
+        "tries": [],
     }
 
 
