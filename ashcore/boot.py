@@ -500,25 +500,19 @@ class _Trees:
         if subvolume == root.fs_root.strip("/"):
             return target.root
         if self.top is None:
-            import tempfile
+            from ashcore.stage import host_dir, mount_top
 
-            from ashcore.mounts import mount_toplevel
-
-            top = tempfile.mkdtemp(prefix="ash-top-")
             try:
-                mount_toplevel(root.source, top)
+                self.top = mount_top(host_dir(target), root.source)
             except BackendError:
-                os.rmdir(top)
                 return None
-            self.top = top
         return os.path.join(self.top, subvolume)
 
     def close(self) -> None:
         if self.top is not None:
-            from ashcore.mounts import unmount
+            from ashcore.stage import unmount_top
 
-            unmount(self.top, lazy=True)
-            os.rmdir(self.top)
+            unmount_top(self.top)
             self.top = None
 
 

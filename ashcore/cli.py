@@ -278,6 +278,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.prune import total_size
     from ashcore.rollback import interrupted, next_boot, pending_reboot
     from ashcore.sizes import human
+    from ashcore.trial import tries
 
     if (copy := _throwaway(target)) is not None:
         if args.json:
@@ -310,6 +311,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             "pid": pid_of(pending["owner"]),
             "alive": running(target, pending),
         }
+    tried = tries(target)
     status = {
         "layer": head,
         "throwaway_boot": False,
@@ -319,6 +321,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
         "drifted": [escaped(p) for p in changed[:SHOWN]] if drift else [],
         "pending": pending_json,
         "interrupted_rollback": interrupted(target) is not None,
+        "tries": [{"deployment": name, "layer": layer} for name, layer in tried],
         "size": (held := total_size(target.store.layers())),
         "free": (free := _free(target.root)),
         "data": {"/" + p.path: p.state for p in data_places if p.state != "absent"},
@@ -341,6 +344,15 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             )
         if status["interrupted_rollback"]:
             print("rollback: interrupted (`ashctl doctor --repair` finishes or undoes it)")
+        for name, layer in tried:
+            print(
+                f"try {name}: "
+                + (
+                    f"waits with layer {layer} (`ashctl deploy {layer}` or `ashctl remove {layer}`)"
+                    if layer is not None
+                    else "nothing made in it yet (running, or cut short: see `ashctl doctor`)"
+                )
+            )
         if pending_json:
             state = "running" if pending_json["alive"] else "interrupted (run `ashctl doctor`)"
             print(f"pending: {escaped(pending_json['command'])} ({state})")
@@ -599,14 +611,7 @@ def cmd_export(target: Target, args: argparse.Namespace) -> int:
 def cmd_apply(target: Target, args: argparse.Namespace) -> int:
     from ashcore.recipe import apply
 
-    count = apply(
-        target.root,
-        args.recipe,
-        lambda m: print(m, flush=True),
-        store=target.store.path,
-        data=target.config.data,
-        dry_run=args.dry_run,
-    )
+    count = apply(target, args.recipe, lambda m: print(m, flush=True), dry_run=args.dry_run)
     print(f"{'would apply' if args.dry_run else 'applied'} {count} operations to {target.root}")
     return 0
 
@@ -696,9 +701,11 @@ def cmd_prune(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.doctor import check
+    from ashcore.doctor import check, notes
 
     problems = check(target, repair=args.repair)
+    for note in notes(target):
+        print(note)
     for problem in problems:
         print(problem)
     if problems:

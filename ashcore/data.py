@@ -43,10 +43,7 @@ from ashcore.mounts import (
     Mount,
     mount_at,
     mount_subvolume,
-    mount_toplevel,
     mounts,
-    unmount,
-    unmount_all,
 )
 from ashcore.ondisk import write_atomic
 
@@ -58,7 +55,6 @@ log = logger(__name__)
 
 DATA_DIR = "data"  # in the store
 NEW = ".ash-new"  # a copy being made, or a subvolume being moved in
-SHADOW = "data-top"  # in the store: where setup mounts the filesystem's top level
 FSTAB_MARK = "# ashlayers data: "
 
 
@@ -164,25 +160,20 @@ def keep_out(target: Target) -> list[str]:
 
 @contextlib.contextmanager
 def _top_level(target: Target) -> Iterator[tuple[str, str, str]]:
-    """The filesystem's top level mounted in the store (a folder of this store's: no other
-    root uses it), with the root's and the store's paths in it. Through it the folders under
-    the data mounts are reached, and a subvolume moves between the two (a rename across two
-    mounts fails with EXDEV)."""
+    """The filesystem's top level mounted in the store's host folder (under a lease: a kill
+    leaves a mount `doctor` finds), with the root's and the store's paths in it. Through it
+    the folders under the data mounts are reached, and a subvolume moves between the two (a
+    rename across two mounts fails with EXDEV)."""
+    from ashcore.stage import host_dir, mount_top, unmount_top
+
     root_mount, store = mount_at(target.root), _store_mount(target)
     if root_mount is None:
         raise BackendError(f"{target.root} is not a mount point", hint="mount the root there")
-    top = os.path.join(target.store.path, SHADOW)
-    if os.path.isdir(top):
-        unmount_all([top])  # a run killed here left it
-    os.makedirs(top, mode=0o700, exist_ok=True)
-    mount_toplevel(root_mount.source, top)
+    top = mount_top(host_dir(target), root_mount.source)
     try:
         yield top, root_mount.fs_root.strip("/"), store.fs_root.strip("/")
     finally:
-        with contextlib.suppress(BackendError):
-            unmount(top)
-        with contextlib.suppress(OSError):
-            os.rmdir(top)
+        unmount_top(top)
 
 
 def _copy_in(target: Target, place: str) -> None:

@@ -61,6 +61,11 @@ def check(target: Target, repair: bool) -> list[str]:
     if (missing := missing_btrfs_progs(target.root)) is not None:
         problems.append(f"{missing}: install it")
     with store.locked(target.config.lock_timeout):
+        from ashcore.stage import sweep
+
+        # First what killed tries and replays left mounted: what still runs in their stages
+        # (a manager whose ashctl was killed) is stopped, so that its transaction closes.
+        problems += sweep(target, repair)
         if repair:
             require_idle(target)  # closes a transaction whose owner is gone
         elif (pending := store.pending()) is not None and not running(target, pending):
@@ -69,6 +74,7 @@ def check(target: Target, repair: bool) -> list[str]:
                 " (--repair keeps what it changed as an interrupted layer)"
             )
         problems += _rollbacks(target, repair)
+        problems += _tries(target, repair)
         problems += _data_places(target, repair)
         records = {layer.id: layer for layer in store.layers()}
         on_disk: dict[int, str] = {}
@@ -164,7 +170,7 @@ def _rollbacks(target: Target, repair: bool) -> list[str]:
     """A rollback cut short, and deployments nothing uses (what killed rollbacks of earlier
     versions left). An unused deployment is deleted only when proven unchanged since made."""
     from ashcore.replay import resume as resume_replay
-    from ashcore.replay import stage_name, sweep_stages
+    from ashcore.replay import stage_name
     from ashcore.rollback import (
         forget_unused,
         interrupted,
@@ -179,8 +185,6 @@ def _rollbacks(target: Target, repair: bool) -> list[str]:
             log.info("mended: %s", resume_replay(target))
         else:
             problems.append("a replay was cut short (--repair undoes it)")
-    if repair:
-        sweep_stages(target)
     journal = interrupted(target)
     if journal is not None:
         if repair:
@@ -203,3 +207,41 @@ def _rollbacks(target: Target, repair: bool) -> list[str]:
         else:
             problems.append(f"deployment {name} is unused and unchanged (--repair deletes it)")
     return problems
+
+
+def _tries(target: Target, repair: bool) -> list[str]:
+    """A try cut short before anything was made in it (no layer of its own, not mounted,
+    unchanged since made): deleted on repair. A try with a layer waits to be deployed or
+    removed: not a problem (`notes` says so)."""
+    from ashcore.rollback import mounted_deployments, unchanged_since_made
+    from ashcore.trial import discard, tries
+
+    problems = []
+    mounted = mounted_deployments(target)
+    for name, layer in tries(target):
+        path = os.path.join(target.store.deployments_dir, name)
+        if layer is not None or name in mounted:
+            continue
+        if not unchanged_since_made(target, path):
+            problems.append(
+                f"try {name} was cut short and changed since made: kept (look at {path};"
+                " delete it with `btrfs subvolume delete` when not needed)"
+            )
+        elif repair:
+            discard(target, path)
+            log.info("mended: deleted try %s, cut short before anything was made in it", name)
+        else:
+            problems.append(f"try {name} was cut short, nothing made in it (--repair deletes it)")
+    return problems
+
+
+def notes(target: Target) -> list[str]:
+    """What is not a problem but waits for the user: tries not deployed."""
+    from ashcore.trial import tries
+
+    return [
+        f"try {name} waits with layer {layer}: `ashctl deploy {layer}` makes it the"
+        f" deployment, `ashctl remove {layer}` drops it"
+        for name, layer in tries(target)
+        if layer is not None
+    ]

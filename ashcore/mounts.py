@@ -135,6 +135,11 @@ API = (
 )
 
 
+def api_points(root: str) -> list[str]:
+    """The mount points `mount_api` fills in `root`."""
+    return [os.path.join(root, rel) for _, rel, _, _ in API] + [os.path.join(root, "dev")]
+
+
 def mount_api(root: str) -> list[str]:
     """What a package manager needs in a root it runs chrooted in: proc, sys, a /tmp and
     /run of its own, and the host's /dev (a recursive bind, slave: nothing propagates back).

@@ -379,18 +379,11 @@ def keep_out_of(root: str, store: str, data: tuple[str, ...] = ()) -> tuple[str,
     return places if inside is None or rel.startswith("..") else (*places, inside)
 
 
-def apply(
-    root: str,
-    path: str,
-    say: Callable[[str], None],
-    *,
-    store: str,
-    data: tuple[str, ...] = (),
-    dry_run: bool = False,
-) -> int:
-    """Run the recipe's operations in `root` (whose store is at `store`); returns how many
-    ran (would run, with `dry_run`, which reads and never mounts nor runs anything)."""
-    keep_out = keep_out_of(root, store, data)
+def apply(target: Target, path: str, say: Callable[[str], None], *, dry_run: bool = False) -> int:
+    """Run the recipe's operations in the target root; returns how many ran (would run, with
+    `dry_run`, which reads and never mounts nor runs anything)."""
+    root = target.root
+    keep_out = keep_out_of(root, target.store.path, target.config.data)
     recipe = load(path, keep_out)
     if not dry_run:
         from ashcore.sizes import require_free
@@ -409,7 +402,7 @@ def apply(
                 continue
             started = time.monotonic()
             if op.command is not None:
-                _run(root, list(op.command), op.name)
+                _run(target, list(op.command), op.name)
             else:
                 _unpack(root, keep_out, op)
             say(f"      done in {time.monotonic() - started:.1f} s")
@@ -429,15 +422,17 @@ def _show(op: Operation, say: Callable[[str], None]) -> None:
         say(f"      {describe(rel, member)}")
 
 
-def _run(root: str, argv: list[str], name: str) -> None:
-    """Run `argv` chrooted in `root` (in place on the running system), with proc, sys, dev
-    and a /tmp and /run of its own mounted for the run only."""
-    from ashcore.mounts import mount_api, unmount_all
+def _run(target: Target, argv: list[str], name: str) -> None:
+    """Run `argv` chrooted in the target root (in place on the running system), with proc,
+    sys, dev and a /tmp and /run of its own mounted for the run only, under a lease in the
+    store's host folder: a kill leaves mounts `doctor` finds (ashcore/stage.py)."""
+    from ashcore.stage import mount_root_api, unmount_root_api
 
+    root = target.root
     in_place = os.path.realpath(root) == "/"
     env = chroot_env(name or None)
     full = argv if in_place else ["chroot", root, *argv]
-    made = [] if in_place else mount_api(root)
+    lease = None if in_place else mount_root_api(target)
     try:
         result = subprocess.run(
             full,
@@ -448,7 +443,8 @@ def _run(root: str, argv: list[str], name: str) -> None:
             errors="replace",
         )
     finally:
-        unmount_all(made)
+        if lease is not None:
+            unmount_root_api(lease)
     if result.returncode != 0:
         lines = [x for x in (result.stderr or result.stdout).splitlines() if x.strip()]
         raise BackendError(

@@ -34,18 +34,18 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
 
+from ashcore.data import mount_places
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer, Status
-from ashcore.mounts import mount_api, mount_at, mount_subvolume, submounts, unmount_all
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
+from ashcore.stage import inside, mount_stage, stage_path, unmount_stage
 from ashcore.target import Target
 from ashcore.text import escaped
 
@@ -54,7 +54,6 @@ log = logger(__name__)
 JOURNAL = "replay.json"
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed layer
-STAGES = "/run/ashlayers"  # where a replay mounts the deployment it builds
 LINGER = 15.0  # seconds to wait for the helper, and whatever else runs in the stage, to exit
 
 
@@ -233,9 +232,10 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         store.set_head(uuid, base.id, None)
     outcome = Outcome()
     outcome.deployment = stage
-    mountpoint = os.path.join(STAGES, "stage-" + os.path.basename(stage))
+    mountpoint = stage_path(target, stage)
     try:
-        _mount_stage(target, stage, mountpoint)
+        mount_stage(target, stage, "replay")
+        mount_places(target, mountpoint)  # the same users' data as the root, never a copy
         inner = Target(mountpoint)
         for number, step in enumerate(steps, 1):
             started = time.monotonic()
@@ -269,11 +269,11 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
             outcome.made.append((step.layer, after))
             say(f"      layer {after} ({made.packages.summary()}) in {took:.1f} s")
     except BaseException:
-        _unmount_stage(mountpoint)
+        unmount_stage(mountpoint)
         with store.locked(target.config.lock_timeout):
             _undo(target, stage)
         raise
-    _unmount_stage(mountpoint)
+    unmount_stage(mountpoint)
     with store.locked(target.config.lock_timeout):
         try:
             # A manager started on the root meanwhile (an apt whose dpkg is mid-way): no
@@ -314,13 +314,45 @@ def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
     _wait_described(target, mountpoint)
     log.debug("replay: %s ran, then %.2f s for its helper", step.argv[0], time.monotonic() - ran)
     if result.returncode != 0:
-        lines = [x for x in (result.stderr or result.stdout).strip().splitlines() if x.strip()]
-        said = lines[-1] if lines else "no message"
+        said, hint = failure(result.stdout or "", result.stderr or "")
         raise BackendError(
             f"replaying {step.describe()} failed (exit {result.returncode}): {escaped(said)}",
-            hint="nothing was changed; fix the cause (a package gone from the repositories?)"
-            " or roll back past that layer",
+            hint=f"nothing was changed; {hint}",
         )
+
+
+# What the managers say when a package is not in the repositories (any more).
+GONE = (
+    "Unable to locate package",
+    "has no installation candidate",
+    "No match for argument",
+    "target not found",
+    "No package ",
+)
+HOOK_FAILED = ("ashlayers: cannot make a layer: ", "ashlayers: no layer for this run: ")
+
+
+def failure(stdout: str, stderr: str) -> tuple[str, str]:
+    """The cause of a replayed command's failure, and a hint. When the hooks inside could
+    not make the layer, that is the cause (the manager's last line only says its hook
+    failed); else the manager's own last line (stderr first)."""
+    lines = [x.strip() for x in (stderr + "\n" + stdout).splitlines() if x.strip()]
+    ours = [x for x in lines if x.startswith(HOOK_FAILED)]
+    if ours:
+        cause = ours[-1].split(". Stopped before any change", 1)[0]
+        for prefix in HOOK_FAILED:
+            cause = cause.removeprefix(prefix)
+        return (
+            f"the layer could not be made: {cause}",
+            "fix that cause and run it again (`ashctl doctor` checks the store)",
+        )
+    mine = [x for x in stderr.splitlines() if x.strip()] or [
+        x for x in stdout.splitlines() if x.strip()
+    ]
+    said = mine[-1].strip() if mine else "no message"
+    if any(word in x for x in lines for word in GONE):
+        return said, "a package is gone from the repositories: roll back past that layer"
+    return said, "fix the cause or roll back past that layer"
 
 
 def _wait_described(target: Target, mountpoint: str) -> None:
@@ -343,7 +375,7 @@ def _wait_described(target: Target, mountpoint: str) -> None:
     else:
         raise BackendError("a replayed operation's layer was not described in time")
     quiet = time.monotonic() + LINGER
-    while _inside(mountpoint) and time.monotonic() < quiet:
+    while inside(mountpoint) and time.monotonic() < quiet:
         time.sleep(0.05)
 
 
@@ -411,59 +443,6 @@ def _copy_entry(source_root: str, dest_root: str, rel: str) -> None:
     os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _mount_stage(target: Target, stage: str, mountpoint: str) -> None:
-    """The stage mounted at `mountpoint` as a root a manager can run in."""
-    import btrfsutil
-
-    root_mount = mount_at(target.root)
-    store_mount = mount_at(target.store.path)
-    if root_mount is None or store_mount is None:
-        raise BackendError(f"{target.root} or its store is not mounted", hint="run doctor")
-    os.makedirs(mountpoint, mode=0o700, exist_ok=True)
-    mount_subvolume(root_mount.source, "/" + btrfsutil.subvolume_path(stage), mountpoint)
-    inside = os.path.join(mountpoint, target.config.store.lstrip("/"))
-    os.makedirs(inside, exist_ok=True)
-    mount_subvolume(store_mount.source, store_mount.fs_root, inside)
-    from ashcore.data import mount_places
-
-    mount_places(target, mountpoint)  # the same users' data as the root, never a copy
-    mount_api(mountpoint)
-
-
-def _unmount_stage(mountpoint: str) -> None:
-    """Stop what runs in the stage, unmount it with all below it, remove its folder."""
-    if not os.path.isdir(mountpoint):
-        return
-    _kill_inside(mountpoint)
-    unmount_all([mountpoint])
-    with contextlib.suppress(OSError):
-        os.rmdir(mountpoint)
-
-
-def _inside(mountpoint: str) -> list[int]:
-    """The processes whose root is the stage (chrooted into it)."""
-    real = os.path.realpath(mountpoint)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            root = os.readlink(f"/proc/{entry}/root")
-        except OSError:
-            continue
-        if root == real or root.startswith(real + "/"):
-            found.append(int(entry))
-    return found
-
-
-def _kill_inside(mountpoint: str) -> None:
-    """SIGKILL what a package script left running in the stage (a daemon), so that it can be
-    unmounted."""
-    for pid in _inside(mountpoint):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def _undo(target: Target, stage: str) -> None:
     """Delete the stage and every layer made in it (call under the store lock)."""
     from ashcore.caches import drop_caches
@@ -511,18 +490,6 @@ def _finish(target: Target, journal: dict[str, object]) -> None:
         os.unlink(os.path.join(target.store.path, JOURNAL))
 
 
-def sweep_stages(target: Target) -> None:
-    """Remove the empty mount points a replay cut short left in /run/ashlayers (no replay of
-    this store is running: call after `resume`)."""
-    if stage_name(target) is not None or not os.path.isdir(STAGES):
-        return
-    for entry in os.listdir(STAGES):
-        path = os.path.join(STAGES, entry)
-        if entry.startswith("stage-") and mount_at(path) is None and not submounts(path):
-            with contextlib.suppress(OSError):
-                os.rmdir(path)  # only when empty: a folder of anything else stays
-
-
 def stage_name(target: Target) -> str | None:
     """The deployment a replay (running or cut short) is building, by its folder name."""
     journal = read_json(os.path.join(target.store.path, JOURNAL))
@@ -554,6 +521,6 @@ def resume(target: Target) -> str | None:
         if switched:
             _finish(target, journal)
             return "finished a replay that was cut short after its switch"
-        _unmount_stage(os.path.join(STAGES, "stage-" + str(name)))
+        unmount_stage(stage_path(target, str(name)))
     _undo(target, stage)
     return "undid a replay that was cut short: nothing changed"

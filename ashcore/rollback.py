@@ -332,21 +332,26 @@ def next_boot(target: Target) -> int | None:
     return None
 
 
-def unused_deployments(target: Target) -> list[str]:
-    """Deployments this store made that nothing uses: not mounted, not the default subvolume,
-    not named by an unfinished rollback's journal (paths)."""
-    base = target.store.deployments_dir
-    if not os.path.isdir(base):
-        return []
+def mounted_deployments(target: Target) -> set[str]:
+    """The names of this store's deployments mounted anywhere (the root, a stage)."""
     store_mount = mount_at(target.store.path)
     if store_mount is None:
-        return []
+        return set()
     prefix = store_mount.fs_root.rstrip("/") + "/deployments/"
-    mounted = {
+    return {
         m.fs_root[len(prefix) :].split("/")[0]
         for m in mounts()
         if m.source == store_mount.source and m.fs_root.startswith(prefix)
     }
+
+
+def unused_deployments(target: Target) -> list[str]:
+    """Deployments this store made that nothing uses: not mounted, not the default subvolume,
+    not named by an unfinished rollback's journal (paths)."""
+    base = target.store.deployments_dir
+    if not os.path.isdir(base) or mount_at(target.store.path) is None:
+        return []
+    mounted = mounted_deployments(target)
     from ashcore.boot import menu_deployments
     from ashcore.replay import stage_name
     from ashcore.trial import is_try

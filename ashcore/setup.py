@@ -10,22 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import tempfile
 from importlib import resources
 
 from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
 from ashcore.errors import BackendError
 from ashcore.lifecycle import Operation, begin, commit
-from ashcore.mounts import (
-    filesystem_uuid,
-    mount_at,
-    mount_subvolume,
-    mount_toplevel,
-    unmount,
-)
+from ashcore.mounts import filesystem_uuid, mount_at, mount_subvolume
 from ashcore.ondisk import read_bytes, write_atomic
 from ashcore.process import owner_of
+from ashcore.stage import host_dir, mount_top, unmount_top
 from ashcore.target import Target
 
 log = logging.getLogger(__name__)
@@ -106,19 +100,15 @@ def _ensure_store_mount(target: Target) -> str:
     subvol = posixpath.join(
         posixpath.dirname(root_mount.fs_root.rstrip("/")) or "/", STORE_SUBVOLUME
     )
-    top = tempfile.mkdtemp(prefix="ash-top-")
+    top = mount_top(host_dir(target), root_mount.source)  # named by the root: no store yet
     try:
-        mount_toplevel(root_mount.source, top)
-        try:
-            path = os.path.join(top, subvol.lstrip("/"))
-            if not target.fs.is_subvolume(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                target.fs.create(path)
-                os.chmod(path, 0o700)
-        finally:
-            unmount(top)
+        path = os.path.join(top, subvol.lstrip("/"))
+        if not target.fs.is_subvolume(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            target.fs.create(path)
+            os.chmod(path, 0o700)
     finally:
-        os.rmdir(top)
+        unmount_top(top)
     os.makedirs(store_dir, mode=0o700, exist_ok=True)
     mount_subvolume(root_mount.source, subvol, store_dir)
     return subvol

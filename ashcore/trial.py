@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ashcore.errors import UsageError
+from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
 from ashcore.model import Layer
@@ -37,15 +37,11 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
     """Run `argv` (a shell when empty) in a new try deployment. Returns (its path, the layer
     it ends on or None when nothing changed, the command's exit code)."""
     from ashcore.caches import renew_caches
-    from ashcore.replay import (
-        STAGES,
-        _mount_stage,
-        _unmount_stage,
-        _wait_described,
-        chroot_env,
-    )
+    from ashcore.data import mount_places
+    from ashcore.replay import _wait_described, chroot_env
     from ashcore.rollback import _new_deployment_path
     from ashcore.sizes import require_free
+    from ashcore.stage import mount_stage, stage_path, unmount_stage
 
     store, fs = target.store, target.fs
     require_free(target.root, "a try")
@@ -62,10 +58,11 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         renew_caches(fs, target.root, path, carry=True)
         uuid = fs.info(path).uuid
         store.set_head(uuid, base.id, None)
-    mountpoint = os.path.join(STAGES, "stage-" + os.path.basename(path))
+    mountpoint = stage_path(target, path)
     code = 0
     try:
-        _mount_stage(target, path, mountpoint)
+        mount_stage(target, path, "try")
+        mount_places(target, mountpoint)  # the same users' data as the root, never a copy
         env = chroot_env(
             name, LANG=os.environ.get("LANG", "C.UTF-8"), TERM=os.environ.get("TERM", "dumb")
         )
@@ -75,7 +72,7 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         code = subprocess.call(["chroot", mountpoint, *command], env=env)
         _wait_described(target, mountpoint)
     finally:
-        _unmount_stage(mountpoint)
+        unmount_stage(mountpoint)
     after, _ = store.head(uuid)
     if after == base.id:  # nothing was made in it: nothing to deploy
         with store.locked(target.config.lock_timeout):
@@ -126,3 +123,34 @@ def discard(target: Target, path: str) -> None:
     drop_caches(target.fs, path)
     target.fs.delete(path)
     target.store.forget_deployment(uuid)
+
+
+def made_from(name: str) -> int | None:
+    """The layer a try deployment (`<n>-try-layer<id>`) was made from."""
+    tail = name.rpartition(TRY + "layer")[2]
+    return int(tail) if is_try(name) and tail.isdigit() else None
+
+
+def tries(target: Target) -> list[tuple[str, int | None]]:
+    """The try deployments not deployed (not the root, not the next boot's), oldest first:
+    (name, the layer it ends on; None when nothing was made in it: a try cut short, or
+    running now)."""
+    base = target.store.deployments_dir
+    if not os.path.isdir(base):
+        return []
+    current = target.deployment().uuid
+    try:
+        default = target.fs.default_id(target.root)  # a try deployed for the next boot
+    except BackendError:
+        default = None
+    found = []
+    for entry in sorted(os.listdir(base), key=lambda e: (len(e.split("-")[0]), e)):
+        path = os.path.join(base, entry)
+        if not is_try(entry) or not target.fs.is_subvolume(path):
+            continue
+        info = target.fs.info(path)
+        if info.uuid == current or info.id == default:
+            continue
+        head, _ = target.store.head(info.uuid)
+        found.append((entry, None if head is None or head == made_from(entry) else head))
+    return found

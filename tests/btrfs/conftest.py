@@ -30,6 +30,20 @@ def mounted_below(path: Path) -> list[str]:
     return [t for t in targets if t == prefix or t.startswith(prefix + "/")]
 
 
+def host_folder(store: Path) -> Path:
+    """Where the store at `store` mounts its stages and temporary mounts on the host: named
+    by the store subvolume's uuid (ashcore/stage.py)."""
+    import btrfsutil
+
+    return Path("/run/ashlayers") / btrfsutil.subvolume_info(str(store)).uuid.hex()
+
+
+def left_on_host(store: Path) -> list[str]:
+    """What the store left in its host folder (nothing, after every command)."""
+    folder = host_folder(store)
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
 @dataclass
 class Image:
     dir: Path

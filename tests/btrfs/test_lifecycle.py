@@ -179,6 +179,7 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
         "pending": None,
         "interrupted_rollback": False,
         "data": {},
+        "tries": [],
     }
     # The next operation branches from the layer rolled back to.
     ready.ashctl(

@@ -33,6 +33,7 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
         "pending": None,
         "interrupted_rollback": False,
         "data": {},
+        "tries": [],
     }
 
 

@@ -26,7 +26,10 @@ def test_try_then_deploy(root: Root) -> None:
     assert status["layer"] == head and status["drift"] is False, status
     tries = [p.name for p in (root.path / ".ash/deployments").iterdir()]
     assert len(tries) == 1 and "-try-" in tries[0], tries
-    assert root.ashctl("doctor").returncode == 0  # a try is no leftover
+    assert status["tries"] == [{"deployment": tries[0], "layer": made["id"]}], status
+    doctor = root.ashctl("doctor")
+    assert doctor.returncode == 0, doctor  # a try is no leftover, but it is named
+    assert f"try {tries[0]} waits with layer {made['id']}" in doctor.stdout, doctor.stdout
     done = host_ashctl(root, "deploy", str(made["id"]))
     assert done.returncode == 0 and "takes effect now" in done.stdout, (done.stdout, done.stderr)
     assert installed(root)["dpkg"] - start["dpkg"] == {"ashtest-a", "ashtest-b"}

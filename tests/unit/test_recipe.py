@@ -18,6 +18,7 @@ import pytest
 from ashcore.errors import AshError, UsageError
 from ashcore.ondisk import write_all, write_new_file
 from ashcore.recipe import apply
+from ashcore.target import Target
 
 
 @dataclass
@@ -74,7 +75,7 @@ def root(tmp_path: Path) -> Path:
 
 def run(root: Path, path: str, *, dry_run: bool = False) -> list[str]:
     said: list[str] = []
-    apply(str(root), path, said.append, store=str(root / ".ash"), dry_run=dry_run)
+    apply(Target(str(root)), path, said.append, dry_run=dry_run)
     return said
 
 
