@@ -844,7 +844,7 @@ it themselves, the hooks' helper after each layer."""
 def _finish_switch(root: str) -> None:
     """A rollback killed while it switched the root's mounts left them half moved (the store
     among them): finish the switch before anything looks at the root."""
-    from ashcore.rollback import finish_swap, staging_path
+    from ashcore.deployments import finish_swap, staging_path
 
     if os.path.lexists(staging_path(root)) and finish_swap(root):
         log.info("ashctl: finished switching %s, which an interrupted rollback began", root)

@@ -169,8 +169,8 @@ def _data_places(target: Target, repair: bool) -> list[str]:
 def _rollbacks(target: Target, repair: bool) -> list[str]:
     """A rollback cut short, and deployments nothing uses (what killed rollbacks of earlier
     versions left). An unused deployment is deleted only when proven unchanged since made."""
+    from ashcore.deployments import stage_name
     from ashcore.replay import resume as resume_replay
-    from ashcore.replay import stage_name
     from ashcore.rollback import (
         forget_unused,
         interrupted,

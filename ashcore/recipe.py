@@ -55,7 +55,8 @@ from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import manager_state
 from ashcore.model import Layer
 from ashcore.ondisk import write_all, write_new_file
-from ashcore.replay import chroot_env, manager_argv, steps_of
+from ashcore.replay import manager_argv, steps_of
+from ashcore.stage import chroot_env
 from ashcore.target import Target
 from ashcore.text import escaped, refused_character
 

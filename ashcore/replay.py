@@ -45,16 +45,19 @@ from ashcore.log import logger
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
-from ashcore.stage import inside, mount_stage, stage_path, unmount_stage
+from ashcore.stage import (
+    chroot_env,
+    mount_stage,
+    stage_path,
+    unmount_stage,
+    wait_described,
+)
 from ashcore.target import Target
 from ashcore.text import escaped
 
 log = logger(__name__)
 
 JOURNAL = "replay.json"
-CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed layer
-LINGER = 15.0  # seconds to wait for the helper, and whatever else runs in the stage, to exit
 
 
 class Step:
@@ -153,20 +156,6 @@ def steps_of(target: Target, layers: list[Layer], verb: str, hint: str) -> list[
     return steps
 
 
-def chroot_env(name: str | None, **more: str) -> dict[str, str]:
-    """The environment of a command run chrooted in a stage or a root: clean, plus the
-    layer's name for the hooks inside."""
-    return {
-        "PATH": CHROOT_PATH,
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "TERM": "dumb",
-        "DEBIAN_FRONTEND": "noninteractive",
-        **({"ASH_NAME": name} if name else {}),
-        **more,
-    }
-
-
 def foresee_dissolved(target: Target, base: Layer, step: Step) -> str | None:
     """Why a step would dissolve on `base` (all it added is there already), or None."""
     from ashcore.sets import sets_of
@@ -197,7 +186,7 @@ class Outcome:
 def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None]) -> Outcome:
     """Replay `first` and the layers after it on the deployment's line onto `base`, and make
     the result the deployment. Everything as it was on any failure (BackendError/UsageError)."""
-    from ashcore.rollback import _new_deployment_path, booted_or_refuse
+    from ashcore.deployments import booted_or_refuse, new_deployment_path
 
     store, fs = target.store, target.fs
     from ashcore.sizes import require_free
@@ -214,7 +203,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         sweep_probes(target)
         head, _ = store.head(dep.uuid)
         steps = plan(target, first)
-        stage = _new_deployment_path(target, base)
+        stage = new_deployment_path(target, base)
         write_json(
             os.path.join(store.path, JOURNAL),
             {
@@ -311,7 +300,7 @@ def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
         errors="replace",
     )
     ran = time.monotonic()
-    _wait_described(target, mountpoint)
+    wait_described(target, mountpoint)
     log.debug("replay: %s ran, then %.2f s for its helper", step.argv[0], time.monotonic() - ran)
     if result.returncode != 0:
         said, hint = failure(result.stdout or "", result.stderr or "")
@@ -353,30 +342,6 @@ def failure(stdout: str, stderr: str) -> tuple[str, str]:
     if any(word in x for x in lines for word in GONE):
         return said, "a package is gone from the repositories: roll back past that layer"
     return said, "fix the cause or roll back past that layer"
-
-
-def _wait_described(target: Target, mountpoint: str) -> None:
-    """Wait until the replayed operation's layer is described and its helper has exited
-    (having recorded when the manager exited: its late writes are its own, not drift), so
-    that the next step begins on a settled stage. A daemon a package script left running
-    is not waited for beyond LINGER."""
-    from ashcore.lifecycle import running
-
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while time.monotonic() < deadline:
-        pending = target.store.pending()
-        if pending is None:
-            break
-        if not running(target, pending):
-            with target.store.locked(target.config.lock_timeout):
-                require_idle(target)  # describes a layer whose helper is gone
-            break
-        time.sleep(0.05)
-    else:
-        raise BackendError("a replayed operation's layer was not described in time")
-    quiet = time.monotonic() + LINGER
-    while inside(mountpoint) and time.monotonic() < quiet:
-        time.sleep(0.05)
 
 
 def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
@@ -465,19 +430,19 @@ def _undo(target: Target, stage: str) -> None:
 def _switch(target: Target, stage: str, old: str, booted: bool) -> None:
     """Make the stage the deployment (call under the store lock). The journal names what the
     switch retires first: a kill after the switch is finished by `resume`."""
-    from ashcore.rollback import _deployment_in_store, _swap_mount
+    from ashcore.deployments import deployment_in_store, swap_mount
 
     store = target.store
     journal_path = os.path.join(store.path, JOURNAL)
     journal = read_json(journal_path)
     if isinstance(journal, dict):
-        retired = _deployment_in_store(target) if not booted else None
+        retired = deployment_in_store(target) if not booted else None
         journal.update(booted=booted, retired=os.path.basename(retired) if retired else None)
         write_json(journal_path, journal)
     if booted:
         target.fs.set_default(stage)
     else:
-        _swap_mount(target.root, stage)
+        swap_mount(target.root, stage)
     _finish(target, journal if isinstance(journal, dict) else {})
 
 
@@ -488,13 +453,6 @@ def _finish(target: Target, journal: dict[str, object]) -> None:
     after_switch(target, journal)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(target.store.path, JOURNAL))
-
-
-def stage_name(target: Target) -> str | None:
-    """The deployment a replay (running or cut short) is building, by its folder name."""
-    journal = read_json(os.path.join(target.store.path, JOURNAL))
-    name = journal.get("deployment") if isinstance(journal, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def resume(target: Target) -> str | None:

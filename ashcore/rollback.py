@@ -12,30 +12,23 @@ import logging
 import os
 
 from ashcore.caches import drop_caches, renew_caches
+from ashcore.deployments import (
+    booted_or_refuse,
+    deployment_in_store,
+    is_booted_root,
+    is_try,
+    new_deployment_path,
+    stage_name,
+    swap_mount,
+)
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.model import Layer, Status
-from ashcore.mounts import mount_at, mount_subvolume, mounts, move_mount, submounts, unmount
+from ashcore.mounts import mount_at, mounts
 from ashcore.ondisk import read_json, write_json
 from ashcore.target import Target
 
 log = logging.getLogger(__name__)
-
-
-def is_booted_root(root: str) -> bool:
-    """True when `root` is the root of the running system (not a chroot, not an image).
-    Fails closed: for this process's own `/`, when that cannot be proven (/proc/1/root
-    unreadable, as in some chroots and containers), a UsageError: a rollback must not take
-    a chroot for the booted system. Another folder is an image or a chroot seen from outside."""
-    try:
-        return os.path.samestat(os.stat(root), os.stat("/proc/1/root"))
-    except OSError as e:
-        if os.path.realpath(root) != "/":
-            return False
-        raise UsageError(
-            f"cannot tell whether {root} is the running system: /proc/1/root: {e.strerror}",
-            hint="run ashctl from the host, as root, with --root PATH for a chroot",
-        ) from e
 
 
 def default_target(target: Target) -> Layer:
@@ -46,69 +39,6 @@ def default_target(target: Target) -> Layer:
     if layer.parent is None:
         raise UsageError(f"layer {head} has no parent to roll back to", hint="name a layer")
     return target.store.get(layer.parent)
-
-
-def _new_deployment_path(target: Target, layer: Layer, kind: str = "-") -> str:
-    """deployments/<n><kind>layer<id>, n one more than any there (kind "-try-": a try's)."""
-    base = target.store.deployments_dir
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    n = 1 + max(
-        (int(d.split("-")[0]) for d in os.listdir(base) if d.split("-")[0].isdigit()), default=0
-    )
-    return os.path.join(base, f"{n}{kind}layer{layer.id}")
-
-
-def staging_path(root: str) -> str:
-    """Where a rollback mounts the new deployment before it takes the root's place: a fixed
-    sibling of the root, so that the next run finds a switch that was cut short."""
-    real = os.path.realpath(root).rstrip("/")
-    return os.path.join(os.path.dirname(real), ".ash-swap-" + os.path.basename(real))
-
-
-def _swap_mount(root: str, new_path: str) -> None:
-    """Mount `new_path` at `root` in place of what is there, moving the submounts across.
-    Each step leaves a state `finish_swap` recognises and completes."""
-    import btrfsutil
-
-    real = os.path.realpath(root).rstrip("/")
-    current = mount_at(real)
-    if current is None:
-        raise BackendError(f"{root} is not a mount point", hint="mount the root's subvolume there")
-    staging = staging_path(real)
-    os.makedirs(staging, mode=0o700, exist_ok=True)
-    mount_subvolume(current.source, "/" + btrfsutil.subvolume_path(new_path), staging)
-    finish_swap(real)
-
-
-def finish_swap(root: str) -> bool:
-    """Complete a switch of `root` that was cut short (a kill, a power loss); False when none
-    was under way. Idempotent: each step checks what is already done.
-
-    Once the new deployment is mounted at the staging folder the switch goes forward: the
-    mounts still below the root move across (outermost first), the old root is unmounted, the
-    staging mount moves to the root. Before that nothing was changed, and only the empty
-    staging folder is removed."""
-    real = os.path.realpath(root).rstrip("/")
-    staging = staging_path(real)
-    if not os.path.lexists(staging):
-        return False
-    if mount_at(staging) is not None:
-        if mount_at(real) is not None:
-            below = submounts(real)
-            outermost = [
-                m for m in below if not any(m.target.startswith(o.target + "/") for o in below)
-            ]
-            for m in outermost:
-                inside = os.path.join(staging, os.path.relpath(m.target, real))
-                os.makedirs(inside, exist_ok=True)
-                move_mount(m.target, inside)
-            try:
-                unmount(real)
-            except BackendError:
-                unmount(real, lazy=True)
-        move_mount(staging, real)
-    os.rmdir(staging)
-    return True
 
 
 # -- the journal: a rollback that was cut short is finished or undone by the next run --------
@@ -123,7 +53,7 @@ def _journal(target: Target) -> str:
 def _begin_journal(
     target: Target, path: str, layer: Layer, old: str, booted: bool, *, made: bool = True
 ) -> None:
-    retired = _deployment_in_store(target) if not booted else None
+    retired = deployment_in_store(target) if not booted else None
     write_json(
         _journal(target),
         {
@@ -214,18 +144,6 @@ def _delete_retired(target: Target, retired: str) -> None:
         log.warning("kept the previous deployment %s: %s", retired, e)
 
 
-def booted_or_refuse(target: Target, command: str) -> bool:
-    """Whether the root is the running system (a switch then waits for a reboot); UsageError
-    for a root that is neither booted nor seen from outside (the chroot this runs in)."""
-    booted = is_booted_root(target.root)
-    if not booted and os.path.realpath(target.root) == "/":
-        raise UsageError(
-            "cannot switch the root this command runs in",
-            hint=f"run `ashctl --root PATH {command}` from outside the chroot",
-        )
-    return booted
-
-
 def rollback(target: Target, layer: Layer) -> tuple[str, bool]:
     """Make `layer` the deployment. Returns (new deployment path, takes effect at reboot)."""
     booted = booted_or_refuse(target, "rollback")
@@ -267,7 +185,7 @@ def _switch_to(target: Target, layer: Layer, existing: str | None, booted: bool)
         dep = target.deployment()
         capture_drift(target, dep, strict=True)
         sweep_probes(target)
-        path = existing or _new_deployment_path(target, layer)
+        path = existing or new_deployment_path(target, layer)
         _begin_journal(target, path, layer, dep.uuid, booted, made=existing is None)
         if existing is None:
             fs.snapshot(store.layer_path(layer.id), path, read_only=False)
@@ -279,21 +197,9 @@ def _switch_to(target: Target, layer: Layer, existing: str | None, booted: bool)
         if booted:
             fs.set_default(path)
         else:
-            _swap_mount(target.root, path)  # the lock's file moves with the store's mount
+            swap_mount(target.root, path)  # the lock's file moves with the store's mount
         resume(target)
     return path
-
-
-def _deployment_in_store(target: Target) -> str | None:
-    """The path of the deployment mounted at the root when a rollback of this store made it
-    (under its deployments/ folder), else None: a root the user made is never deleted."""
-    root, store = mount_at(target.root), mount_at(target.store.path)
-    if root is None or store is None or root.source != store.source:
-        return None
-    prefix = store.fs_root.rstrip("/") + "/deployments/"
-    if not root.fs_root.startswith(prefix):
-        return None
-    return os.path.join(target.store.deployments_dir, root.fs_root[len(prefix) :])
 
 
 def pending_reboot(target: Target) -> bool:
@@ -353,8 +259,6 @@ def unused_deployments(target: Target) -> list[str]:
         return []
     mounted = mounted_deployments(target)
     from ashcore.boot import menu_deployments
-    from ashcore.replay import stage_name
-    from ashcore.trial import is_try
 
     kept_for_boot = menu_deployments(target)
     journal = interrupted(target) or {}

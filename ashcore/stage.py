@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import uuid as uuids
 from dataclasses import dataclass
 
@@ -40,6 +41,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ashcore.target import Target
 
+CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETTLE_TIMEOUT = 120.0  # seconds for the hooks' helper to describe a replayed layer
+LINGER = 15.0  # seconds to wait for the helper, and whatever else runs in the stage, to exit
 HOST = "/run/ashlayers"
 STAGE = "stage-"  # a stage's folder: stage-<deployment>
 TOP = "top-"  # a mount of the filesystem's top level
@@ -321,3 +325,44 @@ def sweep(target: Target, repair: bool) -> list[str]:
         else:
             problems.append(f"{path} is left over (--repair removes it)")
     return problems
+
+
+# -- running in a stage ---------------------------------------------------------------------
+
+
+def chroot_env(name: str | None, **more: str) -> dict[str, str]:
+    """The environment of a command run chrooted in a stage or a root: clean, plus the
+    layer's name for the hooks inside."""
+    return {
+        "PATH": CHROOT_PATH,
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "DEBIAN_FRONTEND": "noninteractive",
+        **({"ASH_NAME": name} if name else {}),
+        **more,
+    }
+
+
+def wait_described(target: Target, mountpoint: str) -> None:
+    """Wait until the replayed operation's layer is described and its helper has exited
+    (having recorded when the manager exited: its late writes are its own, not drift), so
+    that the next step begins on a settled stage. A daemon a package script left running
+    is not waited for beyond LINGER."""
+    from ashcore.lifecycle import require_idle, running
+
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        pending = target.store.pending()
+        if pending is None:
+            break
+        if not running(target, pending):
+            with target.store.locked(target.config.lock_timeout):
+                require_idle(target)  # describes a layer whose helper is gone
+            break
+        time.sleep(0.05)
+    else:
+        raise BackendError("a replayed operation's layer was not described in time")
+    quiet = time.monotonic() + LINGER
+    while inside(mountpoint) and time.monotonic() < quiet:
+        time.sleep(0.05)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from ashcore.deployments import TRY, is_try
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
 from ashcore.log import logger
@@ -26,22 +27,15 @@ from ashcore.target import Target
 
 log = logger(__name__)
 
-TRY = "-try-"  # in the names of try deployments: made to be deployed, not leftovers
-
-
-def is_try(name: str) -> bool:
-    return TRY in name
-
 
 def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int | None, int]:
     """Run `argv` (a shell when empty) in a new try deployment. Returns (its path, the layer
     it ends on or None when nothing changed, the command's exit code)."""
     from ashcore.caches import renew_caches
     from ashcore.data import mount_places
-    from ashcore.replay import _wait_described, chroot_env
-    from ashcore.rollback import _new_deployment_path
+    from ashcore.deployments import new_deployment_path
     from ashcore.sizes import require_free
-    from ashcore.stage import mount_stage, stage_path, unmount_stage
+    from ashcore.stage import chroot_env, mount_stage, stage_path, unmount_stage, wait_described
 
     store, fs = target.store, target.fs
     require_free(target.root, "a try")
@@ -53,7 +47,7 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         if head is None:
             raise UsageError("the deployment has no layer yet", hint="run `ashctl setup`")
         base = store.get(head)
-        path = _new_deployment_path(target, base, kind=TRY)
+        path = new_deployment_path(target, base, kind=TRY)
         fs.snapshot(store.layer_path(base.id), path, read_only=False)
         renew_caches(fs, target.root, path, carry=True)
         uuid = fs.info(path).uuid
@@ -70,7 +64,7 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
         shell = "/bin/bash" if os.path.exists(os.path.join(mountpoint, "bin/bash")) else "/bin/sh"
         command = argv or [shell, "-l"]
         code = subprocess.call(["chroot", mountpoint, *command], env=env)
-        _wait_described(target, mountpoint)
+        wait_described(target, mountpoint)
     finally:
         unmount_stage(mountpoint)
     after, _ = store.head(uuid)

@@ -18,7 +18,17 @@ WATCHED = tuple(
     for name in (
         ONLY.split(",")
         if ONLY
-        else ("lifecycle", "store", "ondisk", "btrfs", "rollback", "mounts", "caches", "doctor")
+        else (
+            "lifecycle",
+            "store",
+            "ondisk",
+            "btrfs",
+            "rollback",
+            "deployments",
+            "mounts",
+            "caches",
+            "doctor",
+        )
     )
 )
 count = 0

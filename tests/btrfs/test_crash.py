@@ -120,7 +120,9 @@ def assert_switched_whole(img: Image) -> str:
     return subvol
 
 
-@pytest.mark.parametrize("only", [None, "rollback,mounts,caches"], ids=["spread", "switch"])
+@pytest.mark.parametrize(
+    "only", [None, "rollback,deployments,mounts,caches"], ids=["spread", "switch"]
+)
 def test_sigkill_at_every_step_of_rollback(ready: Image, only: str | None) -> None:
     """A rollback killed at any line (about 60 points spread over all its traced lines, then
     60 over the modules of the switch alone: rollback, mounts, caches) is finished or undone by

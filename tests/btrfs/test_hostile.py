@@ -124,7 +124,7 @@ def test_a_layer_name_with_invisible_or_control_characters_is_refused(
 def test_a_rollback_refuses_when_the_running_root_cannot_be_told(
     ready: Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ashcore import rollback
+    from ashcore import deployments
     from ashcore.errors import UsageError
 
     real_stat = os.stat
@@ -136,8 +136,8 @@ def test_a_rollback_refuses_when_the_running_root_cannot_be_told(
 
     monkeypatch.setattr(os, "stat", stat)
     with pytest.raises(UsageError, match="cannot tell whether"):
-        rollback.is_booted_root("/")  # this process's own root: maybe a chroot
-    assert rollback.is_booted_root(str(ready.root)) is False  # a folder in it: not booted
+        deployments.is_booted_root("/")  # this process's own root: maybe a chroot
+    assert deployments.is_booted_root(str(ready.root)) is False  # a folder in it: not booted
 
 
 def deep_history(img: Image, depth: int) -> None:

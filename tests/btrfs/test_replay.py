@@ -92,7 +92,7 @@ def test_a_replay_killed_at_any_point_is_finished_or_undone(ready: Image) -> Non
             capture_output=True,
             text=True,
             cwd=Path(__file__).parents[2],
-            env={**os.environ, "ASH_CRASH_ONLY": "replay,rollback,mounts,stage"},
+            env={**os.environ, "ASH_CRASH_ONLY": "replay,rollback,deployments,mounts,stage"},
         )
 
     def line(i: int) -> None:
