@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,12 @@ def test_install(root: Root, dnf: str) -> None:
     # plugin starts, dnf4helper.py), which says so in the store's run/commit.out. The seal
     # names the layer in dnf's output, on stderr (dnf5: its post action; dnf4: its plugin's
     # transaction hook), as apt's and pacman's do.
-    said = root.run(["cat", "/.ash/run/commit.out"]).stdout
+    said = ""
+    for _ in range(100):  # the helper describes once dnf has exited: it may still be at it
+        said = (root.path / ".ash/run/commit.out").read_text(errors="replace")
+        if "ashlayers: layer" in said:
+            break
+        time.sleep(0.1)
     assert "ashlayers: layer" in said
     named = [x for x in r.proc.stderr.splitlines() if x.startswith("ashlayers: layer")]
     assert named == [f'ashlayers: layer {layer["id"]} "{layer["name"]}"'], r.proc.stderr
