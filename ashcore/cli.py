@@ -18,15 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ashcore.errors import AshError, CannotRunError, UsageError
-from ashcore.lifecycle import (
-    Operation,
-    abandon,
-    begin,
-    check_name,
-    commit,
-    require_idle,
-)
+from ashcore.lifecycle import Operation, abandon, begin, commit, require_idle
 from ashcore.model import Layer, PackageDelta, Status
+from ashcore.naming import check_name
 from ashcore.process import owner_of, pid_of
 from ashcore.store import explain
 from ashcore.target import Target
@@ -274,7 +268,8 @@ def _free(root: str) -> int:
 
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.lifecycle import drift_since_head, running
+    from ashcore.drift import drift_since_head
+    from ashcore.lifecycle import running
     from ashcore.prune import total_size
     from ashcore.rollback import interrupted, next_boot, pending_reboot
     from ashcore.sizes import human
@@ -716,7 +711,7 @@ def cmd_doctor(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_pin(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.lifecycle import write_manifest
+    from ashcore.layers import write_manifest
     from ashcore.ondisk import read_json
 
     layer = target.store.find(args.layer)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ashcore.drift import noise_filter
 from ashcore.errors import UsageError
-from ashcore.lifecycle import noise_filter
 from ashcore.model import Layer, PackageDelta, Status, natural_compare
 from ashcore.ondisk import read_json
 from ashcore.target import Target

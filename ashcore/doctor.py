@@ -13,7 +13,8 @@ import os
 import re
 import sqlite3
 
-from ashcore.lifecycle import require_idle, running, write_manifest
+from ashcore.layers import write_manifest
+from ashcore.lifecycle import require_idle, running
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
 from ashcore.store import now_iso

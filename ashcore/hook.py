@@ -19,16 +19,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ashcore.config import CONFIG_PATH, THROWAWAY_MARK, load_config
+from ashcore.drift import discard_early
 from ashcore.errors import AshError, StoreError
-from ashcore.lifecycle import (
-    Operation,
-    Outcome,
-    begin,
-    commit,
-    discard_early,
-    extend_late_until,
-    seal,
-)
+from ashcore.lifecycle import Operation, Outcome, begin, commit, extend_late_until, seal
 from ashcore.process import owner_of
 from ashcore.store import explain
 from ashcore.target import Target

@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ashcore.confined import KEEP_OUT, XATTR, ConfinedRoot, kept_out, plain_path
+from ashcore.drift import manager_state
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import manager_state
 from ashcore.model import Layer
 from ashcore.ondisk import write_all, write_new_file
 from ashcore.replay import manager_argv, steps_of

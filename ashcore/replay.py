@@ -39,8 +39,9 @@ import time
 from collections.abc import Callable
 
 from ashcore.data import mount_places
+from ashcore.drift import capture_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
+from ashcore.lifecycle import require_idle
 from ashcore.log import logger
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json, write_json
@@ -348,7 +349,8 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
     """Copy the file changes of `layer` (against its parent) onto the stage, as a layer.
     Changes to the managers' own databases are left out (copying a database file would undo
     what the replayed operations recorded in it); returns those paths."""
-    from ashcore.lifecycle import Operation, begin, commit, manager_state
+    from ashcore.drift import manager_state
+    from ashcore.lifecycle import Operation, begin, commit
 
     store = outer.store
     assert layer.parent is not None

@@ -21,8 +21,9 @@ from ashcore.deployments import (
     stage_name,
     swap_mount,
 )
+from ashcore.drift import capture_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
+from ashcore.lifecycle import require_idle
 from ashcore.model import Layer, Status
 from ashcore.mounts import mount_at, mounts
 from ashcore.ondisk import read_json, write_json

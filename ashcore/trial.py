@@ -19,8 +19,9 @@ import os
 import subprocess
 
 from ashcore.deployments import TRY, is_try
+from ashcore.drift import capture_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import capture_drift, require_idle, sweep_probes
+from ashcore.lifecycle import require_idle
 from ashcore.log import logger
 from ashcore.model import Layer
 from ashcore.target import Target

@@ -45,7 +45,7 @@ def _switches(argv: Sequence[str]) -> list[tuple[bool, str]]:
 
 def plugin_disabled(argv: Sequence[str], name: str = PLUGIN_NAME) -> bool:
     """Whether the command line disables plugin `name` (globs; the last matching switch wins)."""
-    from ashcore.lifecycle import glob_match  # fnmatch's match without its `re`
+    from ashcore.naming import glob_match  # fnmatch's match without its `re`
 
     disabled = False
     for enable, pattern in _switches(argv):
@@ -99,6 +99,6 @@ def name_words(argv: Sequence[str]) -> list[str]:
 
 def layer_name(argv: Sequence[str]) -> str:
     """The layer's name: `dnf install nginx` for `/usr/bin/dnf install -y nginx`."""
-    from ashcore.lifecycle import auto_name
+    from ashcore.naming import auto_name
 
     return auto_name(tuple(name_words(argv)))

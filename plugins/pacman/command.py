@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ashcore.lifecycle import auto_name
+from ashcore.naming import auto_name
 
 FALLBACK = ("pacman",)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ashcore.lifecycle import auto_name
+from ashcore.naming import auto_name
 
 FALLBACK = ("zypper",)
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 import pytest
 
 from ashcore.config import HookConfig, default_noise
+from ashcore.drift import noise_filter
 from ashcore.errors import UsageError
-from ashcore.lifecycle import Operation, auto_name, check_name, noise_filter, skip_reason
+from ashcore.lifecycle import Operation, skip_reason
 from ashcore.model import Layer, Status
+from ashcore.naming import auto_name, check_name
 from ashcore.prune import by_rules, plan, protected, total_size
 
 
@@ -100,7 +102,7 @@ def test_prune_may_take_any_layer_but_heads_pins_and_the_base() -> None:
 def test_shell_join_quotes_as_shlex_does(words: list[str]) -> None:
     import shlex
 
-    from ashcore.lifecycle import shell_join
+    from ashcore.naming import shell_join
 
     assert shell_join(words) == shlex.join(words)
     assert shlex.split(shell_join(words)) == words
@@ -109,7 +111,7 @@ def test_shell_join_quotes_as_shlex_does(words: list[str]) -> None:
 def test_glob_match_agrees_with_fnmatch() -> None:
     from fnmatch import fnmatchcase
 
-    from ashcore.lifecycle import glob_match
+    from ashcore.naming import glob_match
 
     patterns = [
         "*/__pycache__",

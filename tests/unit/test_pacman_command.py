@@ -57,7 +57,7 @@ def test_name_words_drop_only_the_quiet_options() -> None:
 
 
 def test_a_long_or_odd_command_still_gives_a_valid_name() -> None:
-    from ashcore.lifecycle import MAX_NAME, check_name
+    from ashcore.naming import MAX_NAME, check_name
 
     name = layer_name(["pacman", "-S", *(f"pkg{i}" for i in range(100))])
     assert len(name) <= MAX_NAME
