@@ -220,9 +220,14 @@ def test_doctor_clears_what_a_killed_try_left_and_only_that(two: tuple[Image, Im
 def start_apply(img: Image) -> tuple[subprocess.Popen[bytes], list[str]]:
     """`ashctl apply` of a recipe whose command waits for the root's STOP file, running;
     returned with the mounts it made in the root, once its command runs."""
+    # A recipe runs only a package manager's command line: a stand-in apt-get that waits.
+    fake = img.root / "usr/bin/apt-get"
+    fake.write_text(f"#!/usr/bin/sh\nexec {' '.join(repr(w) for w in COMMAND)}\n")
+    fake.chmod(0o755)
     recipe = img.dir / "recipe.toml"
-    words = ", ".join(f"'{w}'" for w in COMMAND)
-    recipe.write_text(f'version = 1\n[[operation]]\nname = "wait"\ncommand = [{words}]\n')
+    recipe.write_text(
+        'version = 2\n[[operation]]\nname = "wait"\ncommand = ["apt-get", "install", "-y", "x"]\n'
+    )
     before = set(mounted_below(img.root))
     proc = subprocess.Popen(
         [sys.executable, "-m", "ashcore.cli", "--root", str(img.root), "apply", str(recipe)],
