@@ -210,6 +210,10 @@ def replay_line(target: Target, base: Layer, first: Layer, dry_run: bool, done: 
     )
     for old, why in outcome.dissolved:
         print(f'dissolved: "{escaped(old.name)}" ({why})')
+    # The steps' helpers measured none (a replay waits for each): measured now, once.
+    from ashcore.sizes import SIZE_WALK, complete_sizes
+
+    complete_sizes(target, limit=len(outcome.made) + SIZE_WALK)
     return 0
 
 

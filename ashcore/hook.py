@@ -199,6 +199,8 @@ def commit_hook(
             from ashcore.sizes import SIZE_WALK, complete_sizes
 
             complete_sizes(target, limit=SIZE_WALK)
+        elif layer is not None and not os.environ.get("ASH_NO_SIZES"):
+            _measure_later(root)  # no helper stayed (`dpkg -i` alone): a child measures
         if layer is not None and helper:
             from ashcore.boot import refresh_quietly
 
@@ -206,6 +208,31 @@ def commit_hook(
     except Exception as e:
         _report(e, "warn", before=False)
     return 0
+
+
+def _measure_later(root: str) -> None:
+    """Measure the newest layers' sizes in a detached child, off the manager's time (it
+    waits for this hook, not for the child, whose output goes nowhere). Not from a process
+    that runs threads (dnf4's plugin runs inside dnf): a fork there is unsafe."""
+    try:
+        if len(os.listdir("/proc/self/task")) > 1:
+            return
+        pid = os.fork()
+    except OSError:
+        return
+    if pid:
+        return
+    try:
+        os.setsid()
+        os.chdir("/")
+        quiet = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(quiet, fd)
+        from ashcore.sizes import SIZE_WALK, complete_sizes
+
+        complete_sizes(Target(root), limit=SIZE_WALK)  # a connection of its own
+    finally:
+        os._exit(0)
 
 
 class _Sealer:
