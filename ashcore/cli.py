@@ -201,6 +201,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list every command, file written and path removed; run and mount nothing",
     )
+    s.add_argument(
+        "--from",
+        dest="first",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start at operation N (the rest of a recipe that stopped there)",
+    )
     s = sub.add_parser(
         "prune", help="delete the snapshots of layers by retention; their records stay"
     )

@@ -172,7 +172,9 @@ def cmd_export(target: Target, args: argparse.Namespace) -> int:
 def cmd_apply(target: Target, args: argparse.Namespace) -> int:
     from ashcore.recipe import apply
 
-    count = apply(target, args.recipe, lambda m: print(m, flush=True), dry_run=args.dry_run)
+    count = apply(
+        target, args.recipe, lambda m: print(m, flush=True), dry_run=args.dry_run, first=args.first
+    )
     print(f"{'would apply' if args.dry_run else 'applied'} {count} operations to {target.root}")
     return 0
 

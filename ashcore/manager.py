@@ -51,6 +51,11 @@ class Manager:
     """The sub-commands of those front ends that change packages (install, remove...)."""
     yes: ClassVar[tuple[str, ...]] = ("-y",)
     """The option that makes a command non-interactive (first: the one added)."""
+    sources: ClassVar[tuple[str, ...]] = ()
+    """Its repositories' configuration (a folder covers all below it): a change there makes
+    its package lists stale."""
+    refresh: ClassVar[tuple[str, ...]] = ()
+    """The command that fetches its package lists anew, non-interactive."""
     shares_database: ClassVar[str] = ""
     """The manager whose database this one writes too (a second front end of the rpmdb): its
     installed set is recorded once, under that manager's name."""
@@ -75,6 +80,10 @@ class Manager:
         ):
             return argv
         return [argv[0], self.yes[0], *argv[1:]]
+
+    def owns(self, argv: list[str] | tuple[str, ...]) -> bool:
+        """Whether `argv` runs one of this manager's front ends."""
+        return bool(argv) and os.path.basename(argv[0]) in self.commands
 
     def database(self) -> PackageDatabase:
         """Its database face: reads any root's installed set with the manager's bindings."""

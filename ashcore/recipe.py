@@ -52,7 +52,7 @@ from typing import IO, Any
 
 from ashcore.confined import KEEP_OUT, XATTR, ConfinedRoot, kept_out, plain_path
 from ashcore.drift import manager_state
-from ashcore.errors import BackendError, UsageError
+from ashcore.errors import AshError, BackendError, UsageError
 from ashcore.model import Layer
 from ashcore.ondisk import write_all, write_new_file
 from ashcore.replay import manager_argv, steps_of
@@ -380,9 +380,20 @@ def keep_out_of(root: str, store: str, data: tuple[str, ...] = ()) -> tuple[str,
     return places if inside is None or rel.startswith("..") else (*places, inside)
 
 
-def apply(target: Target, path: str, say: Callable[[str], None], *, dry_run: bool = False) -> int:
-    """Run the recipe's operations in the target root; returns how many ran (would run, with
-    `dry_run`, which reads and never mounts nor runs anything)."""
+def apply(
+    target: Target,
+    path: str,
+    say: Callable[[str], None],
+    *,
+    dry_run: bool = False,
+    first: int = 1,
+) -> int:
+    """Run the recipe's operations in the target root, from operation `first` on (the rest of
+    one that stopped); returns how many ran (would run, with `dry_run`, which reads and never
+    mounts nor runs anything). A manager's lists are fetched anew before its first command
+    and after an operation changed its sources (a drift step that restores a repository)."""
+    from ashcore.registry import managers
+
     root = target.root
     keep_out = keep_out_of(root, target.store.path, target.config.data)
     recipe = load(path, keep_out)
@@ -390,9 +401,15 @@ def apply(target: Target, path: str, say: Callable[[str], None], *, dry_run: boo
         from ashcore.sizes import require_free
 
         require_free(root, "applying a recipe")
+    total = len(recipe.operations)
+    if not 1 <= first <= max(total, 1):
+        recipe.close()
+        raise UsageError(f"--from {first}: the recipe has {total} operations", hint="1 to N")
+    stale = {m.name for m in managers() if m.refresh}
     try:
-        total = len(recipe.operations)
         for op in recipe.operations:
+            if op.number < first:
+                continue
             what = " ".join(op.command) if op.command else f"files {op.bundle and op.bundle.name}"
             say(
                 f"[{op.number}/{total}] {'would apply' if dry_run else 'applying'}"
@@ -402,10 +419,24 @@ def apply(target: Target, path: str, say: Callable[[str], None], *, dry_run: boo
                 _show(op, say)
                 continue
             started = time.monotonic()
-            if op.command is not None:
-                _run(target, list(op.command), op.name)
-            else:
-                _unpack(root, keep_out, op)
+            try:
+                if op.command is not None:
+                    for manager in managers():
+                        if manager.owns(op.command) and manager.name in stale:
+                            fetch = " ".join(manager.refresh)
+                            say(f"      fetching {manager.name}'s lists: {fetch}")
+                            _run(target, list(manager.refresh), "")
+                            stale.discard(manager.name)
+                    _run(target, list(op.command), op.name)
+                else:
+                    _unpack(root, keep_out, op)
+                    stale |= _sources_changed(op)
+            except AshError as e:
+                e.hint = (
+                    f"the operations before it were applied; fix the cause, then apply the"
+                    f" rest: ashctl apply --from {op.number} {escaped(path)}"
+                )
+                raise
             say(f"      done in {time.monotonic() - started:.1f} s")
     finally:
         recipe.close()
@@ -421,6 +452,18 @@ def _show(op: Operation, say: Callable[[str], None]) -> None:
     assert op.bundle is not None
     for rel, member in op.bundle.members:
         say(f"      {describe(rel, member)}")
+
+
+def _sources_changed(op: Operation) -> set[str]:
+    """The managers whose sources a files operation wrote or removed."""
+    from ashcore.registry import managers
+
+    paths = [*op.remove, *(rel for rel, _ in (op.bundle.members if op.bundle else []))]
+    return {
+        m.name
+        for m in managers()
+        if any(p == s or p.startswith(s + "/") for p in paths for s in m.sources)
+    }
 
 
 def _run(target: Target, argv: list[str], name: str) -> None:

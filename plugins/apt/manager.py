@@ -66,6 +66,8 @@ class Apt(Manager):
     )
     yes = ("-y", "--yes", "--assume-yes")
     package_files = (".deb",)
+    sources = ("etc/apt/sources.list", "etc/apt/sources.list.d", "etc/apt/trusted.gpg.d")
+    refresh = ("apt-get", "update", "-q")
 
     def database(self) -> PackageDatabase:
         from ashplugins.apt.database import AptDatabase

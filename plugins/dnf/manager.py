@@ -51,6 +51,8 @@ class Dnf(Manager):
     )
     yes = ("-y", "--assumeyes")
     package_files = (".rpm",)
+    sources = ("etc/yum.repos.d", "etc/dnf/dnf.conf", "etc/dnf/vars")
+    refresh = ("dnf", "-q", "makecache")
 
     def database(self) -> PackageDatabase:
         from ashplugins.dnf.rpmdb import RpmDatabase

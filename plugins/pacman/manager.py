@@ -21,6 +21,8 @@ class Pacman(Manager):
     commands = ("pacman",)
     yes = ("--noconfirm",)
     package_files = (".pkg.tar.zst", ".pkg.tar.xz", ".pkg.tar.gz")
+    sources = ("etc/pacman.conf", "etc/pacman.d")
+    refresh = ("pacman", "-Sy", "--noconfirm")
 
     def replay_argv(self, argv: list[str]) -> list[str] | None:
         """pacman's operations are options (-S, -R), not words."""

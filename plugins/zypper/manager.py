@@ -37,6 +37,8 @@ class Zypper(Manager):
     )
     yes = ("--non-interactive", "-n")
     package_files = (".rpm",)
+    sources = ("etc/zypp/repos.d", "etc/zypp/services.d")
+    refresh = ("zypper", "--non-interactive", "refresh")
     shares_database = "dnf"
 
     def database(self) -> PackageDatabase:

@@ -170,6 +170,18 @@ def test_export_and_apply_reproduce_the_packages_and_the_hand_edit(root: Root) -
     assert dry.returncode == 0, dry.stderr
     assert "run dnf5 install -y" in dry.stdout and "write /etc/hand-edit (file" in dry.stdout
     assert not (target / "proc/self").exists() and installed_in(root, copy) == before
+    assert (
+        "[2/"
+        in subprocess.run(
+            [*argv, "--dry-run", "--from", "2", str(recipe)], capture_output=True, text=True
+        ).stdout.splitlines()[0]
+    )
+    # A fresh machine has no package lists yet: apply fetches them before a manager's first
+    # step (it said "Unable to locate package" before).
+    for lists in ("var/lib/apt/lists", "var/lib/pacman/sync"):
+        for entry in (target / lists).iterdir():
+            if entry.is_file():
+                entry.unlink()
     applied = subprocess.run(
         [sys.executable, "-m", "ashcore.cli", "--root", str(target), "apply", str(recipe)],
         capture_output=True,
@@ -178,6 +190,7 @@ def test_export_and_apply_reproduce_the_packages_and_the_hand_edit(root: Root) -
         timeout=900,
     )
     assert applied.returncode == 0, (applied.stdout, applied.stderr)
+    assert "fetching apt's lists: apt-get update" in applied.stdout, applied.stdout
     after = installed_in(root, copy)
     assert {m: after[m] - before[m] for m in after} == {
         "dpkg": {"ashtest-a", "ashtest-b"},
