@@ -136,7 +136,8 @@ def keep_out(target: Target) -> list[str]:
         for place in found:
             path = os.path.join(target.root, place.path)
             if place.state == "in layers":
-                if target.fs.is_subvolume(path):
+                # A move cut short after its swap left the subvolume beside its place.
+                if target.fs.is_subvolume(path) or target.fs.is_subvolume(path + NEW):
                     _move_subvolume_in(target, place.path, top, root_rel, store_rel)
                 else:
                     _copy_in(target, place.path)
@@ -205,7 +206,9 @@ def _move_subvolume_in(target: Target, place: str, top: str, root_rel: str, stor
     os.makedirs(os.path.dirname(subvolume_of(target, place)), mode=0o700, exist_ok=True)
     swapped = os.path.join(top, root_rel, place + NEW)
     sub = os.path.join(top, store_rel, DATA_DIR, place)
-    if not os.path.lexists(swapped):
+    if os.path.isdir(swapped) and not target.fs.is_subvolume(swapped):
+        os.rmdir(swapped)  # the empty folder of a run killed before its swap
+    if not os.path.lexists(swapped) and target.fs.is_subvolume(path):
         os.mkdir(path + NEW)
         _copy_owner(path, path + NEW)
         _exchange(path + NEW, path)

@@ -136,3 +136,15 @@ def test_ash_toml_adds_and_removes_places(image: Image) -> None:
     assert os.path.ismount(image.root / "opt/games/saves")
     assert not os.path.ismount(image.root / "var/log")
     assert (image.root / ".ash/layers/1/var/log/syslog").exists()  # in layers, as asked
+
+
+def test_a_move_cut_after_its_swap_is_finished_by_the_next_setup(image: Image) -> None:
+    """A kill between the swap (the subvolume beside its place, an empty folder in it) and
+    the rename into the store: the next setup finishes the move, nothing is hidden."""
+    sh("btrfs", "subvolume", "create", str(image.root / "srv"))
+    (image.root / "srv/site.html").write_text("<p>hi</p>\n")
+    sh("mv", "-T", str(image.root / "srv"), str(image.root / "srv.ash-new"))
+    (image.root / "srv").mkdir()
+    image.ashctl("setup", check=True)
+    assert (image.root / "srv/site.html").read_text() == "<p>hi</p>\n"
+    assert not (image.root / "srv.ash-new").exists()
