@@ -260,8 +260,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
             say(f"      layer {after} ({made.packages.summary()}) in {took:.1f} s")
     except BaseException:
         unmount_stage(mountpoint)
-        with store.locked(target.config.lock_timeout):
-            _undo(target, stage)
+        _undo_quietly(target, stage)  # the step's own cause is what the user sees
         raise
     unmount_stage(mountpoint)
     with store.locked(target.config.lock_timeout):
@@ -279,7 +278,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
                     hint="run it again; what changed is kept as a layer",
                 )
         except BaseException:
-            _undo(target, stage)
+            _undo_quietly(target, stage)
             raise
         for old, new in outcome.made:
             store.set_replaced_by(old.id, new)
@@ -368,12 +367,28 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
     begin(inner, op, None)
     try:
         for rel in paths:
-            _copy_entry(new, inner.root, rel)
+            try:
+                _copy_entry(new, inner.root, rel)
+            except OSError as e:  # an immutable or append-only file, a full filesystem
+                raise BackendError(
+                    f"cannot replay /{escaped(rel)}: {e.strerror}",
+                    hint="see `lsattr` for an immutable file (chattr -i), or free space",
+                ) from e
     except BaseException:
         commit(inner, op, None, failed=True)
         raise
     commit(inner, op, None)
     return left
+
+
+def _undo_quietly(target: Target, stage: str) -> None:
+    """Undo a replay that failed; a failure of the undo itself is a warning (doctor finishes
+    it), never what hides the step's own error."""
+    try:
+        with target.store.locked(target.config.lock_timeout):
+            _undo(target, stage)
+    except Exception as e:
+        log.warning("the failed replay was not undone (`ashctl doctor --repair` will): %s", e)
 
 
 def _copy_entry(source_root: str, dest_root: str, rel: str) -> None:

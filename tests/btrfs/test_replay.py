@@ -174,3 +174,26 @@ def test_a_replay_takes_no_snapshot_of_a_manager_that_began_on_the_root_meanwhil
         manager.wait()
     assert [x["status"] for x in layers(ready) if x["status"] == "drift"] == []
     assert (r / "etc/b").exists()  # nothing was replaced
+
+
+def test_an_immutable_file_stops_a_replay_with_its_own_one_line_cause(ready: Image) -> None:
+    r = ready.root
+    run(ready, "dirs", f"mkdir -p {r}/proc {r}/sys {r}/dev {r}/tmp {r}/run {r}/etc")
+    run(ready, "lock", f"echo old > {r}/etc/locked; chattr +i {r}/etc/locked")
+    run(ready, "a", f"echo 1 > {r}/etc/a")
+    run(
+        ready,
+        "edit",
+        f"chattr -i {r}/etc/locked; echo new > {r}/etc/locked; chattr +i {r}/etc/locked",
+    )
+    try:
+        out = ready.ashctl("remove", "a")
+        assert out.returncode == 1, (out.stdout, out.stderr)
+        said = out.stderr.strip().splitlines()
+        assert said[-1].startswith("ashctl: cannot replay /etc/locked: Operation not permitted"), (
+            said
+        )
+        assert "internal error" not in out.stderr and "Traceback" not in out.stderr
+        assert (r / "etc/a").exists()  # nothing replaced
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(r / "etc"), str(r / ".ash/layers")], check=False)
