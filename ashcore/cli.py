@@ -99,7 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     s = sub.add_parser("list", help="all layers")
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
-    sub.add_parser("tree", help="the layer tree, the deployment marked")
+    s = sub.add_parser("tree", help="the layer tree, the deployment marked")
+    s.add_argument(
+        "--all", action="store_true", help="also the lines a replay replaced (folded otherwise)"
+    )
     s = sub.add_parser("show", help="one layer in full")
     s.add_argument("layer", metavar="LAYER", type=_layer_ref, help=LAYER)
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)

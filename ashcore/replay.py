@@ -282,6 +282,12 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
             raise
         for old, new in outcome.made:
             store.set_replaced_by(old.id, new)
+        # The old line's other layers (the one removed, those dissolved) are replaced too:
+        # by the new line's tip, where what they held is now (or is no more, as asked).
+        tip = outcome.made[-1][1] if outcome.made else base.id
+        for old in [first, *(layer for layer, _ in outcome.dissolved)]:
+            if old.id not in {o.id for o, _ in outcome.made}:
+                store.set_replaced_by(old.id, tip)
         _switch(target, stage, dep_now.uuid, booted)
         outcome.at_reboot = booted
     return outcome

@@ -28,8 +28,9 @@ def layer_line(layer: Layer, head: int | None) -> str:
     mark = "*" if layer.id == head else " "
     pin = " [pinned]" if layer.pinned else ""
     size = "-" if layer.status == Status.PRUNED else human(layer.size)
+    state = "replaced" if layer.replaced_by is not None else layer.status.value
     return (
-        f"{mark}{layer.id:>5}  {layer.created[:19]}  {layer.status.value:<11} {size:>6}  "
+        f"{mark}{layer.id:>5}  {layer.created[:19]}  {state:<11} {size:>6}  "
         f"{escaped(layer.name)}{pin}  ({layer.packages.summary()})"
     )
 
@@ -164,6 +165,8 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
 
     layers = target.store.layers()
     head = head_of(target)
+    folded = set() if args.all else _replaced_lines(layers)
+    layers = [layer for layer in layers if layer.id not in folded]
     children: dict[int | None, list[Layer]] = {}
     ids = {layer.id for layer in layers}
     for layer in layers:
@@ -177,7 +180,8 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
         mark = "  <- deployment" if layer.id == head else ""
         name = escaped(layer.name)
         size = "" if layer.status == Status.PRUNED else f" {human(layer.size)}"
-        print(f"{lead}{layer.id} {name} [{layer.status.value}{size}]{mark}")
+        state = "replaced" if layer.replaced_by is not None else layer.status.value
+        print(f"{lead}{layer.id} {name} [{state}{size}]{mark}")
         kids = children.get(layer.id, [])
         if len(kids) == 1:
             stack.append((kids[0], below, below))
@@ -187,7 +191,24 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
             stack.append(
                 (kids[i], below + ("└─ " if last else "├─ "), below + ("   " if last else "│  "))
             )
+    if folded:
+        print(f"({len(folded)} layers of replaced lines folded: `ashctl tree --all` shows them)")
     return 0
+
+
+def _replaced_lines(layers: list[Layer]) -> set[int]:
+    """The layers a replay replaced whose descendants were all replaced too: a replaced
+    line, folded from the tree (a branch made on it since stays, with its ancestors)."""
+    children: dict[int, list[int]] = {}
+    for layer in layers:
+        if layer.parent is not None:
+            children.setdefault(layer.parent, []).append(layer.id)
+    replaced = {layer.id for layer in layers if layer.replaced_by is not None}
+    folded: set[int] = set()
+    for layer in sorted(layers, key=lambda x: x.id, reverse=True):  # children first
+        if layer.id in replaced and all(c in folded for c in children.get(layer.id, [])):
+            folded.add(layer.id)
+    return folded
 
 
 def cmd_show(target: Target, args: argparse.Namespace) -> int:
