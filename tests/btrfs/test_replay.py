@@ -57,7 +57,7 @@ def test_remove_an_inner_layer_replays_the_later_ones_as_their_file_changes(
     assert found[by_name["b"]]["status"] == "committed"  # kept until pruned...
     assert found[by_name["b"]]["replaced_by"] == new_c["id"]  # ...and marked as replaced
     listed = ready.ashctl("list", check=True).stdout.splitlines()
-    assert [x for x in listed if x.split()[0] == str(by_name["b"])][0].split()[3] == "replaced"
+    assert next(x for x in listed if x.split()[0] == str(by_name["b"])).split()[2] == "replaced"
     assert status["drift"] is False  # type: ignore[index]
     assert ready.ashctl("doctor").returncode == 0
     assert not list((ready.dir).glob("**/.ash-swap-*"))
