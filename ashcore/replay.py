@@ -285,12 +285,12 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         # The old line's other layers (the one removed, those dissolved) are replaced too:
         # by the new line's tip, where what they held is now (or is no more, as asked).
         tip = outcome.made[-1][1] if outcome.made else base.id
-        left = [layer for layer, _ in outcome.dissolved]
+        also = [layer for layer, _ in outcome.dissolved]
         if first.parent is not None and first.parent != base.id:
             between = store.get(first.parent)  # `remove`: the layer taken out of the line
             if between.parent == base.id:
-                left.append(between)
-        for old in left:
+                also.append(between)
+        for old in also:
             if old.id not in {o.id for o, _ in outcome.made}:
                 store.set_replaced_by(old.id, tip)
         _switch(target, stage, dep_now.uuid, booted)
