@@ -55,7 +55,7 @@ def test_remove_an_inner_layer_replays_the_later_ones_as_their_file_changes(
     assert new_c["name"] == "c" and new_c["parent"] == by_name["a"]
     assert found[by_name["c"]]["replaced_by"] == new_c["id"]  # the old line says so
     assert found[by_name["b"]]["status"] == "committed"  # kept until pruned...
-    assert found[by_name["b"]]["replaced_by"] == new_c["id"]  # ...and marked as replaced
+    assert found[by_name["b"]]["replaced_by"] == head["id"]  # ...marked replaced by the tip
     listed = ready.ashctl("list", check=True).stdout.splitlines()
     assert next(x for x in listed if x.split()[0] == str(by_name["b"])).split()[2] == "replaced"
     assert status["drift"] is False  # type: ignore[index]
