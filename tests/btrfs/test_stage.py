@@ -222,7 +222,10 @@ def start_apply(img: Image) -> tuple[subprocess.Popen[bytes], list[str]]:
     returned with the mounts it made in the root, once its command runs."""
     # A recipe runs only a package manager's command line: a stand-in apt-get that waits.
     fake = img.root / "usr/bin/apt-get"
-    fake.write_text(f"#!/usr/bin/sh\nexec {' '.join(repr(w) for w in COMMAND)}\n")
+    # (apply fetches the lists first: `update` returns at once.)
+    fake.write_text(
+        f'#!/usr/bin/sh\n[ "$1" = update ] && exit 0\nexec {" ".join(repr(w) for w in COMMAND)}\n'
+    )
     fake.chmod(0o755)
     recipe = img.dir / "recipe.toml"
     recipe.write_text(
