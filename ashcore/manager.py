@@ -17,7 +17,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import ClassVar
+    from typing import Any, ClassVar
 
     from ashcore.model import PackageDatabase
 
@@ -56,6 +56,9 @@ class Manager:
     its package lists stale."""
     refresh: ClassVar[tuple[str, ...]] = ()
     """The command that fetches its package lists anew, non-interactive."""
+    installer: ClassVar[str] = ""
+    """The module of its installer face: `detect(root)`, `install(root)`, `uninstall(root)`
+    (imported only by `ashctl setup`)."""
     shares_database: ClassVar[str] = ""
     """The manager whose database this one writes too (a second front end of the rpmdb): its
     installed set is recorded once, under that manager's name."""
@@ -91,12 +94,19 @@ class Manager:
 
     def detect(self, root: str) -> bool:
         """Whether `ashctl setup` installs this manager's hook files in `root`."""
-        return self.present(root)
+        return bool(self._installer().detect(root))
 
     def install(self, root: str) -> list[str]:
         """Write its hook files into `root`; returns the paths written (inside the root)."""
-        raise NotImplementedError(f"{type(self).__name__} declares no hook files")
+        return list(self._installer().install(root))
 
     def uninstall(self, root: str) -> list[str]:
         """Remove its hook files from `root`; returns the paths removed."""
-        raise NotImplementedError(f"{type(self).__name__} declares no hook files")
+        return list(self._installer().uninstall(root))
+
+    def _installer(self) -> Any:
+        if not self.installer:
+            raise NotImplementedError(f"{type(self).__name__} declares no hook files")
+        import importlib
+
+        return importlib.import_module(self.installer)

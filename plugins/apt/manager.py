@@ -65,6 +65,7 @@ class Apt(Manager):
         }
     )
     yes = ("-y", "--yes", "--assume-yes")
+    installer = "ashplugins.apt.install"
     package_files = (".deb",)
     sources = ("etc/apt/sources.list", "etc/apt/sources.list.d", "etc/apt/trusted.gpg.d")
     refresh = ("apt-get", "update", "-q")
@@ -74,21 +75,3 @@ class Apt(Manager):
 
         face: PackageDatabase = AptDatabase()
         return face
-
-    def detect(self, root: str) -> bool:
-        from ashplugins.apt import install
-
-        found: bool = install.detect(root)
-        return found
-
-    def install(self, root: str) -> list[str]:
-        from ashplugins.apt import install
-
-        paths: list[str] = install.install(root)
-        return paths
-
-    def uninstall(self, root: str) -> list[str]:
-        from ashplugins.apt import install
-
-        paths: list[str] = install.uninstall(root)
-        return paths

@@ -50,6 +50,7 @@ class Dnf(Manager):
         }
     )
     yes = ("-y", "--assumeyes")
+    installer = "ashplugins.dnf.install"
     package_files = (".rpm",)
     sources = ("etc/yum.repos.d", "etc/dnf/dnf.conf", "etc/dnf/vars")
     refresh = ("dnf", "-q", "makecache")
@@ -59,21 +60,3 @@ class Dnf(Manager):
 
         face: PackageDatabase = RpmDatabase()
         return face
-
-    def detect(self, root: str) -> bool:
-        from ashplugins.dnf import install
-
-        found: bool = install.detect(root)
-        return found
-
-    def install(self, root: str) -> list[str]:
-        from ashplugins.dnf import install
-
-        paths: list[str] = install.install(root)
-        return paths
-
-    def uninstall(self, root: str) -> list[str]:
-        from ashplugins.dnf import install
-
-        paths: list[str] = install.uninstall(root)
-        return paths

@@ -20,6 +20,7 @@ class Pacman(Manager):
     indexes = (("var/lib/pacman/sync", "usr/bin/pacman"),)
     commands = ("pacman",)
     yes = ("--noconfirm",)
+    installer = "ashplugins.pacman.install"
     package_files = (".pkg.tar.zst", ".pkg.tar.xz", ".pkg.tar.gz")
     sources = ("etc/pacman.conf", "etc/pacman.d")
     refresh = ("pacman", "-Sy", "--noconfirm")
@@ -37,21 +38,3 @@ class Pacman(Manager):
 
         face: PackageDatabase = PacmanDatabase()
         return face
-
-    def detect(self, root: str) -> bool:
-        from ashplugins.pacman import install
-
-        found: bool = install.detect(root)
-        return found
-
-    def install(self, root: str) -> list[str]:
-        from ashplugins.pacman import install
-
-        paths: list[str] = install.install(root)
-        return paths
-
-    def uninstall(self, root: str) -> list[str]:
-        from ashplugins.pacman import install
-
-        paths: list[str] = install.uninstall(root)
-        return paths

@@ -22,6 +22,11 @@ def _shipped(name: str) -> bytes:
     return resources.files("ashplugins.zypper").joinpath("files", name).read_bytes()
 
 
+def detect(root: str) -> bool:
+    """zypper is installed in `root`."""
+    return os.path.isfile(os.path.join(root, "usr/bin/zypper"))
+
+
 def install(root: str) -> list[str]:
     """Write the plugin; returns the paths (inside the root) written. Idempotent."""
     written = []

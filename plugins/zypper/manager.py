@@ -36,6 +36,7 @@ class Zypper(Manager):
         }
     )
     yes = ("--non-interactive", "-n")
+    installer = "ashplugins.zypper.install"
     package_files = (".rpm",)
     sources = ("etc/zypp/repos.d", "etc/zypp/services.d")
     refresh = ("zypper", "--non-interactive", "refresh")
@@ -46,15 +47,3 @@ class Zypper(Manager):
 
         face: PackageDatabase = RpmDatabase()
         return face
-
-    def install(self, root: str) -> list[str]:
-        from ashplugins.zypper import install
-
-        paths: list[str] = install.install(root)
-        return paths
-
-    def uninstall(self, root: str) -> list[str]:
-        from ashplugins.zypper import install
-
-        paths: list[str] = install.uninstall(root)
-        return paths
