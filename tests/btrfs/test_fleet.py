@@ -1,0 +1,218 @@
+"""Fleet on real btrfs through a real registry: a line pushed from one root (in the sender's
+network namespace) arrives in another (in the receiver's) byte for byte, only what is missing
+moves, and what is tampered, unsigned, unauthorized or unreachable writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.btrfs.conftest import Image, destroy_image, make_image
+from tests.registry import Registry, running_registry
+
+pytestmark = pytest.mark.btrfs
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with running_registry(tmp_path / "registry") as reg:
+        yield reg
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Image, Image]]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sender = make_image(tmp_path / "a")
+    try:
+        receiver = make_image(tmp_path / "b")
+        try:
+            for image in (sender, receiver):
+                image.ashctl("setup", check=True)
+            yield sender, receiver
+        finally:
+            destroy_image(receiver)
+    finally:
+        destroy_image(sender)
+
+
+def ashctl(
+    reg: Registry, ns: str, image: Image, *args: str, auth: bool = True
+) -> subprocess.CompletedProcess[str]:
+    options = ["--cert-dir", str(reg.cert_dir)]
+    if auth:
+        options += ["--authfile", str(reg.auth_file)]
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(image.root), *args, *options]
+    return reg.run(ns, argv, env={**os.environ, "REGISTRY_AUTH_FILE": "/nonexistent"})
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def run_layer(image: Image, name: str, script: str) -> None:
+    image.ashctl("run", "--name", name, "--", "sh", "-c", script, check=True)
+
+
+def layers(image: Image) -> list[dict[str, object]]:
+    data = image.json("list")
+    assert isinstance(data, list)
+    return data
+
+
+def store_leftovers(image: Image) -> list[str]:
+    layers_dir = image.root / ".ash/layers"
+    fleet = image.root / ".ash/fleet"
+    names = [p.name for p in layers_dir.iterdir() if p.name.startswith("arriving.")]
+    if fleet.exists():
+        names += [p.name for p in fleet.iterdir() if p.name.startswith(("pull.", "push."))]
+    return names
+
+
+def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
+    pair: tuple[Image, Image], registry: Registry
+) -> None:
+    sender, receiver = pair
+    ref = f"{registry.host}/lines/web:v1"
+    run_layer(sender, "motd", "echo hello > /etc/motd; mkdir -p /opt/app; head -c 300000 /dev/urandom > /opt/app/blob")
+    run_layer(sender, "conf", "echo 'port = 80' > /etc/web.conf; rm /etc/motd")
+    pushed = ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    assert "uploaded" in pushed
+
+    # The receiver lacks the base: it is told its two ways, and nothing is written.
+    refused = one_line(ashctl(registry, registry.receiver_ns, receiver, "pull", ref), code=2)
+    assert "--base" in refused and "--replay" in refused
+    before = layers(receiver)
+    assert store_leftovers(receiver) == []
+
+    out = ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
+    after = layers(receiver)
+    new = after[len(before) :]
+    assert [la["name"] for la in new][-2:] == ["motd", "conf"]
+    assert "3 layers received" in out
+    tip = new[-1]
+    snapshot = receiver.root / ".ash/layers" / str(tip["id"])
+    assert (snapshot / "etc/web.conf").read_text() == "port = 80\n"
+    assert not (snapshot / "etc/motd").exists()
+    sent = sender.root / ".ash/layers" / str(layers(sender)[-1]["id"])
+    assert (snapshot / "opt/app/blob").read_bytes() == (sent / "opt/app/blob").read_bytes()
+    assert [la["parent"] for la in new][1:] == [la["id"] for la in new][:-1]
+    shown = receiver.json("show", str(tip["id"]))
+    assert isinstance(shown, dict) and shown["command"] == layers(sender)[-1]["command"]
+
+    # Deploy it: the receiver's root is the sender's line.
+    ok(subprocess.run([sys.executable, "-m", "ashcore.cli", "--root", str(receiver.root),
+                       "deploy", str(tip["id"])], capture_output=True, text=True))
+    assert (receiver.root / "etc/web.conf").read_text() == "port = 80\n"
+
+    # One more small layer: the second push does not upload the base again, and the pull
+    # receives only that layer.
+    run_layer(sender, "small", "echo 1 > /etc/small")
+    pushed = ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    base_blob = max(registry.storage.rglob("data"), key=lambda p: p.stat().st_size)
+    uploaded = int(pushed.split(" blobs uploaded (")[0].rsplit(" ", 1)[1])
+    assert uploaded <= 5, pushed  # stream, index, recipe, bundle, manifest's config at most
+    size_text = pushed.split(" blobs uploaded (")[1].split(")")[0]
+    amount = float(size_text.split()[0]) * (1024 if "KiB" in size_text else 2**20)
+    assert amount < base_blob.stat().st_size, pushed
+    out = ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref))
+    assert "1 layers received" in out and "3 were here" in out
+    assert layers(receiver)[-1]["name"] == "small"
+
+
+def test_a_tampered_blob_a_bad_password_and_a_registry_down_write_nothing(
+    pair: tuple[Image, Image], registry: Registry
+) -> None:
+    sender, receiver = pair
+    ref = f"{registry.host}/lines/t:v1"
+    run_layer(sender, "edit", "echo data > /etc/data")
+    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    before = layers(receiver)
+
+    # A wrong password: one line, nothing written.
+    bad = registry.auth_file.parent / "bad.json"
+    bad.write_text(json.dumps({"auths": {registry.host: {"auth": "YXNoOndyb25n"}}}))
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(receiver.root), "pull", ref,
+            "--base", "--cert-dir", str(registry.cert_dir), "--authfile", str(bad)]
+    line = one_line(registry.run(registry.receiver_ns, argv))
+    assert "not authorized" in line
+    # No CA given: the certificate is not trusted.
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(receiver.root), "pull", ref,
+            "--base", "--authfile", str(registry.auth_file)]
+    assert "not trusted" in one_line(registry.run(registry.receiver_ns, argv))
+
+    # A tampered stream blob (same size, one byte changed).
+    streams = [p for p in registry.storage.rglob("data") if p.stat().st_size > 4096]
+    victim = max(streams, key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    line = one_line(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
+    assert "does not match its digest" in line
+    assert layers(receiver) == before and store_leftovers(receiver) == []
+
+    registry.stop()
+    line = one_line(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
+    assert "cannot reach the registry" in line
+    assert layers(receiver) == before and store_leftovers(receiver) == []
+
+
+def _gpg(home: Path, *args: str) -> str:
+    home.mkdir(mode=0o700, exist_ok=True)
+    result = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
+         "--passphrase", "", *args],
+        capture_output=True, text=True, check=True,
+    )
+    return result.stdout
+
+
+def _key(home: Path, who: str) -> Path:
+    _gpg(home, "--quick-gen-key", f"{who} <{who}@example.org>", "ed25519", "sign", "never")
+    exported = home / f"{who}.asc"
+    exported.write_text(_gpg(home, "--armor", "--export", who))
+    return exported
+
+
+def test_a_store_that_trusts_a_key_takes_only_lines_it_signed(
+    pair: tuple[Image, Image], registry: Registry, tmp_path: Path
+) -> None:
+    sender, receiver = pair
+    good_home, other_home = tmp_path / "gpg-good", tmp_path / "gpg-other"
+    good, other = _key(good_home, "builder"), _key(other_home, "stranger")
+    run_layer(sender, "signed", "echo s > /etc/s")
+    env_sign = {**os.environ, "GNUPGHOME": str(good_home)}
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(sender.root), "push",
+            f"{registry.host}/lines/s:v1", "--sign", "builder",
+            "--cert-dir", str(registry.cert_dir), "--authfile", str(registry.auth_file)]
+    assert registry.run(registry.sender_ns, argv, env=env_sign).returncode == 0
+    ok(ashctl(registry, registry.sender_ns, sender, "push", f"{registry.host}/lines/u:v1"))
+    before = layers(receiver)
+
+    unsigned = ashctl(registry, registry.receiver_ns, receiver, "pull",
+                      f"{registry.host}/lines/u:v1", "--base", "--trusted-key", str(good))
+    assert "not signed" in one_line(unsigned)
+    wrong = ashctl(registry, registry.receiver_ns, receiver, "pull",
+                   f"{registry.host}/lines/s:v1", "--base", "--trusted-key", str(other))
+    assert "not trusted" in one_line(wrong)
+    assert layers(receiver) == before
+
+    out = ashctl(registry, registry.receiver_ns, receiver, "pull",
+                 f"{registry.host}/lines/s:v1", "--base", "--trusted-key", str(good))
+    ok(out)
+    assert "signed by key" in out.stderr
+    assert layers(receiver)[-1]["name"] == "signed"
