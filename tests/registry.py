@@ -25,8 +25,10 @@ mount namespace and see the test's btrfs mounts), or in this process inside
 `Registry.entered(ns)`, which moves the calling thread to that namespace for the block:
 sockets opened there stay in it.
 
-Namespaces that a killed test run left behind (its pid no longer alive) are deleted by the
-next run.
+The server gets SIGKILL when the thread that started it ends (`setpriv --pdeathsig`): start
+it from the test's main thread. Namespaces that a killed test run left behind (its pid no
+longer alive) are deleted by the next run. The client files (CA, cert dir, auth file) live
+below `workdir`: a client that runs chrooted into a root needs `workdir` inside that root.
 """
 
 from __future__ import annotations

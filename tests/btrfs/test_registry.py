@@ -293,13 +293,16 @@ def test_stop_and_start_keep_the_storage(registry: Registry) -> None:
     assert fetch(registry, "HEAD", f"/v2/ash/fleet/blobs/{digest}")[0] == 200
 
 
-def test_plain_http_variant(tmp_path: Path) -> None:
+def test_plain_http_and_anonymous_variants(tmp_path: Path) -> None:
     with running_registry(tmp_path / "plain", tls=False) as reg:
         assert reg.url == f"http://{ADDRESS}:{PORT}"
         assert fetch(reg, "GET", "/v2/", password="")[0] == 401
         assert fetch(reg, "GET", "/v2/")[0] == 200
         with pytest.raises(urllib.error.URLError):
             fetch(reg, "GET", f"https://{reg.host}/v2/")
+    with running_registry(tmp_path / "open", auth=False) as reg:
+        assert reg.password == ""
+        assert fetch(reg, "GET", "/v2/_catalog", password="")[0] == 200
 
 
 def _holders(inodes: set[int]) -> list[int]:
