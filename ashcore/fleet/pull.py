@@ -38,6 +38,7 @@ from ashcore.fleet.streamcheck import StreamError, relay
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import write_json
 from ashcore.target import Target
+from ashcore.sizes import human
 from ashcore.text import escaped
 
 OWN_ORIGINS = ("run", "replay", "ashctl")
@@ -113,7 +114,7 @@ def pull(
         raise UsageError(
             f"this store does not have the line's base (the sender's layer {first.id},"
             f" {escaped(first.name)})",
-            hint=f"--base receives it whole ({whole / 2**20:.1f} MiB compressed)"
+            hint=f"--base receives it whole ({human(whole)} compressed)"
             + (
                 ", --replay replays the line's operations onto this deployment"
                 if line.recipe

@@ -17,6 +17,7 @@ from tests.btrfs.conftest import Image, destroy_image, make_image
 from tests.registry import Registry, running_registry
 
 pytestmark = pytest.mark.btrfs
+ZSTD = b"\x28\xb5\x2f\xfd"
 
 
 @pytest.fixture
@@ -65,7 +66,12 @@ def one_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
 
 
 def run_layer(image: Image, name: str, script: str) -> None:
-    image.ashctl("run", "--name", name, "--", "sh", "-c", script, check=True)
+    """A layer made by `ashctl run` of a shell script whose paths are under "$R", the image's
+    root (a command `ashctl run` runs sees the host's tree: every path must name the root)."""
+    assert "$R/" in script
+    image.ashctl(
+        "run", "--name", name, "--", "sh", "-euc", script, check=True, env={"R": str(image.root)}
+    )
 
 
 def layers(image: Image) -> list[dict[str, object]]:
@@ -88,10 +94,14 @@ def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
 ) -> None:
     sender, receiver = pair
     ref = f"{registry.host}/lines/web:v1"
-    run_layer(sender, "motd", "echo hello > /etc/motd; mkdir -p /opt/app; head -c 300000 /dev/urandom > /opt/app/blob")
-    run_layer(sender, "conf", "echo 'port = 80' > /etc/web.conf; rm /etc/motd")
-    pushed = ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
-    assert "uploaded" in pushed
+    run_layer(
+        sender,
+        "motd",
+        "echo hello > $R/etc/motd; mkdir -p $R/opt/app; head -c 300000 /dev/urandom > $R/opt/app/blob",
+    )
+    run_layer(sender, "conf", "echo 'port = 80' > $R/etc/web.conf; rm $R/etc/motd")
+    result = ashctl(registry, registry.sender_ns, sender, "push", ref)
+    assert "uploaded" in ok(result) and "no recipe" not in result.stderr, result.stderr
 
     # The receiver lacks the base: it is told its two ways, and nothing is written.
     refused = one_line(ashctl(registry, registry.receiver_ns, receiver, "pull", ref), code=2)
@@ -115,13 +125,26 @@ def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
     assert isinstance(shown, dict) and shown["command"] == layers(sender)[-1]["command"]
 
     # Deploy it: the receiver's root is the sender's line.
-    ok(subprocess.run([sys.executable, "-m", "ashcore.cli", "--root", str(receiver.root),
-                       "deploy", str(tip["id"])], capture_output=True, text=True))
+    ok(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ashcore.cli",
+                "--root",
+                str(receiver.root),
+                "deploy",
+                str(tip["id"]),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    )
     assert (receiver.root / "etc/web.conf").read_text() == "port = 80\n"
 
     # One more small layer: the second push does not upload the base again, and the pull
     # receives only that layer.
-    run_layer(sender, "small", "echo 1 > /etc/small")
+    run_layer(sender, "small", "echo 1 > $R/etc/small")
     pushed = ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
     base_blob = max(registry.storage.rglob("data"), key=lambda p: p.stat().st_size)
     uploaded = int(pushed.split(" blobs uploaded (")[0].rsplit(" ", 1)[1])
@@ -139,25 +162,48 @@ def test_a_tampered_blob_a_bad_password_and_a_registry_down_write_nothing(
 ) -> None:
     sender, receiver = pair
     ref = f"{registry.host}/lines/t:v1"
-    run_layer(sender, "edit", "echo data > /etc/data")
+    run_layer(sender, "edit", "echo data > $R/etc/data")
     ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
     before = layers(receiver)
 
     # A wrong password: one line, nothing written.
     bad = registry.auth_file.parent / "bad.json"
     bad.write_text(json.dumps({"auths": {registry.host: {"auth": "YXNoOndyb25n"}}}))
-    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(receiver.root), "pull", ref,
-            "--base", "--cert-dir", str(registry.cert_dir), "--authfile", str(bad)]
+    argv = [
+        sys.executable,
+        "-m",
+        "ashcore.cli",
+        "--root",
+        str(receiver.root),
+        "pull",
+        ref,
+        "--base",
+        "--cert-dir",
+        str(registry.cert_dir),
+        "--authfile",
+        str(bad),
+    ]
     line = one_line(registry.run(registry.receiver_ns, argv))
     assert "not authorized" in line
     # No CA given: the certificate is not trusted.
-    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(receiver.root), "pull", ref,
-            "--base", "--authfile", str(registry.auth_file)]
+    argv = [
+        sys.executable,
+        "-m",
+        "ashcore.cli",
+        "--root",
+        str(receiver.root),
+        "pull",
+        ref,
+        "--base",
+        "--authfile",
+        str(registry.auth_file),
+    ]
     assert "not trusted" in one_line(registry.run(registry.receiver_ns, argv))
 
-    # A tampered stream blob (same size, one byte changed).
-    streams = [p for p in registry.storage.rglob("data") if p.stat().st_size > 4096]
-    victim = max(streams, key=lambda p: p.stat().st_size)
+    # A tampered stream blob (same size, one byte changed): the newest layer's (zstd frames).
+    streams = [p for p in registry.storage.rglob("data") if p.read_bytes()[:4] == ZSTD]
+    assert len(streams) == 2
+    victim = min(streams, key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
@@ -174,9 +220,20 @@ def test_a_tampered_blob_a_bad_password_and_a_registry_down_write_nothing(
 def _gpg(home: Path, *args: str) -> str:
     home.mkdir(mode=0o700, exist_ok=True)
     result = subprocess.run(
-        ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
-         "--passphrase", "", *args],
-        capture_output=True, text=True, check=True,
+        [
+            "gpg",
+            "--homedir",
+            str(home),
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout
 
@@ -194,25 +251,61 @@ def test_a_store_that_trusts_a_key_takes_only_lines_it_signed(
     sender, receiver = pair
     good_home, other_home = tmp_path / "gpg-good", tmp_path / "gpg-other"
     good, other = _key(good_home, "builder"), _key(other_home, "stranger")
-    run_layer(sender, "signed", "echo s > /etc/s")
+    run_layer(sender, "signed", "echo s > $R/etc/s")
     env_sign = {**os.environ, "GNUPGHOME": str(good_home)}
-    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(sender.root), "push",
-            f"{registry.host}/lines/s:v1", "--sign", "builder",
-            "--cert-dir", str(registry.cert_dir), "--authfile", str(registry.auth_file)]
+    argv = [
+        sys.executable,
+        "-m",
+        "ashcore.cli",
+        "--root",
+        str(sender.root),
+        "push",
+        f"{registry.host}/lines/s:v1",
+        "--sign",
+        "builder",
+        "--cert-dir",
+        str(registry.cert_dir),
+        "--authfile",
+        str(registry.auth_file),
+    ]
     assert registry.run(registry.sender_ns, argv, env=env_sign).returncode == 0
     ok(ashctl(registry, registry.sender_ns, sender, "push", f"{registry.host}/lines/u:v1"))
     before = layers(receiver)
 
-    unsigned = ashctl(registry, registry.receiver_ns, receiver, "pull",
-                      f"{registry.host}/lines/u:v1", "--base", "--trusted-key", str(good))
+    unsigned = ashctl(
+        registry,
+        registry.receiver_ns,
+        receiver,
+        "pull",
+        f"{registry.host}/lines/u:v1",
+        "--base",
+        "--trusted-key",
+        str(good),
+    )
     assert "not signed" in one_line(unsigned)
-    wrong = ashctl(registry, registry.receiver_ns, receiver, "pull",
-                   f"{registry.host}/lines/s:v1", "--base", "--trusted-key", str(other))
+    wrong = ashctl(
+        registry,
+        registry.receiver_ns,
+        receiver,
+        "pull",
+        f"{registry.host}/lines/s:v1",
+        "--base",
+        "--trusted-key",
+        str(other),
+    )
     assert "not trusted" in one_line(wrong)
     assert layers(receiver) == before
 
-    out = ashctl(registry, registry.receiver_ns, receiver, "pull",
-                 f"{registry.host}/lines/s:v1", "--base", "--trusted-key", str(good))
+    out = ashctl(
+        registry,
+        registry.receiver_ns,
+        receiver,
+        "pull",
+        f"{registry.host}/lines/s:v1",
+        "--base",
+        "--trusted-key",
+        str(good),
+    )
     ok(out)
     assert "signed by key" in out.stderr
     assert layers(receiver)[-1]["name"] == "signed"
