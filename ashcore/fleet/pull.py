@@ -37,8 +37,8 @@ from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import StreamError, relay
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import write_json
-from ashcore.target import Target
 from ashcore.sizes import human
+from ashcore.target import Target
 from ashcore.text import escaped
 
 OWN_ORIGINS = ("run", "replay", "ashctl")

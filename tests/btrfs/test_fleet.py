@@ -97,7 +97,8 @@ def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
     run_layer(
         sender,
         "motd",
-        "echo hello > $R/etc/motd; mkdir -p $R/opt/app; head -c 300000 /dev/urandom > $R/opt/app/blob",
+        "echo hello > $R/etc/motd; mkdir -p $R/opt/app;"
+        " head -c 300000 /dev/urandom > $R/opt/app/blob",
     )
     run_layer(sender, "conf", "echo 'port = 80' > $R/etc/web.conf; rm $R/etc/motd")
     result = ashctl(registry, registry.sender_ns, sender, "push", ref)
