@@ -124,6 +124,7 @@ def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
     assert [la["parent"] for la in new][1:] == [la["id"] for la in new][:-1]
     shown = receiver.json("show", str(tip["id"]))
     assert isinstance(shown, dict) and shown["command"] == layers(sender)[-1]["command"]
+    assert shown["pulled"]["from"] == ref and shown["pulled"]["id"] == layers(sender)[-1]["id"]
 
     # Deploy it: the receiver's root is the sender's line.
     ok(
@@ -310,3 +311,41 @@ def test_a_store_that_trusts_a_key_takes_only_lines_it_signed(
     ok(out)
     assert "signed by key" in out.stderr
     assert layers(receiver)[-1]["name"] == "signed"
+
+
+def test_what_a_killed_pull_left_is_found_by_doctor_and_finished_or_cleared(
+    pair: tuple[Image, Image], registry: Registry
+) -> None:
+    sender, receiver = pair
+    ref = f"{registry.host}/lines/k:v1"
+    run_layer(sender, "one", "echo 1 > $R/etc/one")
+    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
+    store = receiver.root / ".ash"
+    tip = layers(receiver)[-1]
+    # A pull killed after it renamed its stream into place and wrote the manifest, before the
+    # record: the record is all that is missing. And one killed mid-receive: a subvolume
+    # `arriving.<pid>.0` of a process that is gone.
+    dead = 2**22 + 12345  # above pid_max's default: no such process
+    receiver.ashctl("doctor", check=True)
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(store / "layers" / str(tip["id"])),
+         str(store / "layers" / f"arriving.{dead}.0")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (store / "fleet" / f"pull.{dead}-1.json").write_text(json.dumps({"id": 99, "arriving": None}))
+    manifest = json.loads((store / "layers" / f"{tip['id']}.json").read_text())
+    (store / "layers" / "99.json").write_text(json.dumps(manifest | {"id": 99, "name": "lost"}))
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(store / "layers" / str(tip["id"])),
+         str(store / "layers" / "99")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    found = receiver.ashctl("doctor")
+    assert found.returncode != 0 and "pull was cut short" in found.stdout + found.stderr
+    assert f"arriving.{dead}.0" in found.stdout + found.stderr
+    receiver.ashctl("doctor", "--repair", check=True)
+    assert store_leftovers(receiver) == []
+    assert not (store / "layers" / f"arriving.{dead}.0").exists()
+    assert [la["name"] for la in layers(receiver) if la["id"] == 99] == ["lost"]
+    receiver.ashctl("doctor", check=True)
