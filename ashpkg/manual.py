@@ -347,6 +347,14 @@ MODEL = (
         "Where layers and records live: a subvolume beside the root's (/@ash for /@), mounted "
         "at /.ash, so that a rollback never rewinds the records.",
     ),
+    (
+        "line",
+        "The layers from a base to one layer. `ashctl push` sends a line to an OCI registry "
+        "as one artifact (per layer a btrfs send stream and its record, and the line's "
+        "recipe); `ashctl pull` receives the layers a store lacks, byte for byte, or replays "
+        "the recipe with the root's own managers (--replay). Every blob is checked against "
+        "its digest, and against a trusted OpenPGP key when ash.toml names one.",
+    ),
 )
 
 
