@@ -33,7 +33,7 @@ from ashcore.fleet.arrival import ARRIVING, fleet_dir, journal_path, recover
 from ashcore.fleet.artifact import Line, LineLayer
 from ashcore.fleet.claims import Claims
 from ashcore.fleet.oci import Client, progress_line
-from ashcore.fleet.push import TOOLS_ENV, Moved
+from ashcore.fleet.push import Moved, start
 from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import StreamError, relay
 from ashcore.model import Layer, PackageDelta, Status
@@ -190,24 +190,12 @@ def _receive(
     `parents`: the uuids of the subvolumes it may have been received against."""
     assert layer.stream is not None and layer.identity is not None
     layers = target.store.layers_dir
-    try:
-        unpack = subprocess.Popen(
-            ["zstd", "-d", "-q", "-c", blob],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=TOOLS_ENV,
-        )
-        receive = subprocess.Popen(
-            ["btrfs", "receive", "-q", "-C", "-e", "--max-errors", "1", layers],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=TOOLS_ENV,
-        )
-    except FileNotFoundError as e:
-        raise BackendError(
-            f"the `{e.filename}` command is missing", hint="install btrfs-progs and zstd"
-        ) from None
+    unpack = start(["zstd", "-d", "-q", "-c", blob], stdout=subprocess.PIPE)
+    receive = start(
+        ["btrfs", "receive", "-q", "-C", "-e", "--max-errors", "1", layers],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     assert unpack.stdout is not None and receive.stdin is not None
     refused: AshError | None = None
     try:

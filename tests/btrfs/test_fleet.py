@@ -74,6 +74,15 @@ def run_layer(image: Image, name: str, script: str) -> None:
     )
 
 
+def push(reg: Registry, sender: Image, tag: str, name: str) -> str:
+    """A layer `name` (one file, /etc/<name>) on the sender, then its line pushed to `tag`;
+    returns the reference."""
+    ref = f"{reg.host}/lines/{tag}"
+    run_layer(sender, name, f"echo {name} > $R/etc/{name}")
+    ok(ashctl(reg, reg.sender_ns, sender, "push", ref))
+    return ref
+
+
 def layers(image: Image) -> list[dict[str, object]]:
     data = image.json("list")
     assert isinstance(data, list)
@@ -163,9 +172,7 @@ def test_a_tampered_blob_a_bad_password_and_a_registry_down_write_nothing(
     pair: tuple[Image, Image], registry: Registry
 ) -> None:
     sender, receiver = pair
-    ref = f"{registry.host}/lines/t:v1"
-    run_layer(sender, "edit", "echo data > $R/etc/data")
-    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    ref = push(registry, sender, "t:v1", "data")
     before = layers(receiver)
 
     # A wrong password: one line, nothing written.
@@ -317,9 +324,7 @@ def test_what_a_killed_pull_left_is_found_by_doctor_and_finished_or_cleared(
     pair: tuple[Image, Image], registry: Registry
 ) -> None:
     sender, receiver = pair
-    ref = f"{registry.host}/lines/k:v1"
-    run_layer(sender, "one", "echo 1 > $R/etc/one")
-    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    ref = push(registry, sender, "k:v1", "one")
     ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
     store = receiver.root / ".ash"
     tip = layers(receiver)[-1]
@@ -376,9 +381,7 @@ def test_a_subvolume_a_user_made_to_claim_a_layers_identity_is_never_built_upon(
     pair: tuple[Image, Image], registry: Registry
 ) -> None:
     sender, receiver = pair
-    ref = f"{registry.host}/lines/c:v1"
-    run_layer(sender, "one", "echo 1 > $R/etc/one")
-    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    ref = push(registry, sender, "c:v1", "one")
     ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
     run_layer(sender, "two", "echo 2 > $R/etc/two")
     ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
