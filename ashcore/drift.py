@@ -13,13 +13,12 @@ from ashcore.clock import ctime_now
 from ashcore.layers import make_layer
 from ashcore.log import logger
 from ashcore.model import PackageDelta, Status
-from ashcore.naming import MAX_NAME, matches_any
+from ashcore.naming import NAMED, drift_name, matches_any
 from ashcore.registry import in_state
 from ashcore.store import (
     Checkpoint,
 )
 from ashcore.target import Target
-from ashcore.text import escaped
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 log = logger(__name__)
 
 
+DRIFTED = "drifted"  # a drift layer's manifest: the paths it changed (NAMED + 1 at most)
 NO_OWNER = "0:0"  # owns what the core does on its own (drift): never alive
 
 
@@ -131,9 +131,6 @@ def discard_early(target: Target) -> None:
     early = take_early(target.store.layers_dir)
     if early is not None:
         target.fs.delete(early[0])
-
-
-NAMED = 3  # paths a drift layer's name shows
 
 
 OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
@@ -279,10 +276,8 @@ def capture_drift(
         if not changed:
             store.set_checked(dep.uuid, now)
             return head
-        shown = ", ".join(escaped(p) for p in changed[:NAMED])
-        shown += " (and more)" if len(changed) > NAMED else ""
         pending: dict[str, Any] = {
-            "name": f"drift: {shown}"[:MAX_NAME],
+            "name": drift_name(changed),
             "parent": head,
             "manager": None,
             "command": "changes made outside package operations",
@@ -304,6 +299,10 @@ def capture_drift(
     except BaseException:
         _forget_probe(target, probe)
         raise
-    layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
+    # The paths name it now; what they did is said once its sets are read, off this path
+    # (ashcore/driftname.py).
+    layer = make_layer(
+        target, pending, Status.DRIFT, PackageDelta(), None, taken=now, extra={DRIFTED: changed}
+    )
     log.info("ashlayers: kept changes made outside package operations as layer %d", layer.id)
     return layer.id

@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
-    from ashcore.model import PackageDatabase
+    from ashcore.model import PackageDatabase, PackageDelta
 
 
 class Manager:
@@ -87,6 +87,20 @@ class Manager:
     def owns(self, argv: list[str] | tuple[str, ...]) -> bool:
         """Whether `argv` runs one of this manager's front ends."""
         return bool(argv) and os.path.basename(argv[0]) in self.commands
+
+    def describe_change(self, paths: list[str], before: str, after: str) -> str | None:
+        """What a change made to its own state alone did, in a few words (`hold htop`), read
+        from the roots `before` and `after` (the layer before and the one after); `paths`, the
+        files of its state that changed (relative to the roots). None when it cannot say for
+        all of them: a drift layer then shows the paths."""
+        return None
+
+    def install_argv(self, delta: PackageDelta) -> list[str] | None:
+        """A command line of its front end that makes the change `delta` in a root that has
+        the packages before it: what it added, upgraded or downgraded installed at those
+        versions, what it removed removed; non-interactive. None when it cannot (no such
+        command, or a version that is no finished install)."""
+        return None
 
     def database(self) -> PackageDatabase:
         """Its database face: reads any root's installed set with the manager's bindings."""

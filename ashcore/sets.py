@@ -25,7 +25,7 @@ import subprocess
 
 from ashcore.errors import BackendError
 from ashcore.log import logger
-from ashcore.model import PackageDelta
+from ashcore.model import PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.registry import database_of, managers
 
@@ -235,7 +235,7 @@ def complete_now(target: Target, layer_id: int) -> None:
 def complete(target: Target, layer_id: int) -> None:
     """Record the sets of `layer_id` and of the layers above it that lack them (up to WALK);
     a layer without a package delta of its own (drift, `run`, interrupted without its
-    database face) gets the one its sets tell."""
+    database face) gets the one its sets tell; a drift layer is named for what it did."""
     store = target.store
     todo: list[int] = []
     current: int | None = layer_id
@@ -248,9 +248,15 @@ def complete(target: Target, layer_id: int) -> None:
             break
         parent = manifest.get("parent")
         current = parent if isinstance(parent, int) else None
+    from ashcore.driftname import name_drift
+
     for layer in reversed(todo):
         sets = sets_of(target, layer)
         record = store.get(layer)
+        if record.status == Status.DRIFT and isinstance(
+            manifest := read_json(store.manifest_path(layer)), dict
+        ):
+            name_drift(target, layer, manifest)
         if sets is None or record.parent is None or record.packages:
             continue  # a manager's layer has its own delta already
         parent_sets = sets_of(target, record.parent)
