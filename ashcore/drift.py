@@ -306,3 +306,16 @@ def capture_drift(
     )
     log.info("ashlayers: kept changes made outside package operations as layer %d", layer.id)
     return layer.id
+
+
+def keep_drift(target: Target, dep: SubvolumeInfo, *, strict: bool = False) -> int | None:
+    """`capture_drift` for `ashctl`'s commands (rollback, replay, try), which are no
+    manager's time: a drift layer kept is completed at once (its sets, its delta, its name
+    for what it did). Call under the store lock."""
+    head, _ = target.store.head(dep.uuid)
+    kept = capture_drift(target, dep, strict=strict)
+    if kept is not None and kept != head:
+        from ashcore.sets import complete
+
+        complete(target, kept)
+    return kept

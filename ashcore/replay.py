@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 
 from ashcore.data import mount_places
-from ashcore.drift import capture_drift, sweep_probes
+from ashcore.drift import capture_drift, keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import require_idle
 from ashcore.log import logger
@@ -200,7 +200,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         require_idle(target)
         resume(target)
         dep = target.deployment()
-        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+        keep_drift(target, dep, strict=True)  # the state left is kept, byte for byte
         sweep_probes(target)
         head, _ = store.head(dep.uuid)
         steps = plan(target, first)
