@@ -14,7 +14,7 @@ from ashcore.layers import make_layer
 from ashcore.log import logger
 from ashcore.model import PackageDelta, Status
 from ashcore.naming import NAMED, drift_name, matches_any
-from ashcore.registry import in_state
+from ashcore.registry import in_state, made_at_start
 from ashcore.store import (
     Checkpoint,
 )
@@ -199,9 +199,10 @@ def drift_since_head(
     so far, buffered ones too (a filesystem commit does not write buffered file data, so an
     edit made a moment ago would not show in the generations), and it takes 1-2 ms.
 
-    A write to a manager's own database is the manager's, not drift, when its ctime says a
-    manager made it: at or after `own_since` (the manager that begins, as it started up:
-    dnf's history, aptitude's states) or at or before `late_until` (the head's manager, after
+    A write to a manager's own database (or a file its front end creates as it starts) is
+    the manager's, not drift, when its ctime says a manager made it: at or after `own_since`
+    (the manager that begins, as it started up: dnf's history, aptitude's states, the empty
+    sources.list python-apt makes) or at or before `late_until` (the head's manager, after
     its last post hook and before it exited). Any other change to them (`apt-mark hold`,
     `rpm --justdb`, a hand edit) is drift.
     """
@@ -209,7 +210,7 @@ def drift_since_head(
     probe, now = _take_probe(target, checked)
 
     def own(path: str) -> bool:
-        if not manager_state(path):
+        if not manager_state(path) and not made_at_start(path):
             return False
         ctime = _ctime(probe, path)
         if ctime is None:

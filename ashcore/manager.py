@@ -33,6 +33,11 @@ class Manager:
     """Its own databases. A manager writes them as it starts, before its pre hook, and after
     its last post hook: such writes are told by their time and are not drift; any other
     change to them (a mark, a --justdb) is."""
+    made_at_start: ClassVar[tuple[str, ...]] = ()
+    """Files outside its state that a front end creates as it starts when they are missing
+    (before its pre hook): made then, they are its own, as its start-up writes to its state
+    are, and go with its layer; made at any other time, drift. Unlike state, a replay and a
+    recipe carry them."""
     noise: ClassVar[tuple[str, ...]] = ()
     """Paths (a folder covers all below it) it writes while only reading, or after its post
     hook, that are no change of the system's state: never drift."""

@@ -13,6 +13,9 @@ class Apt(Manager):
     name = "apt"
     programs = ("usr/bin/dpkg",)
     state = ("var/lib/dpkg", "var/lib/apt", "var/lib/aptitude")
+    # python-apt's Cache(rootdir=...) (unattended-upgrade's) creates an empty sources.list
+    # as it starts where there is none (deb822 sources.list.d only, as sid's and trixie's).
+    made_at_start = ("etc/apt/sources.list",)
     noise = (
         "var/lib/apt/lists",
         "var/lib/apt/extended_states.lock",

@@ -46,9 +46,6 @@ DPKG_LOG = "var/log/unattended-upgrades/unattended-upgrades-dpkg.log"
 
 def test_unattended_upgrade_makes_whole_layers_named_once_and_no_drift_after(root: Root) -> None:
     install_from_mirror(root, ["unattended-upgrades"])
-    # python-apt's Cache(rootdir=...) creates an empty /etc/apt/sources.list as it starts when
-    # there is none (sid's root has only sources.list.d): a change to /etc, drift of its own.
-    (root.path / "etc/apt/sources.list").touch()
     root.run(BUILD)
     root.run(PUBLISH.format(version="1.0"))
     (root.path / "etc/apt/sources.list.d/uu.list").write_text(
@@ -59,6 +56,7 @@ def test_unattended_upgrade_makes_whole_layers_named_once_and_no_drift_after(roo
     root.run(["apt-get", "install", "-y", "ashtest-w", "ashtest-x", "ashtest-y"])
     root.run(PUBLISH.format(version="2.0"))
     root.run(["apt-get", "update", "-q"])
+    assert not (root.path / "etc/apt/sources.list").exists()  # sid's: sources.list.d only
     known = {x["id"] for x in layers(root)}
     done = root.run(["unattended-upgrade", "-v"])
     assert "Packages that will be upgraded: ashtest-w ashtest-x" in done.stdout, done.stdout
@@ -76,6 +74,9 @@ def test_unattended_upgrade_makes_whole_layers_named_once_and_no_drift_after(roo
     assert not any(x["packages"]["added"] or x["packages"]["removed"] for x in made), made
     for layer in made:
         assert not list(snapshot_of(root, layer).rglob("*.dpkg-new")), layer
+    # python-apt's Cache(rootdir=...) made an empty sources.list as it started: its own write,
+    # in its layer, not a drift layer before it.
+    assert (snapshot_of(root, made[0]) / "etc/apt/sources.list").exists()
     # One line per layer in what dpkg printed (not one per dpkg run).
     said = [line for line in log.splitlines() if line.startswith("ashlayers: layer ")]
     assert sorted(said) == sorted(f'ashlayers: layer {x["id"]} "{x["name"]}"' for x in made), log
