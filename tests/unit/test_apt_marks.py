@@ -74,3 +74,13 @@ def test_install_argv_makes_the_change_at_its_versions() -> None:
     assert apt.install_argv(PackageDelta(added=(("a", "1.0 (unpacked)"),))) is None
     assert apt.install_argv(PackageDelta()) is None
     assert apt.replay_argv(["apt-get", "-y", "install", "a=1.0", "c-"]) is not None
+
+
+def test_the_core_asks_each_manager_for_its_own_paths(tmp_path: Path) -> None:
+    from ashcore.driftname import said_of
+
+    before = _root(tmp_path, "a", {"x": "install ok installed"})
+    after = _root(tmp_path, "b", {"x": "hold ok installed"})
+    paths = ["etc/motd", STATUS, "var/lib/dpkg/status-old"]
+    assert said_of(paths, before, after) == (["hold x"], ["etc/motd"])
+    assert said_of(["etc/motd"], before, after) == ([], ["etc/motd"])
