@@ -335,7 +335,9 @@ MODEL = (
         "drift",
         "What changed in the deployment outside any package operation (a hand edit in /etc). "
         "It is kept as a layer of its own before the next operation, so that each layer's "
-        "delta is one thing. Noise (logs, caches, /tmp; see ash.toml(5)) is not drift.",
+        "delta is one thing. Noise (logs, caches, /tmp; see ash.toml(5)) is not drift. "
+        "A drift layer is named by its paths, or by what a change to a manager's own state "
+        "did (drift: hold htop, drift: mark auto libfoo).",
     ),
     (
         "tree",

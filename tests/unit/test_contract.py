@@ -16,6 +16,7 @@ def _words(manager: Manager) -> set[str]:
     """Every name, command word and path a manager declares."""
     words = {manager.name, *manager.commands, *manager.programs, *manager.state}
     words |= {*manager.noise, *manager.lock_files, *manager.package_files}
+    words |= {*manager.made_at_start}
     words |= {p for pair in (*manager.caches, *manager.indexes) for p in pair}
     return {w for w in words if w}
 
