@@ -45,3 +45,23 @@ def test_the_core_never_imports_a_managers_bindings() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=TOP, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_package_folder_is_shipped() -> None:
+    """A folder of modules missing from pyproject's `packages` installs without them, and
+    every root's ashctl then fails to import (a CI run of 107 failures found it so)."""
+    import tomllib
+
+    project = tomllib.loads((TOP / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    mapped = project["tool"]["setuptools"].get("package-dir", {})
+    folders = {
+        ".".join(p.parent.relative_to(TOP).parts)
+        for p in (TOP / "ashcore").rglob("__init__.py")
+    }
+    for name, where in mapped.items():
+        folders |= {
+            name + "".join("." + part for part in p.parent.relative_to(TOP / where).parts)
+            for p in (TOP / where).rglob("__init__.py")
+        }
+    assert folders - listed == set()
