@@ -20,13 +20,22 @@ if TYPE_CHECKING:
 
 
 class SubvolumeInfo(Value):
-    __slots__ = ("generation", "id", "otransid", "parent_uuid", "received_uuid", "uuid")
+    __slots__ = (
+        "ctransid",
+        "generation",
+        "id",
+        "otransid",
+        "parent_uuid",
+        "received_uuid",
+        "uuid",
+    )
     id: int
     uuid: str
     parent_uuid: str | None
     generation: int  # the last transaction that changed it
     otransid: int  # the transaction that created it: a snapshot holds every older write
     received_uuid: str | None  # the sender's uuid, for a subvolume made by `btrfs receive`
+    ctransid: int  # the last transaction that changed its files (what `btrfs send` names)
 
     def __init__(
         self,
@@ -36,8 +45,10 @@ class SubvolumeInfo(Value):
         generation: int,
         otransid: int = 0,
         received_uuid: str | None = None,
+        ctransid: int = 0,
     ) -> None:
         self._init(
+            ctransid=ctransid,
             id=id,
             uuid=uuid,
             parent_uuid=parent_uuid,
@@ -144,7 +155,13 @@ class Btrfs:
         parent = info.parent_uuid.hex() if any(info.parent_uuid) else None
         received = info.received_uuid.hex() if any(info.received_uuid) else None
         return SubvolumeInfo(
-            info.id, info.uuid.hex(), parent, info.generation, info.otransid, received
+            info.id,
+            info.uuid.hex(),
+            parent,
+            info.generation,
+            info.otransid,
+            received,
+            info.ctransid,
         )
 
     def is_read_only(self, path: str) -> bool:

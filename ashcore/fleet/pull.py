@@ -31,11 +31,10 @@ from ashcore.errors import AshError, BackendError, UsageError
 from ashcore.fleet import artifact
 from ashcore.fleet.arrival import ARRIVING, fleet_dir, journal_path, recover
 from ashcore.fleet.artifact import Line, LineLayer
-from ashcore.fleet.claims import Claims
 from ashcore.fleet.oci import Client, progress_line
 from ashcore.fleet.push import Moved, start
 from ashcore.fleet.reference import Reference
-from ashcore.fleet.streamcheck import StreamError, relay
+from ashcore.fleet.streamcheck import Parent, StreamError, relay
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import write_json
 from ashcore.sizes import human
@@ -145,20 +144,22 @@ def pull(
                 moved.blobs, moved.bytes = moved.blobs + 1, moved.bytes + layer.stream.size
         store = target.store
         where = {k: store.layer_path(v) for k, v in identities(target).items()}
-        with Claims(target) as claims:
-            for number, layer in enumerate(missing):
-                name = None
-                if layer.id in files:
-                    assert layer.stream is not None and layer.identity is not None
-                    name = f"{ARRIVING}{os.getpid()}.{number}"
-                    against = layer.stream.against
-                    parents = claims.check(against, where[against]) if against else None
-                    arrived.append((layer, name))
-                    _receive(target, files[layer.id], layer, name, parents)
-                    os.unlink(files[layer.id])
-                    where[layer.identity] = os.path.join(store.layers_dir, name)
-                else:
-                    arrived.append((layer, None))
+        for number, layer in enumerate(missing):
+            name = None
+            if layer.id in files:
+                assert layer.stream is not None and layer.identity is not None
+                name = f"{ARRIVING}{os.getpid()}.{number}"
+                against = layer.stream.against
+                parent = None
+                if against is not None:
+                    info = target.fs.info(where[against])
+                    parent = (info.uuid, info.ctransid)
+                arrived.append((layer, name))
+                _receive(target, files[layer.id], layer, name, parent)
+                os.unlink(files[layer.id])
+                where[layer.identity] = os.path.join(store.layers_dir, name)
+            else:
+                arrived.append((layer, None))
         tip = _commit(target, ref, digest, local, arrived)
         arrived = []
         return tip, moved
@@ -184,10 +185,10 @@ def _check_parents(line: Line, missing: list[LineLayer], target: Target) -> None
 
 
 def _receive(
-    target: Target, blob: str, layer: LineLayer, name: str, parents: set[str] | None
+    target: Target, blob: str, layer: LineLayer, name: str, parent: Parent | None
 ) -> None:
-    """Receive one checked stream as `layers/<name>` (read-only, with its sender's uuid);
-    `parents`: the uuids of the subvolumes it may have been received against."""
+    """Receive one checked stream as `layers/<name>` (read-only, with its sender's uuid),
+    against this store's subvolume `parent` (its uuid and ctransid) when it is incremental."""
     assert layer.stream is not None and layer.identity is not None
     layers = target.store.layers_dir
     unpack = start(["zstd", "-d", "-q", "-c", blob], stdout=subprocess.PIPE)
@@ -205,6 +206,7 @@ def _receive(
             name=name,
             identity=layer.identity,
             against=layer.stream.against,
+            parent=parent,
         )
     except StreamError as e:
         refused = e
@@ -230,7 +232,7 @@ def _receive(
         info = target.fs.info(path)
         if info.received_uuid != layer.identity or not target.fs.is_read_only(path):
             refused = StreamError(f"the sender's layer {layer.id} did not arrive as named")
-        elif parents is not None and info.parent_uuid not in parents:
+        elif parent is not None and info.parent_uuid != parent[0]:
             refused = StreamError(
                 f"the sender's layer {layer.id} was received against a subvolume that is not"
                 " its parent's"

@@ -27,7 +27,7 @@ C_SUBVOL, C_SNAPSHOT, C_LINK, C_CLONE, C_END = 1, 2, 10, 16, 21
 C_WRITE, C_ENCODED_WRITE = 15, 25
 KNOWN_COMMANDS = set(range(1, 27))
 A_UUID, A_PATH, A_PATH_TO, A_PATH_LINK, A_DATA = 1, 15, 16, 17, 19
-A_CLONE_UUID, A_CLONE_PATH = 20, 22
+A_CLONE_UUID, A_CLONE_CTRANSID, A_CLONE_PATH = 20, 21, 22
 KNOWN_ATTRIBUTES = set(range(1, 34))
 PATHS = (A_PATH, A_PATH_TO, A_CLONE_PATH)
 COMMAND_LIMIT = 1 << 20  # bytes: send writes at most 48 KiB of data per command (v2: 128 KiB+)
@@ -106,10 +106,24 @@ def _encode(command: int, attrs: list[tuple[int, bytes]]) -> bytes:
     return _HEADER.pack(len(body), command, crc) + body
 
 
+Parent = tuple[str, int]
+"""This store's subvolume a stream is received against: its own uuid and ctransid."""
+
+
 def relay(
-    source: IO[bytes], sink: IO[bytes], *, name: str, identity: str, against: str | None
+    source: IO[bytes],
+    sink: IO[bytes],
+    *,
+    name: str,
+    identity: str,
+    against: str | None,
+    parent: Parent | None = None,
 ) -> None:
-    """Copy a checked stream from `source` to `sink`, its subvolume renamed `name`."""
+    """Copy a checked stream from `source` to `sink`, its subvolume renamed `name`, and
+    every reference to the layer it is sent against (`against`) made a reference to this
+    store's subvolume `parent`: `btrfs receive` looks a parent up by uuid across the whole
+    filesystem, and takes the first subvolume that claims it (another root's copy, which its
+    mount cannot reach, or one a user made to claim it); this store's own uuid names one."""
     head = source.read(len(MAGIC) + 4)
     if len(head) < len(MAGIC) + 4 or not head.startswith(MAGIC):
         raise _refuse("not a btrfs send stream")
@@ -131,12 +145,13 @@ def relay(
         if len(body) < length:
             raise _refuse("a truncated command")
         if first:
-            sink.write(_first(command, body, version, name, identity, against))
+            sink.write(_first(command, body, version, name, identity, against, parent))
             first = False
             continue
         if command in (C_SUBVOL, C_SNAPSHOT):
             raise _refuse("a second subvolume in one stream")
-        for kind, value in _attributes(body, version, command):
+        attrs = _attributes(body, version, command)
+        for kind, value in attrs:
             if kind in PATHS or (kind == A_PATH_LINK and command == C_LINK):
                 _check_path(value)
             elif (
@@ -145,14 +160,37 @@ def relay(
                 and _uuid(value) not in (identity, against)
             ):
                 raise _refuse("a clone from a subvolume that is not the layer's parent")
+        if command == C_CLONE and parent is not None and against is not None:
+            sink.write(_to_parent(command, attrs, against, parent))
+            continue
         sink.write(header)
         sink.write(body)
         if command == C_END:
             return
 
 
+def _to_parent(
+    command: int, attrs: list[tuple[int, bytes]], against: str, parent: Parent
+) -> bytes:
+    """The command with its clone source `against` named as this store's `parent`."""
+    found = dict(attrs)
+    if _uuid(found.get(A_CLONE_UUID, b"")) != against:
+        return _encode(command, attrs)
+    local = {
+        A_CLONE_UUID: uuidlib.UUID(parent[0]).bytes,
+        A_CLONE_CTRANSID: struct.pack("<Q", parent[1]),
+    }
+    return _encode(command, [(k, local.get(k, v)) for k, v in attrs])
+
+
 def _first(
-    command: int, body: bytes, version: int, name: str, identity: str, against: str | None
+    command: int,
+    body: bytes,
+    version: int,
+    name: str,
+    identity: str,
+    against: str | None,
+    parent: Parent | None,
 ) -> bytes:
     attrs = _attributes(body, version, command)
     found = dict(attrs)
@@ -165,4 +203,7 @@ def _first(
         raise _refuse("a stream that does not start with its subvolume")
     if _uuid(found.get(A_UUID, b"")) != identity:
         raise _refuse("a stream of another layer than the index names")
-    return _encode(command, [(k, name.encode() if k == A_PATH else v) for k, v in attrs])
+    renamed = [(k, name.encode() if k == A_PATH else v) for k, v in attrs]
+    if command == C_SNAPSHOT and parent is not None and against is not None:
+        return _to_parent(command, renamed, against, parent)
+    return _encode(command, renamed)
