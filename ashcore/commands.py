@@ -57,7 +57,7 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
 
         complete_now(target, layer.id)
         log.info("layer %d: %s (%s)", layer.id, layer.name, layer.status.value)
-        from ashcore.boot import refresh_quietly
+        from ashcore.boot.menu import refresh_quietly
 
         refresh_quietly(target)  # the menu's recent layers, as the hooks' helper rewrites it
     return code if code >= 0 else 128 - code

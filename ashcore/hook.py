@@ -202,7 +202,7 @@ def commit_hook(
         elif layer is not None and not os.environ.get("ASH_NO_SIZES"):
             _measure_later(root)  # no helper stayed (`dpkg -i` alone): a child measures
         if layer is not None and helper:
-            from ashcore.boot import refresh_quietly
+            from ashcore.boot.menu import refresh_quietly
 
             refresh_quietly(target)  # the menu's recent layers; a kernel update's new kernel
     except Exception as e:

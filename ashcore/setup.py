@@ -208,7 +208,7 @@ def setup(target: Target) -> list[str]:
         if manager.detect(target.root):
             for path in manager.install(target.root):
                 done.append(f"hook: {path}")
-    from ashcore.boot import setup_boot
+    from ashcore.boot.setup import setup_boot
 
     done += setup_boot(target)  # before the base layer: its changes (fstab, grub) are in it
     dep = target.deployment()
@@ -228,7 +228,7 @@ def setup(target: Target) -> list[str]:
 
             complete_now(target, layer.id)
             done.append(f"layer {layer.id}: base")
-    from ashcore.boot import refresh_quietly
+    from ashcore.boot.menu import refresh_quietly
 
     refresh_quietly(target)  # with the base layer in the menu
     return done

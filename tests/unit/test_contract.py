@@ -51,10 +51,11 @@ def test_the_core_names_no_manager_in_its_code() -> None:
         + r")(?![\w-])"
     )
     found = []
-    for path in sorted(CORE.glob("*.py")):
+    for path in sorted(CORE.rglob("*.py")):
         for line, text in _code_strings(path):
             if (match := pattern.search(text)) is not None:
-                found.append(f"{path.name}:{line}: {match.group(1)!r} in {text[:60]!r}")
+                where = f"{path.relative_to(CORE)}:{line}"
+                found.append(f"{where}: {match.group(1)!r} in {text[:60]!r}")
     assert not found, "\n".join(found)
 
 
