@@ -12,10 +12,11 @@ import subprocess
 import sys
 
 from ashcore.errors import AshError, CannotRunError, UsageError
-from ashcore.lifecycle import Operation, abandon, begin, commit, require_idle
+from ashcore.lifecycle import Operation, abandon, begin, commit
 from ashcore.model import Layer
 from ashcore.naming import check_name
 from ashcore.process import owner_of, pid_of
+from ashcore.recovery import require_idle
 from ashcore.show import head_of
 from ashcore.target import Target
 from ashcore.text import escaped

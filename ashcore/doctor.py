@@ -14,9 +14,9 @@ import re
 import sqlite3
 
 from ashcore.layers import write_manifest
-from ashcore.lifecycle import require_idle, running
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
+from ashcore.recovery import require_idle, running
 from ashcore.store import now_iso
 from ashcore.target import Target
 

@@ -169,7 +169,7 @@ def commit_hook(
     helper_exit: float | None = None,
 ) -> int:
     """Post-transaction: make the layer. Always returns 0. failed=None: the seal's or the
-    database face's verdict (see lifecycle.commit). `owner`: the owner as the begin saw it,
+    database face's verdict (see describe.describe). `owner`: the owner as the begin saw it,
     for a helper that describes after the manager has exited (`hand_over_hook`). `helper`:
     this is the helper's call, which describes a sealed layer only; `helper_exit`: when the
     manager exited (None: it still runs)."""

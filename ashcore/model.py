@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 
     class PackageDatabase(Protocol):
         """The database face of a plugin: reads any root's installed set with the manager's
-        bindings. It may also have `failed(before, after) -> bool` (see lifecycle.commit),
+        bindings. It may also have `failed(before, after) -> bool` (see describe.describe),
         and `state_paths(root) -> tuple[str, ...]` when `read_installed(path)` reads only
         those files (or folders' names) under `path`: the set before a run is then read from
-        its parent layer's snapshot after the run (lifecycle.before_of), not by the pre
+        its parent layer's snapshot after the run (describe.before_of), not by the pre
         hook, when those paths are as the snapshot has them."""
 
         def read_installed(self, root: str) -> dict[str, str]: ...

@@ -41,11 +41,11 @@ from collections.abc import Callable
 from ashcore.data import mount_places
 from ashcore.drift import capture_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import require_idle
 from ashcore.log import logger
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
+from ashcore.recovery import require_idle
 from ashcore.stage import (
     chroot_env,
     mount_stage,

@@ -23,10 +23,10 @@ from ashcore.deployments import (
 )
 from ashcore.drift import capture_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import require_idle
 from ashcore.model import Layer, Status
 from ashcore.mounts import mount_at, mounts
 from ashcore.ondisk import read_json, write_json
+from ashcore.recovery import require_idle
 from ashcore.target import Target
 
 log = logging.getLogger(__name__)

@@ -60,8 +60,8 @@ def free_bytes(root: str) -> int:
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.drift import drift_since_head
-    from ashcore.lifecycle import running
     from ashcore.prune import total_size
+    from ashcore.recovery import running
     from ashcore.rollback import interrupted, next_boot, pending_reboot
     from ashcore.sizes import human
     from ashcore.trial import tries

@@ -409,7 +409,7 @@ class Store:
     ) -> None:
         """Mark a layer done and make it the head of the deployment it was taken from.
         `late_until`: the manager's writes up to then (after its last post hook, before it
-        exited) are its own, not drift (lifecycle.drift_since_head)."""
+        exited) are its own, not drift (drift.drift_since_head)."""
         with self.transaction(self.db) as db:
             db.execute(
                 "UPDATE layers SET name = ?, status = ?, finished = ?, packages = ?, uuid = ?,"
