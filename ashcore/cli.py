@@ -38,7 +38,7 @@ from ashcore.show import (
     cmd_status,
     cmd_tree,
 )
-from ashcore.store import explain
+from ashcore.storedb import explain
 from ashcore.target import Target
 
 log = logging.getLogger("ashctl")

@@ -284,7 +284,6 @@ def cmd_doctor(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_pin(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.layers import write_manifest
     from ashcore.ondisk import read_json
 
     layer = target.store.find(args.layer)
@@ -293,8 +292,7 @@ def cmd_pin(target: Target, args: argparse.Namespace) -> int:
         target.store.set_pinned(layer.id, pinned)
         manifest = read_json(target.store.manifest_path(layer.id)) or {}
         updated = target.store.get(layer.id)
-        write_manifest(
-            target.store,
+        target.store.write_manifest(
             updated,
             manifest.get("plugin"),
             manifest.get("deployment"),

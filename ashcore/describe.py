@@ -15,10 +15,9 @@ from ashcore.config import load_hook_config
 from ashcore.drift import changes, drop_lock_files, manager_state
 from ashcore.layers import make_layer
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.model import Layer, PackageDelta, Seal, Status
 from ashcore.naming import matches_any
 from ashcore.ondisk import loads
-from ashcore.store import Seal
 from ashcore.target import Target
 
 TYPE_CHECKING = False

@@ -13,7 +13,6 @@ import os
 import re
 import sqlite3
 
-from ashcore.layers import write_manifest
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json
 from ashcore.recovery import require_idle, running
@@ -128,7 +127,7 @@ def check(target: Target, repair: bool) -> list[str]:
                         uuid=uuid,
                     )
                     store.insert_layer(recovered)
-                    write_manifest(store, recovered, None, None, None)
+                    store.write_manifest(recovered, None, None, None)
                 problems.pop()
         for layer_id, record in records.items():
             if record.status == Status.PRUNED:

@@ -12,12 +12,9 @@ from ashcore.btrfs import SubvolumeInfo
 from ashcore.clock import ctime_now
 from ashcore.layers import make_layer
 from ashcore.log import logger
-from ashcore.model import PackageDelta, Status
+from ashcore.model import Checkpoint, PackageDelta, Status
 from ashcore.naming import MAX_NAME, matches_any
 from ashcore.registry import in_state
-from ashcore.store import (
-    Checkpoint,
-)
 from ashcore.target import Target
 from ashcore.text import escaped
 

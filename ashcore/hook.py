@@ -23,7 +23,7 @@ from ashcore.drift import discard_early
 from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import Operation, Outcome, begin, commit, extend_late_until, seal
 from ashcore.process import owner_of
-from ashcore.store import explain
+from ashcore.storedb import explain
 from ashcore.target import Target
 
 TYPE_CHECKING = False

@@ -28,19 +28,13 @@ from ashcore.describe import describe, reads_files, sealed_of
 from ashcore.drift import capture_drift, discard_early, sweep_probes
 from ashcore.errors import StoreError
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta
+from ashcore.model import Layer, PackageDelta, Seal
 from ashcore.naming import auto_command, auto_name, check_name, matches_any
 from ashcore.ondisk import read_json
 from ashcore.process import ancestors, pid_of, started_at
 from ashcore.recovery import database_for, recover, running
-from ashcore.store import (
-    PAUSE_FIRST,
-    PAUSE_MAX,
-    Seal,
-    Store,
-    full,
-    no_space,
-)
+from ashcore.store import Store
+from ashcore.storedb import PAUSE_FIRST, PAUSE_MAX, full, no_space
 from ashcore.target import Target
 from ashcore.value import Value
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ashcore.ondisk import loads
 from ashcore.value import Value
 
 TYPE_CHECKING = False
@@ -255,6 +256,38 @@ class Layer(Value):
             uuid=uuid,
             size=size if isinstance(size := manifest.get("size"), int) else None,
         )
+
+
+Checkpoint = tuple[int, float]
+"""(generation, time): every change to a deployment after it has a later transid and ctime."""
+
+
+class Seal(Value):
+    """A pending layer's sealed state: its snapshot `<id>.partial` was taken in the manager's
+    post hook, before the manager went on. `failed`: the hook's verdict, None when the
+    database face judges it (apt: a package left part-way)."""
+
+    __slots__ = ("checked", "failed")
+    checked: Checkpoint
+    failed: bool | None
+
+    def __init__(self, checked: Checkpoint, failed: bool | None) -> None:
+        self._init(checked=checked, failed=failed)
+
+    def to_text(self) -> str:
+        """As JSON, without the json module (5 ms to import, on a post hook's path)."""
+        failed = {None: "null", True: "true", False: "false"}[self.failed]
+        return (
+            f'{{"generation": {int(self.checked[0])}, "time": {float(self.checked[1])!r},'
+            f' "failed": {failed}}}'
+        )
+
+    @classmethod
+    def from_text(cls, text: str | None) -> Seal | None:
+        if not text:
+            return None
+        data = loads(text)
+        return cls((int(data["generation"]), float(data["time"])), data.get("failed"))
 
 
 def natural_compare(a: str, b: str) -> int:

@@ -13,7 +13,7 @@ import os
 from ashcore.describe import before_of, describe, sealed_of
 from ashcore.drift import NO_OWNER
 from ashcore.errors import UsageError
-from ashcore.layers import layer_of, make_layer, write_manifest
+from ashcore.layers import layer_of, make_layer
 from ashcore.log import logger
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import read_json
@@ -67,8 +67,7 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
                 # one an earlier version folded late writes into, owned by NO_OWNER).
                 layer = layer.replace(status=Status.INTERRUPTED)
             if manifest.get("uuid") != uuid:
-                write_manifest(
-                    store,
+                store.write_manifest(
                     layer,
                     pending["plugin"],
                     pending["deployment"],
@@ -77,7 +76,7 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
         else:
             status = Status.DRIFT if pending["owner"] == NO_OWNER else Status.INTERRUPTED
             layer = layer_of(store, pending, status, uuid, PackageDelta())
-            write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
+            store.write_manifest(layer, pending["plugin"], pending["deployment"], None)
         store.finalize(layer, pending["deployment"], None)
         log.warning("ashlayers: finished layer %d left by an interrupted run", layer_id)
         return layer

@@ -26,7 +26,7 @@ import subprocess
 from ashcore.errors import BackendError
 from ashcore.log import logger
 from ashcore.model import PackageDelta
-from ashcore.ondisk import read_json, write_json
+from ashcore.ondisk import read_json
 from ashcore.registry import database_of, managers
 
 TYPE_CHECKING = False
@@ -190,8 +190,7 @@ def sets_of(target: Target, layer_id: int) -> Sets | None:
     if not os.path.isdir(path):
         return None
     sets = read_sets(path, target.root)
-    manifest["sets"] = sets
-    write_json(store.manifest_path(layer_id), manifest, durable=False)
+    store.amend_manifest(layer_id, "sets", sets, durable=False)
     return sets
 
 

@@ -1,0 +1,45 @@
+"""A layer's manifest: its record as JSON beside its snapshot (`layers/<id>.json`), from
+which `doctor --repair` rebuilds the database. The store writes it (`Store` is a
+`Manifests`): no other module writes a manifest."""
+
+from __future__ import annotations
+
+import os
+
+from ashcore.model import Layer
+from ashcore.ondisk import read_json, write_json
+
+
+class Manifests:
+    """The manifest half of `Store`: one writer of a layer's manifest, as the store is the one
+    writer of its row."""
+
+    layers_dir: str
+
+    def manifest_path(self, layer_id: int) -> str:
+        return os.path.join(self.layers_dir, f"{layer_id}.json")
+
+    def write_manifest(
+        self,
+        layer: Layer,
+        plugin: str | None,
+        deployment: str | None,
+        installed: dict[str, str] | None,
+    ) -> None:
+        """The whole manifest of `layer`: its record, the plugin and deployment it was made
+        by and on, and the installed set when known."""
+        manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment}
+        if installed is not None:
+            manifest["installed"] = installed
+        # Not fsynced: a manifest lost to a power cut is told by its uuid and rebuilt by
+        # recovery.
+        write_json(self.manifest_path(layer.id), manifest, durable=False)
+
+    def amend_manifest(
+        self, layer_id: int, key: str, value: object, *, durable: bool = True
+    ) -> None:
+        """Set one field of the layer's manifest (none is written when it has none)."""
+        manifest = read_json(self.manifest_path(layer_id))
+        if isinstance(manifest, dict):
+            manifest[key] = value
+            write_json(self.manifest_path(layer_id), manifest, durable=durable)
