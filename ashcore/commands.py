@@ -13,7 +13,7 @@ import sys
 
 from ashcore.errors import AshError, CannotRunError, UsageError
 from ashcore.lifecycle import Operation, abandon, begin, commit
-from ashcore.model import Layer
+from ashcore.model import Layer, Origin
 from ashcore.naming import check_name
 from ashcore.process import owner_of, pid_of
 from ashcore.recovery import require_idle
@@ -32,7 +32,11 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
         raise UsageError("no command to run", hint="ashctl run [--name NAME] -- CMD...")
     name = check_name(args.name) if args.name is not None else os.environ.get("ASH_NAME") or None
     op = Operation(
-        plugin="run", manager=None, argv=tuple(argv), owner=owner_of(os.getpid()), name=name
+        origin=Origin(Origin.RUN),
+        manager=None,
+        argv=tuple(argv),
+        owner=owner_of(os.getpid()),
+        name=name,
     )
     begin(target, op, None)
     try:
@@ -294,7 +298,7 @@ def cmd_pin(target: Target, args: argparse.Namespace) -> int:
         updated = target.store.get(layer.id)
         target.store.write_manifest(
             updated,
-            manifest.get("plugin"),
+            Origin.from_text(manifest.get("plugin")),
             manifest.get("deployment"),
             manifest.get("installed"),
         )

@@ -15,7 +15,7 @@ from ashcore.config import load_hook_config
 from ashcore.drift import changes, drop_lock_files, manager_state
 from ashcore.layers import make_layer
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Seal, Status
+from ashcore.model import Layer, Origin, PackageDelta, Seal, Status
 from ashcore.naming import matches_any
 from ashcore.ondisk import loads
 from ashcore.target import Target
@@ -100,7 +100,7 @@ def describe(
         if failed is None:
             judge = getattr(database, "failed", None)
             failed = bool(judge(before, after)) if judge is not None else False
-        hooks = load_hook_config(target.root, pending["plugin"] or "run")
+        hooks = load_hook_config(target.root, pending["origin"].config)
         changed = [n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded]
         # A reopened layer is kept whatever it touched: it is a layer already.
         skipped = [] if amend else [p for p in hooks.skip_packages if matches_any(p, changed)]
@@ -120,7 +120,7 @@ def describe(
             )
             return None
     elif (
-        pending["plugin"] in ("run", "replay")
+        pending["origin"].kind in (Origin.RUN, Origin.REPLAY)
         and not failed
         and not amend
         and not _files_changed(target, pending, _no_excuse)

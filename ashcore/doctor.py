@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 
-from ashcore.model import Layer, Status
+from ashcore.model import Layer, Origin, Status
 from ashcore.ondisk import read_json
 from ashcore.recovery import require_idle, running
 from ashcore.store import now_iso
@@ -106,7 +106,7 @@ def check(target: Target, repair: bool) -> list[str]:
                 if isinstance(manifest, dict) and manifest.get("uuid") == uuid:
                     store.insert_layer(
                         Layer.from_manifest(manifest, layer_id, uuid),
-                        plugin=manifest.get("plugin")
+                        origin=Origin.from_text(manifest.get("plugin"))
                         if isinstance(manifest.get("plugin"), str)
                         else None,
                     )

@@ -12,7 +12,7 @@ from ashcore.btrfs import SubvolumeInfo
 from ashcore.clock import ctime_now
 from ashcore.layers import make_layer
 from ashcore.log import logger
-from ashcore.model import Checkpoint, PackageDelta, Status
+from ashcore.model import Checkpoint, Origin, PackageDelta, Status
 from ashcore.naming import MAX_NAME, matches_any
 from ashcore.registry import in_state
 from ashcore.target import Target
@@ -283,14 +283,14 @@ def capture_drift(
             "parent": head,
             "manager": None,
             "command": "changes made outside package operations",
-            "plugin": None,
+            "origin": Origin(Origin.DRIFT),
             "deployment": dep.uuid,
         }
         pending["id"] = store.insert_pending(
             name=pending["name"],
             parent=head,
             manager=None,
-            plugin=None,
+            origin=pending["origin"],
             command=pending["command"],
             owner=NO_OWNER,
             deployment=dep.uuid,

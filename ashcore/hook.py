@@ -70,7 +70,7 @@ def _operation(
     owner = _owners.get(owner_pid) or owner_of(owner_pid)
     _owners[owner_pid] = owner
     return Operation(
-        plugin=plugin,
+        plugin,
         manager=manager,
         argv=tuple(argv),
         owner=owner,
@@ -271,7 +271,7 @@ class _Sealer:
 
 def _sealing(owner: str) -> Operation:
     """The operation a seal names: only its owner matters."""
-    return Operation(plugin="", manager=None, argv=(), owner=owner)
+    return Operation("", manager=None, argv=(), owner=owner)
 
 
 def seal_hook(*, root: str, owner_pid: int) -> bool:

@@ -49,7 +49,7 @@ def make_layer(
         fs.delete(final)
     os.rename(partial, final)
     layer = layer_of(store, pending, status, fs.info(final).uuid, delta)
-    store.write_manifest(layer, pending["plugin"], pending["deployment"], installed)
+    store.write_manifest(layer, pending["origin"], pending["deployment"], installed)
     store.finalize(layer, pending["deployment"], checked, late_until)
     return layer
 

@@ -28,7 +28,7 @@ from ashcore.describe import describe, reads_files, sealed_of
 from ashcore.drift import capture_drift, discard_early, sweep_probes
 from ashcore.errors import StoreError
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Seal
+from ashcore.model import Layer, Origin, PackageDelta, Seal
 from ashcore.naming import auto_command, auto_name, check_name, matches_any
 from ashcore.ondisk import read_json
 from ashcore.process import ancestors, pid_of, started_at
@@ -56,8 +56,8 @@ class Outcome:
 
 
 class Operation(Value):
-    __slots__ = ("argv", "manager", "name", "owner", "plugin", "reopen", "targets")
-    plugin: str  # which /etc/ash/hooks.d/<plugin>.toml applies: apt, dnf, pacman, run
+    __slots__ = ("argv", "manager", "name", "origin", "owner", "reopen", "targets")
+    origin: Origin  # where its layer comes from; /etc/ash/hooks.d/<origin.config>.toml applies
     manager: str | None  # what the layer records: apt, dpkg, dnf5, dnf4, pacman
     argv: tuple[str, ...]
     owner: str  # process.owner_of(the manager's pid)
@@ -67,7 +67,7 @@ class Operation(Value):
 
     def __init__(
         self,
-        plugin: str,
+        origin: Origin | str,
         manager: str | None,
         argv: tuple[str, ...],
         owner: str,
@@ -75,8 +75,9 @@ class Operation(Value):
         name: str | None = None,
         reopen: bool = True,
     ) -> None:
+        # A plugin names itself by its text (`Origin.from_text`): "apt", "run".
         self._init(
-            plugin=plugin,
+            origin=origin if isinstance(origin, Origin) else Origin.from_text(origin),
             manager=manager,
             argv=argv,
             owner=owner,
@@ -90,7 +91,7 @@ def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
         return "ASH_SKIP is set"
     if not hooks.enabled:
-        return f"disabled in /etc/ash/hooks.d/{op.plugin}.toml"
+        return f"disabled in /etc/ash/hooks.d/{op.origin.config}.toml"
     for pattern in hooks.skip_packages:
         if matches_any(pattern, op.targets):
             return f"a target matches skip_packages {pattern!r}"
@@ -102,7 +103,7 @@ def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
 
 # -- begin -----------------------------------------------------------------------------------
 def begin(target: Target, op: Operation, database: PackageDatabase | None) -> str:
-    hooks = load_hook_config(target.root, op.plugin)
+    hooks = load_hook_config(target.root, op.origin.config)
     reason = skip_reason(op, hooks)
     if reason:
         log.info("ashlayers: no layer for this run: %s", reason)
@@ -126,11 +127,11 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
                 busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
             else:
                 if pending is not None:
-                    same = pending["plugin"] == op.plugin
+                    same = pending["origin"] == op.origin
                     recover(
                         target,
                         pending,
-                        database if same else database_for(target, pending["plugin"]),
+                        database if same else database_for(target, pending["origin"]),
                     )
                 _start(target, op, database, name)
                 return Outcome.STARTED
@@ -159,8 +160,8 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
             hint="run `ashctl doctor --repair` to rebuild it from the manifests",
         )
     if head is not None and database is not None and op.reopen:
-        owner, plugin = store.layer_owner(head)
-        if owner == op.owner and plugin == op.plugin:
+        owner, origin = store.layer_owner(head)
+        if owner == op.owner and origin == op.origin:
             before = _before_of(store, head)
             if before is not None:
                 store.reopen(head, owner=op.owner, before=before)
@@ -179,7 +180,7 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
         name=name,
         parent=head,
         manager=op.manager,
-        plugin=op.plugin,
+        origin=op.origin,
         command=auto_command(op.argv),
         owner=op.owner,
         deployment=dep.uuid,

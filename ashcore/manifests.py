@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ashcore.model import Layer
+from ashcore.model import Layer, Origin
 from ashcore.ondisk import read_json, write_json
 
 
@@ -22,12 +22,13 @@ class Manifests:
     def write_manifest(
         self,
         layer: Layer,
-        plugin: str | None,
+        origin: Origin | None,
         deployment: str | None,
         installed: dict[str, str] | None,
     ) -> None:
-        """The whole manifest of `layer`: its record, the plugin and deployment it was made
-        by and on, and the installed set when known."""
+        """The whole manifest of `layer`: its record, where it comes from (None: unknown),
+        the deployment it was made on, and the installed set when known."""
+        plugin = origin.to_text() if origin is not None else None
         manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment}
         if installed is not None:
             manifest["installed"] = installed

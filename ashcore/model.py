@@ -290,6 +290,57 @@ class Seal(Value):
         return cls((int(data["generation"]), float(data["time"])), data.get("failed"))
 
 
+class Origin(Value):
+    """Where a layer comes from: a package manager's run (through its hooks), drift, `ashctl
+    run`, a replay, or the base layer setup takes. Records and manifests keep it as text in
+    their `plugin` field, as they always have: the plugin's name (apt, dnf, pacman, zypper),
+    "run", "replay", "ashctl" for the base, nothing (NULL) for drift; parsed here alone."""
+
+    # The kinds (constants, not an enum: `enum` costs every hook 1.5 ms to import).
+    MANAGER = "manager"
+    DRIFT = "drift"
+    RUN = "run"
+    REPLAY = "replay"
+    BASE = "base"
+
+    __slots__ = ("kind", "manager")
+    kind: str
+    manager: str | None  # the plugin's name, for a manager's run
+
+    def __init__(self, kind: str, manager: str | None = None) -> None:
+        self._init(kind=kind, manager=manager)
+
+    @classmethod
+    def of(cls, manager: str) -> Origin:
+        return cls(cls.MANAGER, manager)
+
+    @classmethod
+    def from_text(cls, text: str | None) -> Origin:
+        """The origin a record's or manifest's `plugin` field names."""
+        if text is None:
+            return cls(cls.DRIFT)
+        kind = _KIND_OF_TEXT.get(text)
+        return cls(kind) if kind is not None else cls(cls.MANAGER, text)
+
+    def to_text(self) -> str | None:
+        """As records and manifests keep it (`from_text` reads it back)."""
+        return self.manager if self.kind == Origin.MANAGER else _TEXT_OF_KIND[self.kind]
+
+    @property
+    def config(self) -> str:
+        """Which `/etc/ash/hooks.d/<config>.toml` applies to its runs."""
+        return self.to_text() or "run"
+
+
+_TEXT_OF_KIND: dict[str, str | None] = {
+    Origin.DRIFT: None,
+    Origin.RUN: "run",
+    Origin.REPLAY: "replay",
+    Origin.BASE: "ashctl",
+}
+_KIND_OF_TEXT = {text: kind for kind, text in _TEXT_OF_KIND.items() if text is not None}
+
+
 def natural_compare(a: str, b: str) -> int:
     """A version order good enough to tell an upgrade from a downgrade across layers."""
 

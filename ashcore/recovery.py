@@ -15,7 +15,7 @@ from ashcore.drift import NO_OWNER
 from ashcore.errors import UsageError
 from ashcore.layers import layer_of, make_layer
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.model import Layer, Origin, PackageDelta, Status
 from ashcore.ondisk import read_json
 from ashcore.process import is_alive, pid_of
 from ashcore.registry import database_of
@@ -33,7 +33,7 @@ log = logger(__name__)
 def recover(target: Target, pending: Any, database: PackageDatabase | None) -> Layer | None:
     """Close a transaction whose owner is gone. Returns the layer it leaves, if any.
 
-    `database` must be the database face of the pending transaction's plugin, or None.
+    `database` must be the database face of the pending transaction's manager, or None.
     """
     store, fs = target.store, target.fs
     layer_id = pending["id"]
@@ -69,14 +69,14 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
             if manifest.get("uuid") != uuid:
                 store.write_manifest(
                     layer,
-                    pending["plugin"],
+                    pending["origin"],
                     pending["deployment"],
                     manifest.get("installed"),
                 )
         else:
             status = Status.DRIFT if pending["owner"] == NO_OWNER else Status.INTERRUPTED
             layer = layer_of(store, pending, status, uuid, PackageDelta())
-            store.write_manifest(layer, pending["plugin"], pending["deployment"], None)
+            store.write_manifest(layer, pending["origin"], pending["deployment"], None)
         store.finalize(layer, pending["deployment"], None)
         log.warning("ashlayers: finished layer %d left by an interrupted run", layer_id)
         return layer
@@ -98,9 +98,11 @@ def recover(target: Target, pending: Any, database: PackageDatabase | None) -> L
     return layer
 
 
-def database_for(target: Target, plugin: str | None) -> PackageDatabase | None:
-    """The database face of `plugin` for the target root: this process's own when the root
-    is its own, else one that reads chrooted into the root, with the root's bindings."""
+def database_for(target: Target, origin: Origin) -> PackageDatabase | None:
+    """The database face of the manager a layer of `origin` comes from, for the target
+    root: this process's own when the root is its own, else one that reads chrooted into the
+    root, with the root's bindings. None for a layer of no manager (drift, run, replay)."""
+    plugin = origin.manager
     face = database_of(plugin)
     if face is None or plugin is None:
         return face
@@ -132,4 +134,4 @@ def require_idle(target: Target) -> None:
             f"a package operation is running: {pending['command']} (pid {pid})",
             hint="wait for it to finish, then run this again",
         )
-    recover(target, pending, database_for(target, pending["plugin"]))
+    recover(target, pending, database_for(target, pending["origin"]))

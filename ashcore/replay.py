@@ -42,7 +42,7 @@ from ashcore.data import mount_places
 from ashcore.drift import capture_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
 from ashcore.log import logger
-from ashcore.model import Layer, Status
+from ashcore.model import Layer, Origin, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.process import is_alive, owner_of
 from ashcore.recovery import require_idle
@@ -369,7 +369,7 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
     left = [p for p in changed if manager_state(p)]
     paths = [p for p in changed if not manager_state(p)]
     op = Operation(
-        plugin="replay",
+        origin=Origin(Origin.REPLAY),
         manager=None,
         argv=("ashctl", "replay", str(layer.id)),
         owner=owner_of(os.getpid()),

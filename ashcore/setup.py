@@ -16,6 +16,7 @@ from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
 from ashcore.errors import BackendError
 from ashcore.lifecycle import Operation, begin, commit
+from ashcore.model import Origin
 from ashcore.mounts import filesystem_uuid, mount_at, mount_subvolume
 from ashcore.ondisk import read_bytes, write_atomic
 from ashcore.process import owner_of
@@ -215,7 +216,7 @@ def setup(target: Target) -> list[str]:
     head, _ = target.store.head(dep.uuid)
     if head is None:
         op = Operation(
-            plugin="ashctl",
+            origin=Origin(Origin.BASE),
             manager=None,
             argv=("ashctl", "setup"),
             owner=owner_of(os.getpid()),

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from ashcore import storedb
 from ashcore.errors import NotFoundError, StoreError, UsageError
 from ashcore.manifests import Manifests
-from ashcore.model import Checkpoint, Layer, PackageDelta, Seal, Status
+from ashcore.model import Checkpoint, Layer, Origin, PackageDelta, Seal, Status
 from ashcore.ondisk import dumps, loads
 
 TYPE_CHECKING = False
@@ -151,14 +151,20 @@ class Store(Manifests):
         return storedb.locked(self.path, timeout)
 
     # -- records -----------------------------------------------------------------------------
-    def pending(self) -> sqlite3.Row | None:
+    def pending(self) -> dict[str, Any] | None:
+        """The pending transaction's record: id, owner, origin (an `Origin`), manager,
+        parent, deployment, before, name, command, sealed."""
         cur = self.db.execute(
             "SELECT id, owner, plugin, manager, parent, deployment, before, name,"
             " command, sealed FROM layers WHERE status = 'pending' ORDER BY id LIMIT 1"
         )
         cur.row_factory = sqlite3.Row
         row: sqlite3.Row | None = cur.fetchone()
-        return row
+        if row is None:
+            return None
+        pending = dict(row)
+        pending["origin"] = Origin.from_text(pending.pop("plugin"))
+        return pending
 
     def insert_pending(
         self,
@@ -166,7 +172,7 @@ class Store(Manifests):
         name: str,
         parent: int | None,
         manager: str | None,
-        plugin: str | None,
+        origin: Origin,
         command: str,
         owner: str,
         deployment: str,
@@ -179,7 +185,7 @@ class Store(Manifests):
                 name,
                 parent,
                 manager,
-                plugin,
+                origin.to_text(),
                 command,
                 now_iso(),
                 owner,
@@ -280,7 +286,7 @@ class Store(Manifests):
                 (max(top, self._highest_on_disk()), layer_id),
             )
 
-    def insert_layer(self, layer: Layer, *, plugin: str | None = None) -> None:
+    def insert_layer(self, layer: Layer, *, origin: Origin | None = None) -> None:
         """Insert a complete record (used when rebuilding from manifests)."""
         self.db.execute(
             "INSERT OR REPLACE INTO layers (id, name, parent, manager, plugin, command, status,"
@@ -290,7 +296,7 @@ class Store(Manifests):
                 layer.name,
                 layer.parent,
                 layer.manager,
-                plugin,
+                origin.to_text() if origin is not None else None,
                 layer.command,
                 layer.status.value,
                 layer.created,
@@ -363,11 +369,12 @@ class Store(Manifests):
         row = self.db.execute("SELECT manager FROM layers WHERE id = ?", (layer_id,)).fetchone()
         return row[0] if row else None
 
-    def layer_owner(self, layer_id: int) -> tuple[str | None, str | None]:
+    def layer_owner(self, layer_id: int) -> tuple[str | None, Origin | None]:
+        """The process that made the layer, and where the layer comes from."""
         row = self.db.execute(
             "SELECT owner, plugin FROM layers WHERE id = ?", (layer_id,)
         ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], Origin.from_text(row[1])) if row else (None, None)
 
     def get(self, layer_id: int) -> Layer:
         row = self.db.execute(

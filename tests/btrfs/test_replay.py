@@ -151,7 +151,7 @@ def test_a_replay_takes_no_snapshot_of_a_manager_that_began_on_the_root_meanwhil
     def replay_files(*args: Any) -> list[str]:
         left = real(*args)
         op = Operation(
-            plugin="apt",
+            origin="apt",
             manager="apt",
             argv=("apt-get", "install", "x"),
             owner=owner_of(manager.pid),
