@@ -1,4 +1,5 @@
-"""The domain values: layer status, layer records, package sets and their deltas.
+"""The domain values: layer status, layer records, package sets and their deltas, a pending
+layer's seal, and where a layer comes from (its origin).
 
 This module is on every hook's path: its values are `ashcore.value.Value`s, not dataclasses.
 """
