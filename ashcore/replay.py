@@ -278,7 +278,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
                     hint="run it again; what changed is kept as a layer",
                 )
         except BaseException:
-            _undo_quietly(target, stage)
+            _undo_quietly(target, stage, held=True)
             raise
         for old, new in outcome.made:
             store.set_replaced_by(old.id, new)
@@ -392,10 +392,14 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
     return left
 
 
-def _undo_quietly(target: Target, stage: str) -> None:
+def _undo_quietly(target: Target, stage: str, *, held: bool = False) -> None:
     """Undo a replay that failed; a failure of the undo itself is a warning (doctor finishes
-    it), never what hides the step's own error."""
+    it), never what hides the step's own error. `held`: the caller holds the store's lock (a
+    second flock of this process would wait for the first until lock_timeout)."""
     try:
+        if held:
+            _undo(target, stage)
+            return
         with target.store.locked(target.config.lock_timeout):
             _undo(target, stage)
     except Exception as e:
