@@ -15,7 +15,7 @@ from ashcore.config import load_hook_config
 from ashcore.drift import changes, drop_lock_files, manager_state
 from ashcore.layers import make_layer
 from ashcore.log import logger
-from ashcore.model import Layer, Origin, PackageDelta, Seal, Status
+from ashcore.model import Layer, Origin, PackageDelta, Seal, Status, reads_files
 from ashcore.naming import matches_any
 from ashcore.ondisk import loads
 from ashcore.target import Target
@@ -41,12 +41,6 @@ def sealed_of(target: Target, pending: Any) -> Seal | None:
     if not target.fs.is_read_only(partial):
         drop_lock_files(target, partial, writable=True)
     return sealed
-
-
-def reads_files(database: PackageDatabase) -> bool:
-    """Whether `database.read_installed(path)` reads the files under `path` alone (its
-    `state_paths`), so that a layer's snapshot gives the set as it was when it was made."""
-    return hasattr(database, "state_paths")
 
 
 def before_of(target: Target, pending: Any, database: PackageDatabase) -> dict[str, str] | None:

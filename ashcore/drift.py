@@ -10,7 +10,6 @@ import os
 
 from ashcore.btrfs import SubvolumeInfo
 from ashcore.clock import ctime_now
-from ashcore.layers import make_layer
 from ashcore.log import logger
 from ashcore.model import Checkpoint, Origin, PackageDelta, Status
 from ashcore.naming import MAX_NAME, matches_any
@@ -301,6 +300,8 @@ def capture_drift(
     except BaseException:
         _forget_probe(target, probe)
         raise
+    from ashcore.layers import make_layer  # drift is rare: not on every begin's path
+
     layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
     log.info("ashlayers: kept changes made outside package operations as layer %d", layer.id)
     return layer.id

@@ -24,15 +24,13 @@ import time
 
 from ashcore.clock import ctime_now
 from ashcore.config import HookConfig, load_hook_config
-from ashcore.describe import describe, reads_files, sealed_of
 from ashcore.drift import capture_drift, discard_early, sweep_probes
 from ashcore.errors import StoreError
 from ashcore.log import logger
-from ashcore.model import Layer, Origin, PackageDelta, Seal
+from ashcore.model import Layer, Origin, PackageDelta, Seal, reads_files
 from ashcore.naming import auto_command, auto_name, check_name, matches_any
 from ashcore.ondisk import read_json
 from ashcore.process import ancestors, pid_of, started_at
-from ashcore.recovery import database_for, recover, running
 from ashcore.store import Store
 from ashcore.storedb import PAUSE_FIRST, PAUSE_MAX, full, no_space
 from ashcore.target import Target
@@ -115,26 +113,31 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
     while True:
         with store.locked(target.config.lock_timeout):
             pending = store.pending()
-            if pending is not None and pending["owner"] == op.owner:
+            if pending is None:
+                _start(target, op, database, name)
+                return Outcome.STARTED
+            if pending["owner"] == op.owner:
                 # The owner runs the manager again (a front end's second dpkg run): what was
                 # sealed is no longer its last state; the next post hook seals again.
                 if pending["sealed"] is not None:
                     store.mark_sealed(pending["id"], None)
                 return Outcome.JOINED
-            if pending is not None and running(target, pending):
-                if pid_of(pending["owner"]) in ancestors(os.getpid()):
-                    return Outcome.JOINED
-                busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
-            else:
-                if pending is not None:
-                    same = pending["origin"] == op.origin
-                    recover(
-                        target,
-                        pending,
-                        database if same else database_for(target, pending["origin"]),
-                    )
+            # Another transaction is open, or was left by a crash: rare, so recovery's room
+            # is imported only then, off the common begin's path.
+            from ashcore.recovery import database_for, recover, running
+
+            if not running(target, pending):
+                same = pending["origin"] == op.origin
+                recover(
+                    target,
+                    pending,
+                    database if same else database_for(target, pending["origin"]),
+                )
                 _start(target, op, database, name)
                 return Outcome.STARTED
+            if pid_of(pending["owner"]) in ancestors(os.getpid()):
+                return Outcome.JOINED
+            busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
         discard_early(target)  # taken before that operation's end: stale
         if time.monotonic() > deadline:
             raise StoreError(
@@ -289,6 +292,9 @@ def commit(
     and after, with its optional method `failed(before, after) -> bool` (a manager that does
     not tell its hooks how the transaction ended: apt, dpkg).
     """
+    # Describing runs in the helper, once the manager is done: its room is imported there.
+    from ashcore.describe import describe, sealed_of
+
     store = target.store
     with store.locked(target.config.lock_timeout):
         pending = store.pending()

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
         def compare_versions(self, a: str, b: str) -> int: ...
 
 
+def reads_files(database: PackageDatabase) -> bool:
+    """Whether `database.read_installed(path)` reads the files under `path` alone (its
+    `state_paths`), so that a layer's snapshot gives the set as it was when it was made."""
+    return hasattr(database, "state_paths")
+
+
 class Status(str):
     """A layer's status: one of the constants below. A str, not an enum.StrEnum: `enum`
     costs every hook 1.5 ms to import."""
