@@ -39,7 +39,7 @@ from ashcore.show import (
     cmd_status,
     cmd_tree,
 )
-from ashcore.store import explain
+from ashcore.storedb import explain
 from ashcore.target import Target
 
 log = logging.getLogger("ashctl")
@@ -299,7 +299,7 @@ def _finish_switch(root: str) -> None:
 
 
 def _refuse_in_throwaway(args: argparse.Namespace) -> None:
-    from ashcore.boot import throwaway_layer
+    from ashcore.boot.state import throwaway_layer
 
     if args.command in READING or os.path.realpath(args.root) != "/":
         return
@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             dry_run = getattr(args, "dry_run", False)  # a dry run writes nothing, the menu too
             if args.command in CHANGES_LAYERS and not dry_run and target.store.exists():
-                from ashcore.boot import refresh_quietly
+                from ashcore.boot.menu import refresh_quietly
 
                 refresh_quietly(target)
     except AshError as e:

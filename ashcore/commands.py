@@ -12,10 +12,11 @@ import subprocess
 import sys
 
 from ashcore.errors import AshError, CannotRunError, UsageError
-from ashcore.lifecycle import Operation, abandon, begin, commit, require_idle
-from ashcore.model import Layer
+from ashcore.lifecycle import Operation, abandon, begin, commit
+from ashcore.model import Layer, Origin
 from ashcore.naming import check_name
 from ashcore.process import owner_of, pid_of
+from ashcore.recovery import require_idle
 from ashcore.show import head_of
 from ashcore.target import Target
 from ashcore.text import escaped
@@ -31,7 +32,11 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
         raise UsageError("no command to run", hint="ashctl run [--name NAME] -- CMD...")
     name = check_name(args.name) if args.name is not None else os.environ.get("ASH_NAME") or None
     op = Operation(
-        plugin="run", manager=None, argv=tuple(argv), owner=owner_of(os.getpid()), name=name
+        origin=Origin(Origin.RUN),
+        manager=None,
+        argv=tuple(argv),
+        owner=owner_of(os.getpid()),
+        name=name,
     )
     begin(target, op, None)
     try:
@@ -57,7 +62,7 @@ def cmd_run(target: Target, args: argparse.Namespace) -> int:
 
         complete_now(target, layer.id)
         log.info("layer %d: %s (%s)", layer.id, layer.name, layer.status.value)
-        from ashcore.boot import refresh_quietly
+        from ashcore.boot.menu import refresh_quietly
 
         refresh_quietly(target)  # the menu's recent layers, as the hooks' helper rewrites it
     return code if code >= 0 else 128 - code
@@ -289,7 +294,6 @@ def cmd_doctor(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_pin(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.layers import write_manifest
     from ashcore.ondisk import read_json
 
     layer = target.store.find(args.layer)
@@ -298,10 +302,9 @@ def cmd_pin(target: Target, args: argparse.Namespace) -> int:
         target.store.set_pinned(layer.id, pinned)
         manifest = read_json(target.store.manifest_path(layer.id)) or {}
         updated = target.store.get(layer.id)
-        write_manifest(
-            target.store,
+        target.store.write_manifest(
             updated,
-            manifest.get("plugin"),
+            Origin.from_text(manifest.get("plugin")),
             manifest.get("deployment"),
             manifest.get("installed"),
         )

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 CONFIG_PATH = "etc/ash/ash.toml"
 HOOKS_DIR = "etc/ash/hooks.d"
 THROWAWAY_MARK = "/run/ashlayers-throwaway"
-"""Written at boot by the initramfs script (ashcore/boot.py) when a layer was booted from the
-menu as a throwaway copy: the layer's id. No layer is made there."""
+"""Written at boot by the initramfs script (installed by ashcore/boot/setup.py) when a layer
+was booted from the menu as a throwaway copy: the layer's id. No layer is made there."""
 
 DEFAULT_NOISE = (
     "tmp",
@@ -125,7 +125,7 @@ class Config(Value):
     noise: tuple[str, ...]
     lock_files: tuple[str, ...]
     retention: Retention
-    boot_entries: int  # layers offered in the boot menu, newest first (ashcore/boot.py)
+    boot_entries: int  # layers offered in the boot menu, newest first (ashcore/boot/menu.py)
     data: tuple[str, ...]  # users' data places, kept out of layers (ashcore/data.py)
     trusted_keys: tuple[str, ...]  # [fleet]: OpenPGP keyrings a pulled line must be signed by
 

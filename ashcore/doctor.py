@@ -13,10 +13,9 @@ import os
 import re
 import sqlite3
 
-from ashcore.layers import write_manifest
-from ashcore.lifecycle import require_idle, running
-from ashcore.model import Layer, Status
+from ashcore.model import Layer, Origin, Status
 from ashcore.ondisk import read_json
+from ashcore.recovery import require_idle, running
 from ashcore.store import now_iso
 from ashcore.target import Target
 
@@ -110,7 +109,7 @@ def check(target: Target, repair: bool) -> list[str]:
                 if isinstance(manifest, dict) and manifest.get("uuid") == uuid:
                     store.insert_layer(
                         Layer.from_manifest(manifest, layer_id, uuid),
-                        plugin=manifest.get("plugin")
+                        origin=Origin.from_text(manifest.get("plugin"))
                         if isinstance(manifest.get("plugin"), str)
                         else None,
                     )
@@ -131,7 +130,7 @@ def check(target: Target, repair: bool) -> list[str]:
                         uuid=uuid,
                     )
                     store.insert_layer(recovered)
-                    write_manifest(store, recovered, None, None, None)
+                    store.write_manifest(recovered, None, None, None)
                 problems.pop()
         for layer_id, record in records.items():
             if record.status == Status.PRUNED:

@@ -10,14 +10,10 @@ import os
 
 from ashcore.btrfs import SubvolumeInfo
 from ashcore.clock import ctime_now
-from ashcore.layers import make_layer
 from ashcore.log import logger
-from ashcore.model import PackageDelta, Status
-from ashcore.naming import NAMED, drift_name, matches_any
+from ashcore.model import Checkpoint, Origin, PackageDelta, Status
+from ashcore.naming import DRIFTED, NAMED, drift_name, matches_any
 from ashcore.registry import in_state, made_at_start
-from ashcore.store import (
-    Checkpoint,
-)
 from ashcore.target import Target
 
 TYPE_CHECKING = False
@@ -29,7 +25,6 @@ if TYPE_CHECKING:
 log = logger(__name__)
 
 
-DRIFTED = "drifted"  # a drift layer's manifest: the paths it changed (NAMED + 1 at most)
 NO_OWNER = "0:0"  # owns what the core does on its own (drift): never alive
 
 
@@ -282,14 +277,14 @@ def capture_drift(
             "parent": head,
             "manager": None,
             "command": "changes made outside package operations",
-            "plugin": None,
+            "origin": Origin(Origin.DRIFT),
             "deployment": dep.uuid,
         }
         pending["id"] = store.insert_pending(
             name=pending["name"],
             parent=head,
             manager=None,
-            plugin=None,
+            origin=pending["origin"],
             command=pending["command"],
             owner=NO_OWNER,
             deployment=dep.uuid,
@@ -300,6 +295,8 @@ def capture_drift(
     except BaseException:
         _forget_probe(target, probe)
         raise
+    from ashcore.layers import make_layer  # drift is rare: not on every begin's path
+
     # The paths name it now; what they did is said once its sets are read, off this path
     # (ashcore/driftname.py).
     layer = make_layer(

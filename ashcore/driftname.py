@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 
-from ashcore.drift import DRIFTED
 from ashcore.log import logger
-from ashcore.naming import NAMED, drift_name
+from ashcore.naming import DRIFTED, NAMED, drift_name
 from ashcore.registry import managers
 
 TYPE_CHECKING = False

@@ -23,7 +23,7 @@ from ashcore.drift import discard_early
 from ashcore.errors import AshError, StoreError
 from ashcore.lifecycle import Operation, Outcome, begin, commit, extend_late_until, seal
 from ashcore.process import owner_of
-from ashcore.store import explain
+from ashcore.storedb import explain
 from ashcore.target import Target
 
 TYPE_CHECKING = False
@@ -70,7 +70,7 @@ def _operation(
     owner = _owners.get(owner_pid) or owner_of(owner_pid)
     _owners[owner_pid] = owner
     return Operation(
-        plugin=plugin,
+        plugin,
         manager=manager,
         argv=tuple(argv),
         owner=owner,
@@ -169,7 +169,7 @@ def commit_hook(
     helper_exit: float | None = None,
 ) -> int:
     """Post-transaction: make the layer. Always returns 0. failed=None: the seal's or the
-    database face's verdict (see lifecycle.commit). `owner`: the owner as the begin saw it,
+    database face's verdict (see describe.describe). `owner`: the owner as the begin saw it,
     for a helper that describes after the manager has exited (`hand_over_hook`). `helper`:
     this is the helper's call, which describes a sealed layer only; `helper_exit`: when the
     manager exited (None: it still runs)."""
@@ -202,7 +202,7 @@ def commit_hook(
         elif layer is not None and not os.environ.get("ASH_NO_SIZES"):
             _measure_later(root)  # no helper stayed (`dpkg -i` alone): a child measures
         if layer is not None and helper:
-            from ashcore.boot import refresh_quietly
+            from ashcore.boot.menu import refresh_quietly
 
             refresh_quietly(target)  # the menu's recent layers; a kernel update's new kernel
     except Exception as e:
@@ -271,7 +271,7 @@ class _Sealer:
 
 def _sealing(owner: str) -> Operation:
     """The operation a seal names: only its owner matters."""
-    return Operation(plugin="", manager=None, argv=(), owner=owner)
+    return Operation("", manager=None, argv=(), owner=owner)
 
 
 def seal_hook(*, root: str, owner_pid: int) -> bool:

@@ -1,4 +1,5 @@
-"""Making a layer from a pending record: its snapshot in place, its manifest, its record."""
+"""Making a layer from a pending record: its snapshot in place, its manifest, its record
+(both written by the store)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,8 @@ import os
 
 from ashcore.clock import ctime_now
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Status
-from ashcore.ondisk import write_json
-from ashcore.store import (
-    Checkpoint,
-    Store,
-    now_iso,
-)
+from ashcore.model import Checkpoint, Layer, PackageDelta, Status
+from ashcore.store import Store, now_iso
 from ashcore.target import Target
 
 TYPE_CHECKING = False
@@ -55,7 +51,7 @@ def make_layer(
         fs.delete(final)
     os.rename(partial, final)
     layer = layer_of(store, pending, status, fs.info(final).uuid, delta)
-    write_manifest(store, layer, pending["plugin"], pending["deployment"], installed, extra)
+    store.write_manifest(layer, pending["origin"], pending["deployment"], installed, extra)
     store.finalize(layer, pending["deployment"], checked, late_until)
     return layer
 
@@ -69,28 +65,8 @@ def layer_of(store: Store, pending: Any, status: Status, uuid: str, delta: Packa
         manager=pending["manager"],
         command=pending["command"],
         status=status,
-        created=_created(store, pending["id"]),
+        created=store.created_of(pending["id"]) or now_iso(),
         finished=now_iso(),
         packages=delta,
         uuid=uuid,
     )
-
-
-def _created(store: Store, layer_id: int) -> str:
-    row = store.db.execute("SELECT created FROM layers WHERE id = ?", (layer_id,)).fetchone()
-    return str(row[0]) if row else now_iso()
-
-
-def write_manifest(
-    store: Store,
-    layer: Layer,
-    plugin: str | None,
-    deployment: str | None,
-    installed: dict[str, str] | None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment} | (extra or {})
-    if installed is not None:
-        manifest["installed"] = installed
-    # Not fsynced: a manifest lost to a power cut is told by its uuid and rebuilt by recovery.
-    write_json(store.manifest_path(layer.id), manifest, durable=False)

@@ -1,10 +1,11 @@
-"""One package operation: begin (pre hook), seal (post hook), describe, and crash recovery.
+"""One package operation: begin (pre hook), seal (post hook), and the call that describes.
 
-begin: take the store lock; close a transaction whose owner died (recover); keep drift, found
-through a read-only snapshot of the root (the probe), as a layer of its own; record a pending
-transaction. seal: snapshot the root read-only as the pending layer (`<id>.partial`) before
-the manager goes on. describe (commit): the package delta from the sealed snapshot and its
-parent, the record; may run after the manager exited, in its helper, or in recovery.
+begin: take the store lock; close a transaction whose owner died (ashcore/recovery.py); keep
+drift, found through a read-only snapshot of the root (the probe), as a layer of its own;
+record a pending transaction. seal: snapshot the root read-only as the pending layer
+(`<id>.partial`) before the manager goes on. commit: describe it (ashcore/describe.py): the
+package delta from the sealed snapshot and its parent, the record; may run after the
+manager exited, in its helper, or in recovery.
 
 A transaction belongs to an *owner*, the package manager's process. A second begin by the
 same owner, or by one of its descendants (dpkg under apt), joins it instead of nesting (and
@@ -23,37 +24,20 @@ import time
 
 from ashcore.clock import ctime_now
 from ashcore.config import HookConfig, load_hook_config
-from ashcore.drift import (
-    NO_OWNER,
-    capture_drift,
-    changes,
-    discard_early,
-    drop_lock_files,
-    manager_state,
-    sweep_probes,
-)
-from ashcore.errors import StoreError, UsageError
-from ashcore.layers import layer_of, make_layer, write_manifest
+from ashcore.drift import capture_drift, discard_early, sweep_probes
+from ashcore.errors import StoreError
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.model import Layer, Origin, PackageDelta, Seal, reads_files
 from ashcore.naming import auto_command, auto_name, check_name, matches_any
-from ashcore.ondisk import loads, read_json
-from ashcore.process import ancestors, is_alive, pid_of, started_at
-from ashcore.registry import database_of
-from ashcore.store import (
-    PAUSE_FIRST,
-    PAUSE_MAX,
-    Seal,
-    Store,
-    full,
-    no_space,
-)
+from ashcore.ondisk import read_json
+from ashcore.process import ancestors, pid_of, started_at
+from ashcore.store import Store
+from ashcore.storedb import PAUSE_FIRST, PAUSE_MAX, full, no_space
 from ashcore.target import Target
 from ashcore.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
     from ashcore.model import PackageDatabase
@@ -70,8 +54,8 @@ class Outcome:
 
 
 class Operation(Value):
-    __slots__ = ("argv", "manager", "name", "owner", "plugin", "reopen", "targets")
-    plugin: str  # which /etc/ash/hooks.d/<plugin>.toml applies: apt, dnf, pacman, run
+    __slots__ = ("argv", "manager", "name", "origin", "owner", "reopen", "targets")
+    origin: Origin  # where its layer comes from; /etc/ash/hooks.d/<origin.config>.toml applies
     manager: str | None  # what the layer records: apt, dpkg, dnf5, dnf4, pacman
     argv: tuple[str, ...]
     owner: str  # process.owner_of(the manager's pid)
@@ -81,7 +65,7 @@ class Operation(Value):
 
     def __init__(
         self,
-        plugin: str,
+        origin: Origin | str,
         manager: str | None,
         argv: tuple[str, ...],
         owner: str,
@@ -89,8 +73,9 @@ class Operation(Value):
         name: str | None = None,
         reopen: bool = True,
     ) -> None:
+        # A plugin names itself by its text (`Origin.from_text`): "apt", "run".
         self._init(
-            plugin=plugin,
+            origin=origin if isinstance(origin, Origin) else Origin.from_text(origin),
             manager=manager,
             argv=argv,
             owner=owner,
@@ -104,7 +89,7 @@ def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
     if os.environ.get("ASH_SKIP", "") not in ("", "0"):
         return "ASH_SKIP is set"
     if not hooks.enabled:
-        return f"disabled in /etc/ash/hooks.d/{op.plugin}.toml"
+        return f"disabled in /etc/ash/hooks.d/{op.origin.config}.toml"
     for pattern in hooks.skip_packages:
         if matches_any(pattern, op.targets):
             return f"a target matches skip_packages {pattern!r}"
@@ -116,7 +101,7 @@ def skip_reason(op: Operation, hooks: HookConfig) -> str | None:
 
 # -- begin -----------------------------------------------------------------------------------
 def begin(target: Target, op: Operation, database: PackageDatabase | None) -> str:
-    hooks = load_hook_config(target.root, op.plugin)
+    hooks = load_hook_config(target.root, op.origin.config)
     reason = skip_reason(op, hooks)
     if reason:
         log.info("ashlayers: no layer for this run: %s", reason)
@@ -128,26 +113,31 @@ def begin(target: Target, op: Operation, database: PackageDatabase | None) -> st
     while True:
         with store.locked(target.config.lock_timeout):
             pending = store.pending()
-            if pending is not None and pending["owner"] == op.owner:
+            if pending is None:
+                _start(target, op, database, name)
+                return Outcome.STARTED
+            if pending["owner"] == op.owner:
                 # The owner runs the manager again (a front end's second dpkg run): what was
                 # sealed is no longer its last state; the next post hook seals again.
                 if pending["sealed"] is not None:
                     store.mark_sealed(pending["id"], None)
                 return Outcome.JOINED
-            if pending is not None and running(target, pending):
-                if pid_of(pending["owner"]) in ancestors(os.getpid()):
-                    return Outcome.JOINED
-                busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
-            else:
-                if pending is not None:
-                    same = pending["plugin"] == op.plugin
-                    recover(
-                        target,
-                        pending,
-                        database if same else database_for(target, pending["plugin"]),
-                    )
+            # Another transaction is open, or was left by a crash: rare, so recovery's room
+            # is imported only then, off the common begin's path.
+            from ashcore.recovery import database_for, recover, running
+
+            if not running(target, pending):
+                same = pending["origin"] == op.origin
+                recover(
+                    target,
+                    pending,
+                    database if same else database_for(target, pending["origin"]),
+                )
                 _start(target, op, database, name)
                 return Outcome.STARTED
+            if pid_of(pending["owner"]) in ancestors(os.getpid()):
+                return Outcome.JOINED
+            busy = f"{pending['command']} (pid {pending['owner'].partition(':')[0]})"
         discard_early(target)  # taken before that operation's end: stale
         if time.monotonic() > deadline:
             raise StoreError(
@@ -173,8 +163,8 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
             hint="run `ashctl doctor --repair` to rebuild it from the manifests",
         )
     if head is not None and database is not None and op.reopen:
-        owner, plugin = store.layer_owner(head)
-        if owner == op.owner and plugin == op.plugin:
+        owner, origin = store.layer_owner(head)
+        if owner == op.owner and origin == op.origin:
             before = _before_of(store, head)
             if before is not None:
                 store.reopen(head, owner=op.owner, before=before)
@@ -193,18 +183,12 @@ def _start(target: Target, op: Operation, database: PackageDatabase | None, name
         name=name,
         parent=head,
         manager=op.manager,
-        plugin=op.plugin,
+        origin=op.origin,
         command=auto_command(op.argv),
         owner=op.owner,
         deployment=dep.uuid,
         before=before,
     )
-
-
-def reads_files(database: PackageDatabase) -> bool:
-    """Whether `database.read_installed(path)` reads the files under `path` alone (its
-    `state_paths`), so that a layer's snapshot gives the set as it was when it was made."""
-    return hasattr(database, "state_paths")
 
 
 def _state_kept(target: Target, head: int, database: Any) -> bool:
@@ -243,25 +227,6 @@ def _state_kept(target: Target, head: int, database: Any) -> bool:
             if not same_entry(a, b):
                 return False
     return True
-
-
-def before_of(target: Target, pending: Any, database: PackageDatabase) -> dict[str, str] | None:
-    """The installed set when the transaction began: recorded by the begin, or read from the
-    parent layer's snapshot, which the begin made equal to the deployment (drift kept). None
-    when neither is there (say, the parent's snapshot deleted by hand since)."""
-    if pending["before"] is not None:
-        before: dict[str, str] = loads(pending["before"])
-        return before
-    parent = pending["parent"]
-    if parent is None or not reads_files(database):
-        return None
-    path = target.store.layer_path(parent)
-    if not os.path.isdir(path):
-        log.warning(
-            "ashlayers: the snapshot of layer %d is gone: the package changes are unknown", parent
-        )
-        return None
-    return database.read_installed(path)
 
 
 def _before_of(store: Store, layer_id: int) -> dict[str, str] | None:
@@ -327,13 +292,16 @@ def commit(
     and after, with its optional method `failed(before, after) -> bool` (a manager that does
     not tell its hooks how the transaction ended: apt, dpkg).
     """
+    # Describing runs in the helper, once the manager is done: its room is imported there.
+    from ashcore.describe import describe, sealed_of
+
     store = target.store
     with store.locked(target.config.lock_timeout):
         pending = store.pending()
         if pending is None or pending["owner"] != op.owner:
             log.debug("no transaction of %s to commit", op.owner)
             return None
-        sealed = _sealed(target, pending)
+        sealed = sealed_of(target, pending)
         if sealed is None:
             if sealed_only:
                 return None
@@ -374,213 +342,3 @@ def extend_late_until(target: Target, owner: str, when: float) -> None:
         head, _ = store.head(dep.uuid)
         if head is not None and store.layer_owner(head)[0] == owner:
             store.set_late_until(dep.uuid, when)
-
-
-def _sealed(target: Target, pending: Any) -> Seal | None:
-    """The pending layer's seal, if its snapshot is in place. A sealed snapshot is made
-    read-only at once; one found writable was being rid of its lock files by `describe`
-    when a kill came (`drop_lock_files`): that is finished here, the seal still holds."""
-    sealed = Seal.from_text(pending["sealed"])
-    partial = target.store.partial_path(pending["id"])
-    if sealed is None or not os.path.lexists(partial):
-        return None
-    if not target.fs.is_read_only(partial):
-        drop_lock_files(target, partial, writable=True)
-    return sealed
-
-
-def describe(
-    target: Target,
-    pending: Any,
-    sealed: Seal,
-    database: PackageDatabase | None,
-    failed: bool | None,
-    late_until: float | None,
-) -> Layer | None:
-    """Make a sealed pending layer a layer: its package delta from the sealed snapshot and
-    the parent's (or the set the begin read), its status, its record. Needs nothing of the
-    live root, so that a run whose helper died is described the same by recovery."""
-    store, fs = target.store, target.fs
-    layer_id = pending["id"]
-    partial = store.partial_path(layer_id)
-    drop_lock_files(target, partial)
-    # A reopened layer (its old snapshot may be gone already, if a kill came mid-swap).
-    amend = os.path.lexists(store.layer_path(layer_id)) or os.path.lexists(
-        store.manifest_path(layer_id)
-    )
-    if failed is None:
-        failed = sealed.failed
-    after: dict[str, str] | None = None
-    delta = PackageDelta()
-    if database is not None:
-        after = database.read_installed(partial)
-        before = before_of(target, pending, database)
-        if before is None:
-            before = after
-        delta = PackageDelta.between(before, after, database.compare_versions)
-        if failed is None:
-            judge = getattr(database, "failed", None)
-            failed = bool(judge(before, after)) if judge is not None else False
-        hooks = load_hook_config(target.root, pending["plugin"] or "run")
-        changed = [n for n, *_ in delta.added + delta.removed + delta.upgraded + delta.downgraded]
-        # A reopened layer is kept whatever it touched: it is a layer already.
-        skipped = [] if amend else [p for p in hooks.skip_packages if matches_any(p, changed)]
-        if skipped or (
-            not delta
-            and not failed
-            and not amend
-            and not _files_changed(target, pending, manager_state)
-        ):
-            fs.delete(partial)
-            store.drop_pending(layer_id)
-            # What that run wrote to its own databases is its own, not drift.
-            store.set_late_until(pending["deployment"], late_until or time.time())
-            log.info(
-                "ashlayers: no layer: %s",
-                "no package changed" if not skipped else "skip_packages",
-            )
-            return None
-    elif (
-        pending["plugin"] in ("run", "replay")
-        and not failed
-        and not amend
-        and not _files_changed(target, pending, _no_excuse)
-    ):
-        # `ashctl run`, which has no database face: the same rule on the files alone, and
-        # every change counts, the managers' own databases too (`apt-mark hold` is one).
-        fs.delete(partial)
-        store.drop_pending(layer_id)
-        log.info("ashlayers: nothing changed, no layer")
-        return None
-    return make_layer(
-        target,
-        pending,
-        Status.FAILED if failed else Status.COMMITTED,
-        delta,
-        after,
-        taken=sealed.checked,
-        late_until=late_until,
-    )
-
-
-def _files_changed(target: Target, pending: Any, excused: Callable[[str], bool]) -> bool:
-    """Whether a run that changed no package still changed files (a reinstall of changed
-    files): then it gets a layer. A package run passes `manager_state`: what it wrote to its
-    own databases alone (a reinstall's date) is its own writes, not drift (`set_late_until`)."""
-    head, checked = target.store.head(pending["deployment"])
-    if head is None or head != pending["parent"]:
-        return True  # cannot tell: keep it
-    partial = target.store.partial_path(pending["id"])
-    layer = target.store.layer_path(head)
-    return bool(changes(target, layer, partial, checked, excused, limit=1))
-
-
-def _no_excuse(path: str) -> bool:
-    return False
-
-
-# -- recovery --------------------------------------------------------------------------------
-def recover(target: Target, pending: Any, database: PackageDatabase | None) -> Layer | None:
-    """Close a transaction whose owner is gone. Returns the layer it leaves, if any.
-
-    `database` must be the database face of the pending transaction's plugin, or None.
-    """
-    store, fs = target.store, target.fs
-    layer_id = pending["id"]
-    partial, final = store.partial_path(layer_id), store.layer_path(layer_id)
-    sealed = _sealed(target, pending)
-    if sealed is not None:  # its post hook sealed it: only the description was lost
-        layer = describe(target, pending, sealed, database, None, None)
-        log.warning("ashlayers: described layer %d, sealed by a run whose helper is gone", layer_id)
-        return layer
-    # A manifest exists before the commit only for a reopened layer (apt's second dpkg run;
-    # late writes an earlier version folded in): its record is known, only its snapshot was
-    # being replaced.
-    manifest = read_json(store.manifest_path(layer_id))
-    known = isinstance(manifest, dict) and manifest.get("status") not in (None, "pending")
-    if (
-        known
-        and not os.path.lexists(final)
-        and os.path.lexists(partial)
-        and fs.is_read_only(partial)  # complete: killed between the delete and the rename
-    ):
-        os.rename(partial, final)
-    if os.path.lexists(partial):
-        fs.delete(partial)
-    if os.path.lexists(final):
-        uuid = fs.info(final).uuid
-        if known:
-            assert isinstance(manifest, dict)
-            layer = Layer.from_manifest(manifest, layer_id, uuid)
-            if manifest.get("uuid") != uuid and pending["owner"] != NO_OWNER:
-                # The new state of a reopened layer whose new record was never written (not
-                # one an earlier version folded late writes into, owned by NO_OWNER).
-                layer = layer.replace(status=Status.INTERRUPTED)
-            if manifest.get("uuid") != uuid:
-                write_manifest(
-                    store,
-                    layer,
-                    pending["plugin"],
-                    pending["deployment"],
-                    manifest.get("installed"),
-                )
-        else:
-            status = Status.DRIFT if pending["owner"] == NO_OWNER else Status.INTERRUPTED
-            layer = layer_of(store, pending, status, uuid, PackageDelta())
-            write_manifest(store, layer, pending["plugin"], pending["deployment"], None)
-        store.finalize(layer, pending["deployment"], None)
-        log.warning("ashlayers: finished layer %d left by an interrupted run", layer_id)
-        return layer
-    if pending["owner"] == NO_OWNER:  # an unfinished drift layer: the next check redoes it
-        store.delete_row(layer_id)
-        return None
-    delta = PackageDelta()
-    installed = None
-    before = before_of(target, pending, database) if database is not None else None
-    if database is not None and before is not None:
-        installed = database.read_installed(target.root)
-        delta = PackageDelta.between(before, installed, database.compare_versions)
-    layer = make_layer(target, pending, Status.INTERRUPTED, delta, installed)
-    log.warning(
-        "ashlayers: the run `%s` ended without its post hook; kept as interrupted layer %d",
-        pending["command"],
-        layer.id,
-    )
-    return layer
-
-
-def database_for(target: Target, plugin: str | None) -> PackageDatabase | None:
-    """The database face of `plugin` for the target root: this process's own when the root
-    is its own, else one that reads chrooted into the root, with the root's bindings."""
-    face = database_of(plugin)
-    if face is None or plugin is None:
-        return face
-    from ashcore.sets import ChrootedDatabase, in_own_root
-
-    return face if in_own_root(target.root) else ChrootedDatabase(plugin, face)
-
-
-def running(target: Target, pending: Any) -> bool:
-    """Whether a pending transaction is still at work: its manager, or the helper its pre
-    hook left to make the layer once the manager is done (ashcore/linger.py)."""
-    if is_alive(pending["owner"]):
-        return True
-    from ashcore.linger import helper_alive
-
-    return helper_alive(target.store.path, pid_of(pending["owner"]))
-
-
-def require_idle(target: Target) -> None:
-    """For commands that change or judge the set of layers (prune, remove, doctor): no
-    package operation may be running (its layer may be reopened, half made). One whose owner
-    is gone is closed first. Call with the store lock held."""
-    pending = target.store.pending()
-    if pending is None:
-        return
-    if running(target, pending):
-        pid = str(pid_of(pending["owner"]))
-        raise UsageError(
-            f"a package operation is running: {pending['command']} (pid {pid})",
-            hint="wait for it to finish, then run this again",
-        )
-    recover(target, pending, database_for(target, pending["plugin"]))

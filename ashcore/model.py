@@ -1,4 +1,5 @@
-"""The domain values: layer status, layer records, package sets and their deltas.
+"""The domain values: layer status, layer records, package sets and their deltas, a pending
+layer's seal, and where a layer comes from (its origin).
 
 This module is on every hook's path: its values are `ashcore.value.Value`s, not dataclasses.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from ashcore.ondisk import loads
 from ashcore.value import Value
 
 TYPE_CHECKING = False
@@ -20,15 +22,21 @@ if TYPE_CHECKING:
 
     class PackageDatabase(Protocol):
         """The database face of a plugin: reads any root's installed set with the manager's
-        bindings. It may also have `failed(before, after) -> bool` (see lifecycle.commit),
+        bindings. It may also have `failed(before, after) -> bool` (see describe.describe),
         and `state_paths(root) -> tuple[str, ...]` when `read_installed(path)` reads only
         those files (or folders' names) under `path`: the set before a run is then read from
-        its parent layer's snapshot after the run (lifecycle.before_of), not by the pre
+        its parent layer's snapshot after the run (describe.before_of), not by the pre
         hook, when those paths are as the snapshot has them."""
 
         def read_installed(self, root: str) -> dict[str, str]: ...
 
         def compare_versions(self, a: str, b: str) -> int: ...
+
+
+def reads_files(database: PackageDatabase) -> bool:
+    """Whether `database.read_installed(path)` reads the files under `path` alone (its
+    `state_paths`), so that a layer's snapshot gives the set as it was when it was made."""
+    return hasattr(database, "state_paths")
 
 
 class Status(str):
@@ -255,6 +263,89 @@ class Layer(Value):
             uuid=uuid,
             size=size if isinstance(size := manifest.get("size"), int) else None,
         )
+
+
+Checkpoint = tuple[int, float]
+"""(generation, time): every change to a deployment after it has a later transid and ctime."""
+
+
+class Seal(Value):
+    """A pending layer's sealed state: its snapshot `<id>.partial` was taken in the manager's
+    post hook, before the manager went on. `failed`: the hook's verdict, None when the
+    database face judges it (apt: a package left part-way)."""
+
+    __slots__ = ("checked", "failed")
+    checked: Checkpoint
+    failed: bool | None
+
+    def __init__(self, checked: Checkpoint, failed: bool | None) -> None:
+        self._init(checked=checked, failed=failed)
+
+    def to_text(self) -> str:
+        """As JSON, without the json module (5 ms to import, on a post hook's path)."""
+        failed = {None: "null", True: "true", False: "false"}[self.failed]
+        return (
+            f'{{"generation": {int(self.checked[0])}, "time": {float(self.checked[1])!r},'
+            f' "failed": {failed}}}'
+        )
+
+    @classmethod
+    def from_text(cls, text: str | None) -> Seal | None:
+        if not text:
+            return None
+        data = loads(text)
+        return cls((int(data["generation"]), float(data["time"])), data.get("failed"))
+
+
+class Origin(Value):
+    """Where a layer comes from: a package manager's run (through its hooks), drift, `ashctl
+    run`, a replay, or the base layer setup takes. Records and manifests keep it as text in
+    their `plugin` field, as they always have: the plugin's name (apt, dnf, pacman, zypper),
+    "run", "replay", "ashctl" for the base, nothing (NULL) for drift; parsed here alone."""
+
+    # The kinds (constants, not an enum: `enum` costs every hook 1.5 ms to import).
+    MANAGER = "manager"
+    DRIFT = "drift"
+    RUN = "run"
+    REPLAY = "replay"
+    BASE = "base"
+
+    __slots__ = ("kind", "manager")
+    kind: str
+    manager: str | None  # the plugin's name, for a manager's run
+
+    def __init__(self, kind: str, manager: str | None = None) -> None:
+        self._init(kind=kind, manager=manager)
+
+    @classmethod
+    def of(cls, manager: str) -> Origin:
+        return cls(cls.MANAGER, manager)
+
+    @classmethod
+    def from_text(cls, text: str | None) -> Origin:
+        """The origin a record's or manifest's `plugin` field names."""
+        if text is None:
+            return cls(cls.DRIFT)
+        kind = _KIND_OF_TEXT.get(text)
+        return cls(kind) if kind is not None else cls(cls.MANAGER, text)
+
+    def to_text(self) -> str | None:
+        """As records and manifests keep it (`from_text` reads it back)."""
+        return self.manager if self.kind == Origin.MANAGER else _TEXT_OF_KIND[self.kind]
+
+    @property
+    def config(self) -> str:
+        """Which `/etc/ash/hooks.d/<config>.toml` applies to its runs."""
+        return self.to_text() or "run"
+
+
+_TEXT_OF_KIND: dict[str, str | None] = {
+    Origin.DRIFT: None,
+    Origin.RUN: "run",
+    Origin.REPLAY: "replay",
+    Origin.BASE: "ashctl",
+}
+_KIND_OF_TEXT = {text: kind for kind, text in _TEXT_OF_KIND.items() if text is not None}
 
 
 def natural_compare(a: str, b: str) -> int:

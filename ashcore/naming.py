@@ -43,6 +43,7 @@ def check_name(name: str) -> str:
 
 
 NAMED = 3  # paths a drift layer's name shows
+DRIFTED = "drifted"  # a drift layer's manifest: the paths it changed (NAMED + 1 at most)
 
 
 def drift_name(paths: list[str], said: Sequence[str] = (), *, more: bool = False) -> str:

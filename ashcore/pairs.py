@@ -58,8 +58,8 @@ def completes(target: Target, failed: Layer, after: Layer) -> bool:
 
 def plugin_of(target: Target, layer: Layer) -> str | None:
     """The plugin whose hooks made `layer`, when it is a manager's."""
-    plugin = target.store.layer_owner(layer.id)[1]
-    return plugin if manager_named(plugin) is not None else None
+    origin = target.store.layer_owner(layer.id)[1]
+    return origin.manager if origin is not None else None
 
 
 def join(target: Target, failed: Layer, completing: Layer) -> Pair:

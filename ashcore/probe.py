@@ -9,7 +9,7 @@ execs Python, and names that process in ASH_EARLY_PROBE; the begin waits for it 
 probe over (`take_early`), or deletes it and takes a fresh one when it may be stale.
 
 Lock files are in such a probe (the CLI cannot leave them out): the drift check ignores them,
-and they are removed before a probe becomes a drift layer (lifecycle.capture_drift).
+and they are removed before a probe becomes a drift layer (drift.capture_drift).
 """
 
 from __future__ import annotations

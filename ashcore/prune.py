@@ -176,7 +176,7 @@ def prune_layers(target: Target, layers: list[Layer], say: Callable[[Layer], Non
     is waited for, then the records are marked; a kill between leaves records without
     snapshots, which doctor keeps as pruned."""
     from ashcore.errors import BackendError
-    from ashcore.store import full
+    from ashcore.storedb import full
 
     store = target.store
     if not full(store.path):

@@ -43,12 +43,12 @@ from collections.abc import Callable
 from ashcore.data import mount_places
 from ashcore.drift import capture_drift, keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import require_idle
 from ashcore.log import logger
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.model import Layer, Origin, PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
 from ashcore.pairs import Pair, completes, join
 from ashcore.process import is_alive, owner_of
+from ashcore.recovery import require_idle
 from ashcore.stage import (
     chroot_env,
     mount_stage,
@@ -313,7 +313,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
                     hint="run it again; what changed is kept as a layer",
                 )
         except BaseException:
-            _undo_quietly(target, stage)
+            _undo_quietly(target, stage, held=True)
             raise
         for old, new in outcome.made:
             store.set_replaced_by(old.id, new)
@@ -404,7 +404,7 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
     left = [p for p in changed if manager_state(p)]
     paths = [p for p in changed if not manager_state(p)]
     op = Operation(
-        plugin="replay",
+        origin=Origin(Origin.REPLAY),
         manager=None,
         argv=("ashctl", "replay", str(layer.id)),
         owner=owner_of(os.getpid()),
@@ -427,10 +427,14 @@ def _replay_files(outer: Target, inner: Target, layer: Layer) -> list[str]:
     return left
 
 
-def _undo_quietly(target: Target, stage: str) -> None:
+def _undo_quietly(target: Target, stage: str, *, held: bool = False) -> None:
     """Undo a replay that failed; a failure of the undo itself is a warning (doctor finishes
-    it), never what hides the step's own error."""
+    it), never what hides the step's own error. `held`: the caller holds the store's lock (a
+    second flock of this process would wait for the first until lock_timeout)."""
     try:
+        if held:
+            _undo(target, stage)
+            return
         with target.store.locked(target.config.lock_timeout):
             _undo(target, stage)
     except Exception as e:

@@ -23,10 +23,10 @@ from ashcore.deployments import (
 )
 from ashcore.drift import keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import require_idle
 from ashcore.model import Layer, Status
 from ashcore.mounts import mount_at, mounts
 from ashcore.ondisk import read_json, write_json
+from ashcore.recovery import require_idle
 from ashcore.target import Target
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def resume(target: Target) -> str | None:
         else:
             said = f"undid the interrupted deploy of layer {layer}: nothing changed"
         if not committed:
-            from ashcore.boot import refresh_quietly
+            from ashcore.boot.menu import refresh_quietly
 
             refresh_quietly(target)
     os.unlink(_journal(target))
@@ -127,7 +127,8 @@ def after_switch(target: Target, journal: dict[str, object]) -> None:
     retired = journal.get("retired")
     if isinstance(retired, str):
         _delete_retired(target, os.path.join(store.deployments_dir, retired))
-    from ashcore.boot import load, refresh_quietly, switched
+    from ashcore.boot.menu import refresh_quietly
+    from ashcore.boot.state import load, switched
 
     name = journal.get("deployment")
     if isinstance(name, str) and load(target) is not None:
@@ -259,7 +260,7 @@ def unused_deployments(target: Target) -> list[str]:
     if not os.path.isdir(base) or mount_at(target.store.path) is None:
         return []
     mounted = mounted_deployments(target)
-    from ashcore.boot import menu_deployments
+    from ashcore.boot.state import menu_deployments
 
     kept_for_boot = menu_deployments(target)
     journal = interrupted(target) or {}

@@ -27,7 +27,7 @@ from ashcore.errors import BackendError
 from ashcore.log import logger
 from ashcore.model import PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
-from ashcore.registry import database_of, manager_named, managers
+from ashcore.registry import database_of, managers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -194,9 +194,8 @@ def sets_of(target: Target, layer_id: int) -> Sets | None:
     if not os.path.isdir(path):
         return None
     sets = read_sets(path, target.root)
-    manifest["sets"] = sets
-    manifest[READ_IN_ROOT] = True
-    write_json(store.manifest_path(layer_id), manifest, durable=False)
+    store.amend_manifest(layer_id, "sets", sets, durable=False)
+    store.amend_manifest(layer_id, READ_IN_ROOT, True, durable=False)
     return sets
 
 
@@ -247,7 +246,8 @@ def _delta_from_sets(target: Target, layer_id: int) -> None:
     delta again, from its sets and its parent's."""
     store = target.store
     record = store.get(layer_id)
-    if manager_named(store.layer_owner(layer_id)[1]) is not None or record.parent is None:
+    origin = store.layer_owner(layer_id)[1]
+    if (origin is not None and origin.manager is not None) or record.parent is None:
         return  # a manager's layer: its delta is its database face's, read as it was made
     mine, parents = sets_of(target, layer_id), sets_of(target, record.parent)
     if mine is None or parents is None:

@@ -16,6 +16,7 @@ from ashcore.caches import ensure_caches
 from ashcore.config import CONFIG_PATH, HOOKS_DIR
 from ashcore.errors import BackendError
 from ashcore.lifecycle import Operation, begin, commit
+from ashcore.model import Origin
 from ashcore.mounts import filesystem_uuid, mount_at, mount_subvolume
 from ashcore.ondisk import read_bytes, write_atomic
 from ashcore.process import owner_of
@@ -208,14 +209,14 @@ def setup(target: Target) -> list[str]:
         if manager.detect(target.root):
             for path in manager.install(target.root):
                 done.append(f"hook: {path}")
-    from ashcore.boot import setup_boot
+    from ashcore.boot.setup import setup_boot
 
     done += setup_boot(target)  # before the base layer: its changes (fstab, grub) are in it
     dep = target.deployment()
     head, _ = target.store.head(dep.uuid)
     if head is None:
         op = Operation(
-            plugin="ashctl",
+            origin=Origin(Origin.BASE),
             manager=None,
             argv=("ashctl", "setup"),
             owner=owner_of(os.getpid()),
@@ -228,7 +229,7 @@ def setup(target: Target) -> list[str]:
 
             complete_now(target, layer.id)
             done.append(f"layer {layer.id}: base")
-    from ashcore.boot import refresh_quietly
+    from ashcore.boot.menu import refresh_quietly
 
     refresh_quietly(target)  # with the base layer in the menu
     return done

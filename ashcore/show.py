@@ -45,7 +45,7 @@ def throwaway(target: Target) -> int | None:
     """The layer this system runs a throwaway copy of (booted from the menu), or None."""
     if target.root != "/":
         return None
-    from ashcore.boot import throwaway_layer
+    from ashcore.boot.state import throwaway_layer
 
     return throwaway_layer()
 
@@ -60,8 +60,8 @@ def free_bytes(root: str) -> int:
 
 def cmd_status(target: Target, args: argparse.Namespace) -> int:
     from ashcore.drift import drift_since_head
-    from ashcore.lifecycle import running
     from ashcore.prune import total_size
+    from ashcore.recovery import running
     from ashcore.rollback import interrupted, next_boot, pending_reboot
     from ashcore.sizes import human
     from ashcore.trial import tries
@@ -279,12 +279,13 @@ def cmd_diff(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_boot(target: Target, args: argparse.Namespace) -> int:
-    from ashcore import boot
+    from ashcore.boot.menu import entries, refresh
+    from ashcore.boot.state import boot_dir, load, menu_path
     from ashcore.ondisk import read_json
 
-    found = boot.load(target)
+    found = load(target)
     if found is None:
-        data = read_json(os.path.join(boot.boot_dir(target), "boot.json"))
+        data = read_json(os.path.join(boot_dir(target), "boot.json"))
         why = data.get("why") if isinstance(data, dict) else None
         message = why or "setup has not looked at the boot loader (run `ashctl setup`)"
         if args.json:
@@ -294,9 +295,9 @@ def cmd_boot(target: Target, args: argparse.Namespace) -> int:
         return 0
     if args.update:
         with target.store.locked(target.config.lock_timeout):
-            made = boot.refresh(target) or []
+            made = refresh(target) or []
     else:
-        made = boot.entries(target, target.config.boot_entries)
+        made = entries(target, target.config.boot_entries)
     rows = [
         {
             "key": e.key,
@@ -312,13 +313,13 @@ def cmd_boot(target: Target, args: argparse.Namespace) -> int:
             {
                 "loader": found.loader,
                 "why": found.why,
-                "menu": boot.menu_path(target),
+                "menu": menu_path(target),
                 "entries": rows,
             }
         )
         return 0
     print(f"boot: {found.why}")
-    print(f"menu: {boot.menu_path(target)}")
+    print(f"menu: {menu_path(target)}")
     for e in made:
         print(f"  {e.key:<10} {escaped(e.title)}\n             /{e.subvolume}, kernel {e.kernel}")
     return 0

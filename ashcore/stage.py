@@ -349,7 +349,7 @@ def wait_described(target: Target, mountpoint: str) -> None:
     (having recorded when the manager exited: its late writes are its own, not drift), so
     that the next step begins on a settled stage. A daemon a package script left running
     is not waited for beyond LINGER."""
-    from ashcore.lifecycle import require_idle, running
+    from ashcore.recovery import require_idle, running
 
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:

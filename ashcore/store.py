@@ -12,29 +12,22 @@ Layout of the store directory (a subvolume outside the deployment, e.g. /.ash):
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-from ashcore.errors import AshError, BackendError, NotFoundError, StoreError, UsageError
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore import storedb
+from ashcore.errors import NotFoundError, StoreError, UsageError
+from ashcore.manifests import Manifests
+from ashcore.model import Checkpoint, Layer, Origin, PackageDelta, Seal, Status
 from ashcore.ondisk import dumps, loads
-from ashcore.value import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 SCHEMA_VERSION = 4
-WAL_LIMIT = 1 << 20  # bytes: see Store.bound_wal
-# Waiting for the lock or for another operation: the first look again after 1 ms, then twice
-# as long each time, up to 50 ms (a layer is often done a few milliseconds later).
-PAUSE_FIRST = 0.001
-PAUSE_MAX = 0.05
 SCHEMA = """
 CREATE TABLE layers (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,38 +74,6 @@ COLUMNS = (
 )
 
 
-Checkpoint = tuple[int, float]
-"""(generation, time): every change to a deployment after it has a later transid and ctime."""
-
-
-class Seal(Value):
-    """A pending layer's sealed state: its snapshot `<id>.partial` was taken in the manager's
-    post hook, before the manager went on. `failed`: the hook's verdict, None when the
-    database face judges it (apt: a package left part-way)."""
-
-    __slots__ = ("checked", "failed")
-    checked: Checkpoint
-    failed: bool | None
-
-    def __init__(self, checked: Checkpoint, failed: bool | None) -> None:
-        self._init(checked=checked, failed=failed)
-
-    def to_text(self) -> str:
-        """As JSON, without the json module (5 ms to import, on a post hook's path)."""
-        failed = {None: "null", True: "true", False: "false"}[self.failed]
-        return (
-            f'{{"generation": {int(self.checked[0])}, "time": {float(self.checked[1])!r},'
-            f' "failed": {failed}}}'
-        )
-
-    @classmethod
-    def from_text(cls, text: str | None) -> Seal | None:
-        if not text:
-            return None
-        data = loads(text)
-        return cls((int(data["generation"]), float(data["time"])), data.get("failed"))
-
-
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime())
 
@@ -135,46 +96,14 @@ def layer_from_row(row: tuple[Any, ...]) -> Layer:
     )
 
 
-FULL = 4 << 20  # bytes: below this much free, a database error is taken for a full disk
+class Store(Manifests):
+    """The store at `path`: its layers' records (this module), their manifests
+    (`ashcore/manifests.py`), its database and lock (`ashcore/storedb.py`)."""
 
-
-def full(path: str, error: sqlite3.Error | None = None) -> bool:
-    """Whether the filesystem of `path` is (nearly) full, or `error` says it is."""
-    if error is not None and "full" in str(error):
-        return True
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < FULL
-
-
-def no_space(path: str) -> BackendError:
-    return BackendError(
-        f"no space left on the filesystem of {path}",
-        hint="`ashctl list` shows what each layer holds; `ashctl prune --max-size SIZE`"
-        " deletes the oldest snapshots down to SIZE (records stay), then try again",
-    )
-
-
-def explain(error: sqlite3.Error, path: str) -> AshError:
-    """A database error as the user can act on it: a full disk is not a broken database."""
-    if full(path, error):
-        return no_space(path)
-    if isinstance(error, sqlite3.OperationalError):
-        return StoreError(f"cannot use the layer database in {path}: {error}")
-    return StoreError(
-        f"the layer database in {path} is unreadable: {error}",
-        hint="run `ashctl doctor --repair` to rebuild it from the manifests",
-    )
-
-
-class Store:
     def __init__(self, path: str) -> None:
         self.path = path
         self.layers_dir = os.path.join(path, "layers")
         self._db: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
 
     # -- paths -------------------------------------------------------------------------------
     def layer_path(self, layer_id: int) -> str:
@@ -182,9 +111,6 @@ class Store:
 
     def partial_path(self, layer_id: int) -> str:
         return os.path.join(self.layers_dir, f"{layer_id}.partial")
-
-    def manifest_path(self, layer_id: int) -> str:
-        return os.path.join(self.layers_dir, f"{layer_id}.json")
 
     @property
     def deployments_dir(self) -> str:
@@ -198,7 +124,7 @@ class Store:
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.db  # noqa: B018  (creates the schema)
 
-    # -- database ----------------------------------------------------------------------------
+    # -- database and lock ------------------------------------------------------------------
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -206,122 +132,39 @@ class Store:
                 raise StoreError(
                     f"no store at {self.path}", hint="run `ashctl setup` on this root first"
                 )
-            try:
-                db = self._connect()
-                # WAL + NORMAL: a commit is not fsynced, a power loss may drop the last
-                # transactions; each layer's manifest (checked by uuid) lets the next run or
-                # `doctor --repair` restore them. Saves an fsync on every hook.
-                db.execute("PRAGMA synchronous=NORMAL")
-                # A hook's connection closing must not checkpoint the WAL (milliseconds of
-                # writes and syncs on every hook): checkpoints come as the WAL grows.
-                no_checkpoint = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
-                if no_checkpoint is not None:  # Python >= 3.12
-                    db.setconfig(no_checkpoint, True)  # type: ignore[attr-defined,unused-ignore]
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    db.executescript(
-                        "BEGIN IMMEDIATE;"
-                        + SCHEMA
-                        + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
-                    )
-                elif version < SCHEMA_VERSION:
-                    db.executescript(
-                        "BEGIN IMMEDIATE;"
-                        + "".join(MIGRATIONS[v] for v in range(version, SCHEMA_VERSION))
-                        + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
-                    )
-            except sqlite3.Error as e:
-                raise explain(e, self.path) from e
-            self._db = db
+            self._db = storedb.open_database(self.path, SCHEMA, SCHEMA_VERSION, MIGRATIONS)
         return self._db
 
-    def _connect(self) -> sqlite3.Connection:
-        """A connection in WAL mode. On a full filesystem SQLite cannot make the WAL's
-        shared-memory index (`ash.db-shm`: it writes into each page it maps, and fails), and
-        every command, `prune` among them, stopped there: then the connection keeps the index
-        in its own memory instead (exclusive locking, as SQLite allows in WAL mode), which
-        reads with no space at all; other processes wait for it (`ashctl` holds it briefly)."""
-        path = os.path.join(self.path, "ash.db")
-        db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return db
-        except sqlite3.OperationalError as e:
-            db.close()
-            if not full(self.path, e):
-                raise
-        db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    transaction = staticmethod(storedb.transaction)
 
-    @staticmethod
-    @contextmanager
-    def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        if db.in_transaction:
-            yield db
-            return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def bound_wal(self, limit: int = WAL_LIMIT) -> None:
-        """Fold the WAL into the database and empty it once it holds more than `limit` bytes.
-        A hook's process is most often the store's only connection, and such a connection
-        reads the whole WAL to rebuild its index when it opens (0.4 ms a MiB here); a
-        checkpoint costs a few fsyncs, more as the database grows. Called when a layer is made
-        (by the helper, where there is one: off the manager's time), so that no hook meets a
-        long WAL, nor pays for SQLite's own checkpoint (at 4 MiB)."""
-        try:
-            size = os.path.getsize(os.path.join(self.path, "ash.db-wal"))
-        except OSError:
-            return
-        if size > limit:
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    def bound_wal(self, limit: int = storedb.WAL_LIMIT) -> None:
+        """Keep the WAL short (`storedb.bound_wal`): called when a layer is made."""
+        storedb.bound_wal(self.db, self.path, limit)
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    # -- lock --------------------------------------------------------------------------------
-    @contextmanager
-    def locked(self, timeout: float) -> Iterator[None]:
-        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + timeout
-        pause = PAUSE_FIRST
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise StoreError(
-                            f"the store {self.path} stayed locked for {timeout:.0f} s",
-                            hint="another package operation is running; wait for it",
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, PAUSE_MAX)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self, timeout: float) -> AbstractContextManager[None]:
+        """The store's lock, which every change takes (`storedb.locked`)."""
+        return storedb.locked(self.path, timeout)
 
     # -- records -----------------------------------------------------------------------------
-    def pending(self) -> sqlite3.Row | None:
+    def pending(self) -> dict[str, Any] | None:
+        """The pending transaction's record: id, owner, origin (an `Origin`), manager,
+        parent, deployment, before, name, command, sealed."""
         cur = self.db.execute(
             "SELECT id, owner, plugin, manager, parent, deployment, before, name,"
             " command, sealed FROM layers WHERE status = 'pending' ORDER BY id LIMIT 1"
         )
         cur.row_factory = sqlite3.Row
         row: sqlite3.Row | None = cur.fetchone()
-        return row
+        if row is None:
+            return None
+        pending = dict(row)
+        pending["origin"] = Origin.from_text(pending.pop("plugin"))
+        return pending
 
     def insert_pending(
         self,
@@ -329,7 +172,7 @@ class Store:
         name: str,
         parent: int | None,
         manager: str | None,
-        plugin: str | None,
+        origin: Origin,
         command: str,
         owner: str,
         deployment: str,
@@ -342,7 +185,7 @@ class Store:
                 name,
                 parent,
                 manager,
-                plugin,
+                origin.to_text(),
                 command,
                 now_iso(),
                 owner,
@@ -422,7 +265,7 @@ class Store:
     ) -> None:
         """Mark a layer done and make it the head of the deployment it was taken from.
         `late_until`: the manager's writes up to then (after its last post hook, before it
-        exited) are its own, not drift (lifecycle.drift_since_head)."""
+        exited) are its own, not drift (drift.drift_since_head)."""
         with self.transaction(self.db) as db:
             db.execute(
                 "UPDATE layers SET name = ?, status = ?, finished = ?, packages = ?, uuid = ?,"
@@ -456,7 +299,7 @@ class Store:
                 (max(top, self._highest_on_disk()), layer_id),
             )
 
-    def insert_layer(self, layer: Layer, *, plugin: str | None = None) -> None:
+    def insert_layer(self, layer: Layer, *, origin: Origin | None = None) -> None:
         """Insert a complete record (used when rebuilding from manifests)."""
         self.db.execute(
             "INSERT OR REPLACE INTO layers (id, name, parent, manager, plugin, command, status,"
@@ -466,7 +309,7 @@ class Store:
                 layer.name,
                 layer.parent,
                 layer.manager,
-                plugin,
+                origin.to_text() if origin is not None else None,
                 layer.command,
                 layer.status.value,
                 layer.created,
@@ -530,15 +373,21 @@ class Store:
             r[0] for r in self.db.execute("SELECT head FROM deployments WHERE head IS NOT NULL")
         ]
 
+    def created_of(self, layer_id: int) -> str | None:
+        """When the layer's record was made (its operation began), pending ones too."""
+        row = self.db.execute("SELECT created FROM layers WHERE id = ?", (layer_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def manager_of(self, layer_id: int) -> str | None:
         row = self.db.execute("SELECT manager FROM layers WHERE id = ?", (layer_id,)).fetchone()
         return row[0] if row else None
 
-    def layer_owner(self, layer_id: int) -> tuple[str | None, str | None]:
+    def layer_owner(self, layer_id: int) -> tuple[str | None, Origin | None]:
+        """The process that made the layer, and where the layer comes from."""
         row = self.db.execute(
             "SELECT owner, plugin FROM layers WHERE id = ?", (layer_id,)
         ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], Origin.from_text(row[1])) if row else (None, None)
 
     def get(self, layer_id: int) -> Layer:
         row = self.db.execute(
@@ -649,17 +498,6 @@ class Store:
         """The layer's snapshot is (to be) deleted: its record and manifest stay, as history."""
         self.db.execute("UPDATE layers SET status = 'pruned' WHERE id = ?", (layer_id,))
         self.amend_manifest(layer_id, "status", Status.PRUNED.value)
-
-    def amend_manifest(
-        self, layer_id: int, key: str, value: object, *, durable: bool = True
-    ) -> None:
-        """Set one field of the layer's manifest (none is written when it has none)."""
-        from ashcore.ondisk import read_json, write_json
-
-        manifest = read_json(self.manifest_path(layer_id))
-        if isinstance(manifest, dict):
-            manifest[key] = value
-            write_json(self.manifest_path(layer_id), manifest, durable=durable)
 
     def set_pinned(self, layer_id: int, pinned: bool) -> None:
         self.db.execute("UPDATE layers SET pinned = ? WHERE id = ?", (int(pinned), layer_id))

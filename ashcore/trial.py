@@ -21,9 +21,9 @@ import subprocess
 from ashcore.deployments import TRY, is_try
 from ashcore.drift import keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
-from ashcore.lifecycle import require_idle
 from ashcore.log import logger
 from ashcore.model import Layer
+from ashcore.recovery import require_idle
 from ashcore.target import Target
 
 log = logger(__name__)

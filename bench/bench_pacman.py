@@ -19,6 +19,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
@@ -108,22 +109,7 @@ def main() -> int:
         why_no_snapper = setup_snapper(roots["snapper"])
         if why_no_snapper:
             roots.pop("snapper").close()
-        names = list(roots)
-        for root in roots.values():  # warm caches: one untimed round
-            root.run(INSTALL)
-            root.run(REMOVE)
-        check_ash(roots["ash"])
-        times: dict[str, list[float]] = {name: [] for name in names}
-        cpu: dict[str, list[float]] = {name: [] for name in names}
-        for i in range(args.runs):
-            order = names[i % len(names) :] + names[: i % len(names)]
-            for name in order:
-                os.sync()  # each run starts with nothing dirty (one btrfs image for all roots)
-                wall, used = timed(roots[name], INSTALL)
-                times[name].append(wall)
-                cpu[name].append(used)
-            for name in order:
-                roots[name].run(REMOVE)
+        times, cpu = rounds(roots, INSTALL, REMOVE, args.runs, check_ash)
     finally:
         for root in roots.values():
             root.close()
@@ -132,16 +118,44 @@ def main() -> int:
     return 0
 
 
+def rounds(
+    roots: dict[str, Root],
+    install: list[str],
+    remove: list[str],
+    runs: int,
+    check: Callable[[Root], None],
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time `install` in every root `runs` times (order rotated, a sync before each), the
+    package removed again untimed after each round; one untimed round first, then `check`
+    of the ash root. Returns the wall and CPU times in ms, per root."""
+    names = list(roots)
+    for root in roots.values():  # warm caches: one untimed round
+        root.run(install)
+        root.run(remove)
+    check(roots["ash"])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(runs):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            os.sync()  # each run starts with nothing dirty (one btrfs image for all roots)
+            wall, used = timed(roots[name], install)
+            times[name].append(wall)
+            cpu[name].append(used)
+        for name in order:
+            roots[name].run(remove)
+    return times, cpu
+
+
 def report(
     times: dict[str, list[float]],
     cpu: dict[str, list[float]],
     runs: int,
     why_no_snapper: str | None,
+    what: str = "pacman -S of a tiny package",
 ) -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(
-        f"pacman -S of a tiny package, median of {runs} runs, ms (load {os.getloadavg()[0]:.1f}):"
-    )
+    print(f"{what}, median of {runs} runs, ms (load {os.getloadavg()[0]:.1f}):")
     print(f"  {'':8s} {'wall':>7s}  {'quartiles':>15s}  {'cpu':>6s}")
     for name, value in median.items():
         q = statistics.quantiles(times[name], n=4)

@@ -13,7 +13,7 @@ import glob
 import os
 import shutil
 
-from ashcore.model import Layer
+from ashcore.model import Layer, Origin
 from ashcore.ondisk import read_json
 from ashcore.process import is_alive, owner_of
 from ashcore.target import Target
@@ -81,7 +81,9 @@ def _finish(target: Target, journal: str) -> None:
                 uuid = target.fs.info(store.layer_path(layer_id)).uuid if snapshot else ""
                 layer = Layer.from_manifest(manifest, layer_id, uuid).replace(uuid=uuid or None)
                 with store.transaction(store.db):
-                    store.insert_layer(layer, plugin=manifest.get("plugin"))
+                    store.insert_layer(
+                        layer, origin=Origin.from_text(_text(manifest.get("plugin")))
+                    )
             else:
                 if snapshot:
                     target.fs.delete(store.layer_path(layer_id))
@@ -93,3 +95,7 @@ def _finish(target: Target, journal: str) -> None:
             if os.path.lexists(leftover):
                 target.fs.delete(leftover)
     os.unlink(journal)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -35,7 +35,7 @@ from ashcore.fleet.oci import Client, progress_line
 from ashcore.fleet.push import Moved, start
 from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import Parent, StreamError, relay
-from ashcore.model import Layer, PackageDelta, Status
+from ashcore.model import Layer, Origin, PackageDelta, Status
 from ashcore.ondisk import write_json
 from ashcore.sizes import human
 from ashcore.target import Target
@@ -296,7 +296,7 @@ def _commit(
             }
             write_json(store.manifest_path(layer_id), manifest)
             with store.transaction(store.db):
-                store.insert_layer(record, plugin=origin)
+                store.insert_layer(record, origin=Origin.from_text(origin))
             os.unlink(journal)
             local[layer.id] = layer_id
             tip = record

@@ -34,7 +34,7 @@ def transaction_items(base: Any) -> list[dict[str, str]]:
 
 class Dnf4Database(RpmDatabase):
     """dnf's view of the root it works on (`root`); any other root, such as a layer's
-    snapshot (the set before a run, `lifecycle.before_of`), is read from its rpmdb."""
+    snapshot (the set before a run, `describe.before_of`), is read from its rpmdb."""
 
     def __init__(self, base: Any, *, after_transaction: bool, root: str = "/") -> None:
         self.base = base

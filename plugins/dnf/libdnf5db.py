@@ -17,7 +17,7 @@ from .rpmdb import RpmDatabase, installed_set
 
 class Dnf5Database:
     """libdnf5's view of the root it works on (`root`); any other root, such as a layer's
-    snapshot (the set before a run, `lifecycle.before_of`), is read from its rpmdb."""
+    snapshot (the set before a run, `describe.before_of`), is read from its rpmdb."""
 
     def __init__(
         self, channel: ActionsChannel, *, after_transaction: bool, root: str = "/"

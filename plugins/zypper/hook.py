@@ -17,14 +17,17 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
 
 from ashplugins.zypper.command import command_of, layer_name
 
 from ashcore.hook import begin_hook, commit_hook, guarded, say
+
+# On zypper's path: neither `typing` nor `subprocess` (with its threading and selectors): ms each.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 PLUGIN = "zypper"
 COMMIT_HELPER = "/usr/libexec/ashlayers/ash-commit"
@@ -149,8 +152,14 @@ class Session:
         """The fast way: the helper seals (as the other managers' post hooks ask it)."""
         if not os.access(COMMIT_HELPER, os.X_OK):
             return False
-        done = subprocess.run([COMMIT_HELPER, self.store], stdin=subprocess.DEVNULL, check=False)
-        return done.returncode == 0
+        pid = os.posix_spawn(
+            COMMIT_HELPER,
+            [COMMIT_HELPER, self.store],
+            os.environ,
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+        )
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
 
 
 def main(args: list[str]) -> int:

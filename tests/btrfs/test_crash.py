@@ -304,7 +304,8 @@ def test_a_kill_while_a_seal_sheds_its_lock_files_keeps_the_seal(ready: Image) -
     """`describe` makes a sealed snapshot writable for a moment to remove lock files; a kill
     then leaves it writable. Recovery finishes that and keeps the sealed state: not the
     root as it is later."""
-    from ashcore.lifecycle import Operation, begin, recover, seal
+    from ashcore.lifecycle import Operation, begin, seal
+    from ashcore.recovery import recover
     from ashcore.target import Target
 
     target = Target(str(ready.root))

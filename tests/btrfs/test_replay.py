@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -151,7 +152,7 @@ def test_a_replay_takes_no_snapshot_of_a_manager_that_began_on_the_root_meanwhil
     def replay_files(*args: Any) -> list[str]:
         left = real(*args)
         op = Operation(
-            plugin="apt",
+            origin="apt",
             manager="apt",
             argv=("apt-get", "install", "x"),
             owner=owner_of(manager.pid),
@@ -164,6 +165,8 @@ def test_a_replay_takes_no_snapshot_of_a_manager_that_began_on_the_root_meanwhil
     monkeypatch.setattr(replay, "_replay_files", replay_files)
     target = Target(str(r))
     by_name = {x["name"]: x["id"] for x in layers(ready)}
+    deployments = sorted((r / ".ash/deployments").iterdir())
+    started = time.monotonic()
     try:
         with pytest.raises(UsageError):
             replay.rebuild(
@@ -177,6 +180,9 @@ def test_a_replay_takes_no_snapshot_of_a_manager_that_began_on_the_root_meanwhil
         manager.wait()
     assert [x["status"] for x in layers(ready) if x["status"] == "drift"] == []
     assert (r / "etc/b").exists()  # nothing was replaced
+    # Undone at once, under the lock the refusal holds (not after waiting lock_timeout for it).
+    assert sorted((r / ".ash/deployments").iterdir()) == deployments
+    assert time.monotonic() - started < 120
 
 
 def test_an_immutable_file_stops_a_replay_with_its_own_one_line_cause(ready: Image) -> None:

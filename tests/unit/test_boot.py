@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ashcore import boot
-from ashcore.boot import BootSetup, Entry
+from ashcore.boot import menu, setup, state
+from ashcore.boot.menu import Entry
+from ashcore.boot.state import BootSetup
 
 FOUND = BootSetup(
     loader="grub",
@@ -28,9 +29,9 @@ def test_the_kernel_line_is_split_into_what_ashlayers_keeps_and_what_it_writes()
         "rootflags=subvol=@,compress=zstd",
         "quiet",
     ]
-    assert boot.split_kernel_line(words) == ("root=UUID=u", ("compress=zstd",), ("quiet",), "@")
+    assert setup.split_kernel_line(words) == ("root=UUID=u", ("compress=zstd",), ("quiet",), "@")
     proc = "BOOT_IMAGE=/x/vmlinuz root=/dev/vda2 rw rootflags=subvolid=256 ashlayers.layer=3 a=b"
-    assert boot.split_kernel_line(proc.split()) == ("root=/dev/vda2", (), ("a=b",), None)
+    assert setup.split_kernel_line(proc.split()) == ("root=/dev/vda2", (), ("a=b",), None)
 
 
 def test_the_first_linux_line_of_grub_cfg_is_the_default_entrys(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_the_first_linux_line_of_grub_cfg_is_the_default_entrys(tmp_path: Path) 
         "\tlinux\t/@/boot/vmlinuz-6.1 root=UUID=u ro rootflags=subvol=@ 'a b'\n}\n"
         "menuentry 'recovery' {\n\tlinux /@/boot/vmlinuz-6.1 single\n}\n"
     )
-    assert boot.kernel_line(str(cfg)) == [
+    assert setup.kernel_line(str(cfg)) == [
         "/@/boot/vmlinuz-6.1",
         "root=UUID=u",
         "ro",
@@ -60,8 +61,8 @@ def test_the_newest_kernel_with_its_initramfs_is_chosen(tmp_path: Path) -> None:
         "config-6.12.0-1-amd64",
     ):
         (tmp_path / "boot" / name).write_text("")
-    assert boot.kernel_of(str(tmp_path)) == "6.10.0-1-amd64"  # 6.12 has no initramfs
-    assert boot.kernel_of(str(tmp_path / "nothing")) is None
+    assert menu.kernel_of(str(tmp_path)) == "6.10.0-1-amd64"  # 6.12 has no initramfs
+    assert menu.kernel_of(str(tmp_path / "nothing")) is None
 
 
 def test_the_menu_boots_the_deployment_by_default_and_layers_as_throwaway_copies() -> None:
@@ -77,7 +78,7 @@ def test_the_menu_boots_the_deployment_by_default_and_layers_as_throwaway_copies
         Entry("layer", "layer 7: apt-get install it's", "@ash/layers/7", "6.1", 7),
         Entry("layer", "layer 6: x", "@ash/layers/6", "6.0", 6),
     ]
-    text = boot.menu_text(FOUND, entries)
+    text = menu.menu_text(FOUND, entries)
     assert "search --no-floppy --fs-uuid --set=ashlayers 1234-abcd\n" in text
     assert text.endswith('if [ -z "${boot_once}" ]; then\n  set default=ashlayers-deployment\nfi\n')
     assert (
@@ -100,7 +101,7 @@ def test_the_menu_boots_the_deployment_by_default_and_layers_as_throwaway_copies
 
 
 def test_a_menu_without_layers_has_no_submenu() -> None:
-    text = boot.menu_text(FOUND, [Entry("deployment", "d", "@", "6.1", None)])
+    text = menu.menu_text(FOUND, [Entry("deployment", "d", "@", "6.1", None)])
     assert "submenu" not in text and "set default=ashlayers-deployment" in text
 
 
@@ -111,19 +112,19 @@ def test_fstab_keeps_the_root_line_but_its_subvolume(tmp_path: Path) -> None:
         "# / was on /dev/vda2\nUUID=u / btrfs subvol=@,noatime 0 0\n"
         "UUID=u /home btrfs subvol=@home 0 0\n#UUID=u / btrfs subvol=@ 0 0\n"
     )
-    assert boot._drop_root_subvolume_from_fstab(str(tmp_path))
+    assert setup._drop_root_subvolume_from_fstab(str(tmp_path))
     assert fstab.read_text() == (
         "# / was on /dev/vda2\nUUID=u\t/\tbtrfs\tnoatime\t0\t0\n"
         "UUID=u /home btrfs subvol=@home 0 0\n#UUID=u / btrfs subvol=@ 0 0\n"
     )
-    assert not boot._drop_root_subvolume_from_fstab(str(tmp_path))  # once
+    assert not setup._drop_root_subvolume_from_fstab(str(tmp_path))  # once
 
 
 def test_no_mark_no_throwaway_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(boot, "THROWAWAY_MARK", str(tmp_path / "mark"))
-    assert boot.throwaway_layer() is None
+    monkeypatch.setattr(state, "THROWAWAY_MARK", str(tmp_path / "mark"))
+    assert state.throwaway_layer() is None
     (tmp_path / "mark").write_text("7\n")
-    assert boot.throwaway_layer() == 7
+    assert state.throwaway_layer() == 7
 
 
 def _grub_script_check(text: str, tmp_path: Path) -> None:
@@ -160,7 +161,7 @@ def test_everything_in_the_menu_is_quoted_for_grub(tmp_path: Path) -> None:
         Entry("previous", "it's $(x) {y}\nz", "@", "6.1 o'k", None),
         Entry("layer", "layer 7: a;b", "@ash/layers/7", "6.1'}\"$x", 7),
     ]
-    text = boot.menu_text(HOSTILE, entries)
+    text = menu.menu_text(HOSTILE, entries)
     _grub_script_check(text, tmp_path)
     assert (
         "\tlinux ($ashlayers)'/@ash/deployments/3-layer7/boot/vmlinuz-6.1}' root=UUID=1234-abcd"
@@ -182,13 +183,13 @@ def test_an_entry_grub_cannot_hold_is_left_out_and_said(
         Entry("layer", "layer 7", "@ash/layers/7", "6.1\n}", 7),
         Entry("layer", "layer 6", "@ash/layers/6", "6.0", 6),
     ]
-    text = boot.menu_text(HOSTILE, entries)
+    text = menu.menu_text(HOSTILE, entries)
     _grub_script_check(text, tmp_path)
     assert "ashlayers-layer-7" not in text and "ashlayers-layer-6" in text
     assert "set default=ashlayers-deployment" in text
     assert "layer 7 is left out of the boot menu" in caplog.text
     # Without the deployment's entry, nothing names it the default.
-    text = boot.menu_text(HOSTILE, [Entry("deployment", "d", "@\n", "6.1", None)])
+    text = menu.menu_text(HOSTILE, [Entry("deployment", "d", "@\n", "6.1", None)])
     _grub_script_check(text, tmp_path)
     assert "menuentry" not in text and "set default" not in text
 
@@ -200,5 +201,5 @@ def test_a_kernel_whose_name_grub_cannot_hold_is_passed_over_and_said(
     for version in ("6.1.0-9-amd64", "6.12.0-1\nevil", "6.11}x"):
         (tmp_path / "boot" / f"vmlinuz-{version}").write_text("")
         (tmp_path / "boot" / f"initrd.img-{version}").write_text("")
-    assert boot.kernel_of(str(tmp_path)) == "6.11}x"  # the newest with a name GRUB can hold
+    assert menu.kernel_of(str(tmp_path)) == "6.11}x"  # the newest with a name GRUB can hold
     assert "vmlinuz-6.12.0-1\\x0aevil" in caplog.text and "left out" in caplog.text

@@ -52,10 +52,11 @@ def test_the_core_names_no_manager_in_its_code() -> None:
         + r")(?![\w-])"
     )
     found = []
-    for path in sorted(CORE.glob("*.py")):
+    for path in sorted(CORE.rglob("*.py")):
         for line, text in _code_strings(path):
             if (match := pattern.search(text)) is not None:
-                found.append(f"{path.name}:{line}: {match.group(1)!r} in {text[:60]!r}")
+                where = f"{path.relative_to(CORE)}:{line}"
+                found.append(f"{where}: {match.group(1)!r} in {text[:60]!r}")
     assert not found, "\n".join(found)
 
 
@@ -82,3 +83,43 @@ def test_replay_asks_each_manager() -> None:
         "vim",
     ]
     assert by_name["pacman"].replay_argv(["pacman", "-Q"]) is None
+
+
+def _core_imports() -> dict[str, set[str]]:
+    """Each core module (dotted) -> the core modules it imports, anywhere in it (a lazy
+    import inside a function counts: it ties the rooms as much as one at the top)."""
+    modules = {
+        ".".join(p.relative_to(CORE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in CORE.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_the_core_has_no_import_cycle() -> None:
+    graph = _core_imports()
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in path:
+            raise AssertionError("an import cycle: " + " -> ".join(path[path.index(name) :]))
+        if name in done:
+            return
+        path.append(name)
+        for imported in sorted(graph[name]):
+            visit(imported)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)

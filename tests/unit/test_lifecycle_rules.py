@@ -36,7 +36,7 @@ def test_names() -> None:
 
 
 def op(*argv: str, targets: tuple[str, ...] = ()) -> Operation:
-    return Operation(plugin="apt", manager="apt", argv=argv, owner="1:1", targets=targets)
+    return Operation(origin="apt", manager="apt", argv=argv, owner="1:1", targets=targets)
 
 
 def test_skip_rules(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ashcore.model import PackageDelta, natural_compare
+from ashcore.model import Origin, PackageDelta, natural_compare
 
 
 def test_delta_between_sorts_changes_by_the_managers_order() -> None:
@@ -32,3 +32,19 @@ def test_natural_compare() -> None:
     assert natural_compare("1.10", "1.9") == 1
     assert natural_compare("2.0", "2.0") == 0
     assert natural_compare("1.0-1", "1.0-2") == -1
+
+
+def test_an_origin_reads_back_as_records_and_manifests_keep_it() -> None:
+    # What stores written before Origin hold: the plugin's name, run, replay, ashctl, NULL.
+    for text, kind, config in (
+        ("apt", Origin.MANAGER, "apt"),
+        ("zypper", Origin.MANAGER, "zypper"),
+        ("run", Origin.RUN, "run"),
+        ("replay", Origin.REPLAY, "replay"),
+        ("ashctl", Origin.BASE, "ashctl"),
+        (None, Origin.DRIFT, "run"),
+    ):
+        origin = Origin.from_text(text)
+        assert origin.kind == kind and origin.to_text() == text and origin.config == config
+        assert origin.manager == (text if kind == Origin.MANAGER else None)
+    assert Origin.of("dnf") == Origin.from_text("dnf") != Origin.of("apt")

@@ -48,7 +48,7 @@ def test_the_hook_path_imports_little(module: str, tmp_path: Path) -> None:
 
 
 def test_a_seal_reads_back_as_written() -> None:
-    from ashcore.store import Seal
+    from ashcore.model import Seal
 
     for failed in (None, True, False):
         seal = Seal((12345, 1795985979.123456), failed)
