@@ -45,3 +45,22 @@ def test_the_core_never_imports_a_managers_bindings() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=TOP, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_python_package_is_installed() -> None:
+    """pyproject lists its packages by hand: a new one left out installs an ashctl that cannot
+    import itself (ashcore.fleet once was)."""
+    import tomllib
+
+    config = tomllib.loads((TOP / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    folders = {"ashcore": TOP / "ashcore"} | {
+        name: TOP / path for name, path in config["package-dir"].items()
+    }
+    found = set()
+    for name, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            if "__pycache__" not in init.parts:
+                parts = init.parent.relative_to(folder).parts
+                found.add(".".join((name, *parts)))
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
