@@ -246,7 +246,7 @@ def _commit(
     local: dict[int, int],
     arrived: list[tuple[LineLayer, str | None]],
 ) -> Layer:
-    from ashcore.registry import manager_named
+    from ashcore.registry import manager_named, records_manager
 
     store = target.store
     journal = journal_path(target)
@@ -258,7 +258,7 @@ def _commit(
             path = store.layer_path(layer_id)
             if name is not None:
                 os.rename(os.path.join(store.layers_dir, name), path)
-            manager = layer.manager if layer.manager and manager_named(layer.manager) else None
+            manager = layer.manager if records_manager(layer.manager) else None
             origin = (
                 layer.origin
                 if layer.origin in OWN_ORIGINS or (layer.origin and manager_named(layer.origin))
