@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
@@ -211,12 +212,8 @@ def bench(machines: Machines, tmp: Path, args: argparse.Namespace) -> int:
         with running_registry(tmp / f"registry-{run}") as reg:
             ref = f"{reg.host}/bench/line:v1"
             receiver = machines.new()
-            push = timed(lambda reg=reg, ref=ref: fleet(reg, reg.sender_ns, sender, "push", ref))
-            pull = timed(
-                lambda reg=reg, ref=ref, receiver=receiver: fleet(
-                    reg, reg.receiver_ns, receiver, "pull", ref, "--base"
-                )
-            )
+            push = timed(partial(fleet, reg, reg.sender_ns, sender, "push", ref))
+            pull = timed(partial(fleet, reg, reg.receiver_ns, receiver, "pull", ref, "--base"))
             machines.drop(receiver)
         plain_image = machines.new(setup=False)
         plain = plain_send_receive(line, plain_image.top / "received")
@@ -265,12 +262,12 @@ def bench(machines: Machines, tmp: Path, args: argparse.Namespace) -> int:
         machines.drop(alone)
         receivers = [machines.new() for _ in range(RECEIVERS)]
 
-        def pull(image: Image) -> float:
+        def pull_into(image: Image) -> float:
             return timed(lambda: fleet(reg, reg.receiver_ns, image, "pull", ref, "--base"))
 
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=RECEIVERS) as pool:
-            each = list(pool.map(pull, receivers))
+            each = list(pool.map(pull_into, receivers))
         wall = time.perf_counter() - start
         for image in receivers:
             machines.drop(image)

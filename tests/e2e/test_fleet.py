@@ -243,6 +243,9 @@ def test_replay_makes_the_line_with_the_receivers_own_managers(
     commands = [str(x["command"]) for x in made]
     for wanted in ("apt-get install -y ashtest-b", "dnf5 install -y ashtest-v", "pacman -S"):
         assert any(wanted in c for c in commands), commands
+    # Named as the sender's were (after their commands), made by this root's managers.
+    sent = {x["name"] for x in pushed.line if x["manager"]}
+    assert sent <= {x["name"] for x in made if x["manager"]}, (sent, made)
     status = receiver.ashctl_json("status")
     assert status["layer"] == made[-1]["id"] and status["drift"] is False, (status, made)
     # Made here: none of them is a received snapshot.
@@ -320,7 +323,8 @@ def test_eight_receivers_pull_the_same_line_at_once(pushed: Pushed, machines: li
         assert isinstance(found, list)
         tip = tip_of(result.stdout)
         by_id = {x["id"]: x for x in found}
-        line, current = [], tip
+        line: list[dict[str, Any]] = []
+        current: int | None = tip
         while current is not None:
             line.insert(0, by_id[current])
             current = by_id[current]["parent"]
@@ -332,3 +336,32 @@ def test_eight_receivers_pull_the_same_line_at_once(pushed: Pushed, machines: li
         f"\n{RECEIVERS} concurrent pulls (--base --deploy) in {wall:.1f} s, each"
         f" {seconds[0]:.1f}-{seconds[-1]:.1f} s; the push took {pushed.push_seconds:.1f} s"
     )
+
+
+def blob_sizes(reg: Registry) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in reg.storage.rglob("data")}
+
+
+def test_a_second_push_after_one_package_moves_its_stream_and_little_more(pushed: Pushed) -> None:
+    """After one more package (apt-get install ashtest-v), a push of the line to another tag
+    uploads that layer's stream, the index, the recipe and the manifest: at most the layer's
+    `btrfs send` stream and 64 KiB (run last: it adds a layer to the sender)."""
+    reg, sender = pushed.registry, pushed.sender
+    before = blob_sizes(reg)
+    sender.run(["apt-get", "install", "-y", "ashtest-v"])
+    status = sender.ashctl_json("status")
+    assert status["drift"] is False, status
+    layer = next(x for x in layers(sender) if x["id"] == status["layer"])
+    assert layer["name"] == "apt-get install ashtest-v", layer
+    path = sender.path / ".ash/layers"
+    parent, made = path / str(layer["parent"]), path / str(layer["id"])
+    send = subprocess.run(
+        ["btrfs", "send", "-q", "-p", str(parent), str(made)], capture_output=True, check=True
+    )
+    stream = len(send.stdout)
+    out = ok(fleet(reg, reg.sender_ns, sender, "push", f"{reg.host}/fleet/line:v2"))
+    new = {p: n for p, n in blob_sizes(reg).items() if p not in before}
+    moved = sum(new.values())
+    assert moved <= stream + 64 * 1024, (moved, stream, sorted(new.values()), out)
+    assert len(new) <= 5, (sorted(new.values()), out)  # stream, index, recipe, manifest
+    print(f"\nthe push after one package uploaded {moved} bytes; its stream is {stream} bytes")
