@@ -148,10 +148,24 @@ def fresh_roots(rig: Rig) -> Iterator[Callable[[int], list[Root]]]:
 
 
 @pytest.fixture(scope="module")
-def pushed(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
+def scratch(rig: Rig) -> Iterator[Path]:
+    """A folder beside the rig's image (not /tmp, which may be a tmpfs): the registry's
+    storage and the receivers' images, gigabytes, go there; removed after the module."""
+    folder = rig.paths.dir / f"fleet-{os.getpid()}"
+    remove = ["rm", "-rf", "--one-file-system", "--", str(folder)]  # never into a mount
+    subprocess.run(remove, check=True)
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        subprocess.run(remove, check=False)
+
+
+@pytest.fixture(scope="module")
+def pushed(rig: Rig, scratch: Path) -> Iterator[Pushed]:
     """A line made in a rig root by apt, a hand edit, dnf5 and pacman, pushed to a registry
     (module-wide: the three tests receive the same line)."""
-    with running_registry(tmp_path_factory.mktemp("registry")) as reg:
+    with running_registry(scratch / "registry") as reg:
         sender = rig.new_root()
         try:
             sender.setup()
@@ -278,7 +292,7 @@ def chroot_queries(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def machines(tmp_path: Path) -> Iterator[list[Image]]:
+def machines(scratch: Path) -> Iterator[list[Image]]:
     """RECEIVERS empty roots, each on a btrfs file system of its own (as machines are),
     after `ashctl setup`.
 
@@ -289,8 +303,8 @@ def machines(tmp_path: Path) -> Iterator[list[Image]]:
     made: list[Image] = []
     try:
         for n in range(RECEIVERS):
-            (tmp_path / f"m{n}").mkdir()
-            made.append(make_image(tmp_path / f"m{n}", "4G"))
+            (scratch / f"machine-{n}").mkdir()
+            made.append(make_image(scratch / f"machine-{n}", "4G"))
         with ThreadPoolExecutor(max_workers=RECEIVERS) as pool:
             for result in pool.map(lambda image: image.ashctl("setup"), made):
                 ok(result)
