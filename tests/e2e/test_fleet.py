@@ -1,7 +1,8 @@
 """Fleet with the real managers through a real registry: a line made by apt, dnf5, pacman and
 a hand edit in one rig root is pushed from the sender's network namespace and pulled in the
 receiver's into fresh rig roots: exactly (`--base`, then deploy and roll back), by replay
-(`--replay`, the receiver's own managers), and by eight receivers at once.
+(`--replay`, the receiver's own managers), and by eight receivers at once (each on a
+file system of its own, as machines are: see `machines`).
 
 `ashctl` runs from the host with `--root` (as the btrfs tier does), inside the registry's
 namespaces; the package queries run chrooted in the roots."""
@@ -164,7 +165,7 @@ def scratch(rig: Rig) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def pushed(rig: Rig, scratch: Path) -> Iterator[Pushed]:
     """A line made in a rig root by apt, a hand edit, dnf5 and pacman, pushed to a registry
-    (module-wide: the three tests receive the same line)."""
+    (module-wide: the tests below receive the same line)."""
     with running_registry(scratch / "registry") as reg:
         sender = rig.new_root()
         try:
@@ -179,9 +180,11 @@ def pushed(rig: Rig, scratch: Path) -> Iterator[Pushed]:
             line = line_to(sender, status["layer"])
             ref = f"{reg.host}/fleet/line:v1"
             started = time.monotonic()
-            out = ok(fleet(reg, reg.sender_ns, sender, "push", ref))
+            result = fleet(reg, reg.sender_ns, sender, "push", ref)
             seconds = time.monotonic() - started
+            out = ok(result)
             assert f"pushed the line to layer {status['layer']}" in out, out
+            assert "no recipe" not in result.stderr, result.stderr  # replay needs it
             yield Pushed(reg, sender, ref, line, queries(sender), seconds)
         finally:
             sender.close()
