@@ -203,7 +203,7 @@ def replay_line(target: Target, base: Layer, first: Layer, dry_run: bool, done: 
                 print(f"  would dissolve {step.describe()} ({why})")
             else:
                 print(f"  would replay {step.describe()}")
-        replaced = ", ".join(str(step.layer.id) for step in steps)
+        replaced = ", ".join(str(old.id) for step in steps for old in step.layers)
         print(f"layers {replaced} would be replaced (kept as the old line until pruned)")
         return 0
 

@@ -150,7 +150,34 @@ def check(target: Target, repair: bool) -> list[str]:
                     store.mark_pruned(layer_id)
                     problems.pop()
                     log.info("mended: layer %d has no snapshot: kept as a pruned record", layer_id)
+                continue
+            problems += _sets(target, layer_id, repair)
     return problems
+
+
+def _sets(target: Target, layer_id: int, repair: bool) -> list[str]:
+    """A record of an older version whose sets may hold a failed read saved as empty: said;
+    on repair, read again with the root's own bindings and corrected (ashcore/sets.py)."""
+    from ashcore.sets import read_again, suspect
+
+    plugins = suspect(target, layer_id)
+    if not plugins:
+        return []
+    if not repair:
+        return [
+            f"layer {layer_id} records no {' or '.join(plugins)} package though its database is"
+            " in the snapshot, as an older ashctl recorded a read that failed (--repair reads"
+            " it again with the root's own bindings)"
+        ]
+    for plugin, size in read_again(target, layer_id).items():
+        said = f"{size} packages" if size is not None else "unknown: it cannot be read"
+        log.info(
+            "mended: layer %d: its %s set read again with the root's own: %s",
+            layer_id,
+            plugin,
+            said,
+        )
+    return []
 
 
 def _data_places(target: Target, repair: bool) -> list[str]:

@@ -13,13 +13,12 @@ from ashcore.clock import ctime_now
 from ashcore.layers import make_layer
 from ashcore.log import logger
 from ashcore.model import PackageDelta, Status
-from ashcore.naming import MAX_NAME, matches_any
-from ashcore.registry import in_state
+from ashcore.naming import NAMED, drift_name, matches_any
+from ashcore.registry import in_state, made_at_start
 from ashcore.store import (
     Checkpoint,
 )
 from ashcore.target import Target
-from ashcore.text import escaped
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 log = logger(__name__)
 
 
+DRIFTED = "drifted"  # a drift layer's manifest: the paths it changed (NAMED + 1 at most)
 NO_OWNER = "0:0"  # owns what the core does on its own (drift): never alive
 
 
@@ -133,9 +133,6 @@ def discard_early(target: Target) -> None:
         target.fs.delete(early[0])
 
 
-NAMED = 3  # paths a drift layer's name shows
-
-
 OWN_MARGIN = 0.005  # s: ctime's clock is coarse (4 ms); a write at the start may read earlier
 
 
@@ -202,9 +199,10 @@ def drift_since_head(
     so far, buffered ones too (a filesystem commit does not write buffered file data, so an
     edit made a moment ago would not show in the generations), and it takes 1-2 ms.
 
-    A write to a manager's own database is the manager's, not drift, when its ctime says a
-    manager made it: at or after `own_since` (the manager that begins, as it started up:
-    dnf's history, aptitude's states) or at or before `late_until` (the head's manager, after
+    A write to a manager's own database (or a file its front end creates as it starts) is
+    the manager's, not drift, when its ctime says a manager made it: at or after `own_since`
+    (the manager that begins, as it started up: dnf's history, aptitude's states, the empty
+    sources.list python-apt makes) or at or before `late_until` (the head's manager, after
     its last post hook and before it exited). Any other change to them (`apt-mark hold`,
     `rpm --justdb`, a hand edit) is drift.
     """
@@ -212,7 +210,7 @@ def drift_since_head(
     probe, now = _take_probe(target, checked)
 
     def own(path: str) -> bool:
-        if not manager_state(path):
+        if not manager_state(path) and not made_at_start(path):
             return False
         ctime = _ctime(probe, path)
         if ctime is None:
@@ -279,10 +277,8 @@ def capture_drift(
         if not changed:
             store.set_checked(dep.uuid, now)
             return head
-        shown = ", ".join(escaped(p) for p in changed[:NAMED])
-        shown += " (and more)" if len(changed) > NAMED else ""
         pending: dict[str, Any] = {
-            "name": f"drift: {shown}"[:MAX_NAME],
+            "name": drift_name(changed),
             "parent": head,
             "manager": None,
             "command": "changes made outside package operations",
@@ -304,6 +300,23 @@ def capture_drift(
     except BaseException:
         _forget_probe(target, probe)
         raise
-    layer = make_layer(target, pending, Status.DRIFT, PackageDelta(), None, taken=now)
+    # The paths name it now; what they did is said once its sets are read, off this path
+    # (ashcore/driftname.py).
+    layer = make_layer(
+        target, pending, Status.DRIFT, PackageDelta(), None, taken=now, extra={DRIFTED: changed}
+    )
     log.info("ashlayers: kept changes made outside package operations as layer %d", layer.id)
     return layer.id
+
+
+def keep_drift(target: Target, dep: SubvolumeInfo, *, strict: bool = False) -> int | None:
+    """`capture_drift` for `ashctl`'s commands (rollback, replay, try), which are no
+    manager's time: a drift layer kept is completed at once (its sets, its delta, its name
+    for what it did). Call under the store lock."""
+    head, _ = target.store.head(dep.uuid)
+    kept = capture_drift(target, dep, strict=strict)
+    if kept is not None and kept != head:
+        from ashcore.sets import complete
+
+        complete(target, kept)
+    return kept

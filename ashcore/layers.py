@@ -32,10 +32,12 @@ def make_layer(
     *,
     taken: Checkpoint | None = None,
     late_until: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Layer:
     """Snapshot the deployment into the pending record's layer and finalize the record.
 
-    With `taken`, `<id>.partial` already holds the snapshot (sealed, or a drift probe).
+    With `taken`, `<id>.partial` already holds the snapshot (sealed, or a drift probe);
+    `extra`: more fields of its manifest.
     """
     store, fs = target.store, target.fs
     layer_id = pending["id"]
@@ -53,7 +55,7 @@ def make_layer(
         fs.delete(final)
     os.rename(partial, final)
     layer = layer_of(store, pending, status, fs.info(final).uuid, delta)
-    write_manifest(store, layer, pending["plugin"], pending["deployment"], installed)
+    write_manifest(store, layer, pending["plugin"], pending["deployment"], installed, extra)
     store.finalize(layer, pending["deployment"], checked, late_until)
     return layer
 
@@ -85,8 +87,9 @@ def write_manifest(
     plugin: str | None,
     deployment: str | None,
     installed: dict[str, str] | None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment}
+    manifest = layer.to_json() | {"plugin": plugin, "deployment": deployment} | (extra or {})
     if installed is not None:
         manifest["installed"] = installed
     # Not fsynced: a manifest lost to a power cut is told by its uuid and rebuilt by recovery.

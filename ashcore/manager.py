@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
-    from ashcore.model import PackageDatabase
+    from ashcore.model import PackageDatabase, PackageDelta
 
 
 class Manager:
@@ -33,6 +33,11 @@ class Manager:
     """Its own databases. A manager writes them as it starts, before its pre hook, and after
     its last post hook: such writes are told by their time and are not drift; any other
     change to them (a mark, a --justdb) is."""
+    made_at_start: ClassVar[tuple[str, ...]] = ()
+    """Files outside its state that a front end creates as it starts when they are missing
+    (before its pre hook): made then, they are its own, as its start-up writes to its state
+    are, and go with its layer; made at any other time, drift. Unlike state, a replay and a
+    recipe carry them."""
     noise: ClassVar[tuple[str, ...]] = ()
     """Paths (a folder covers all below it) it writes while only reading, or after its post
     hook, that are no change of the system's state: never drift."""
@@ -90,6 +95,20 @@ class Manager:
     def owns(self, argv: list[str] | tuple[str, ...]) -> bool:
         """Whether `argv` runs one of this manager's front ends."""
         return bool(argv) and os.path.basename(argv[0]) in self.commands
+
+    def describe_change(self, paths: list[str], before: str, after: str) -> str | None:
+        """What a change made to its own state alone did, in a few words (`hold htop`), read
+        from the roots `before` and `after` (the layer before and the one after); `paths`, the
+        files of its state that changed (relative to the roots). None when it cannot say for
+        all of them: a drift layer then shows the paths."""
+        return None
+
+    def install_argv(self, delta: PackageDelta) -> list[str] | None:
+        """A command line of its front end that makes the change `delta` in a root that has
+        the packages before it: what it added, upgraded or downgraded installed at those
+        versions, what it removed removed; non-interactive. None when it cannot (no such
+        command, or a version that is no finished install)."""
+        return None
 
     def database(self) -> PackageDatabase:
         """Its database face: reads any root's installed set with the manager's bindings."""

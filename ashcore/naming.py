@@ -42,6 +42,19 @@ def check_name(name: str) -> str:
     return name
 
 
+NAMED = 3  # paths a drift layer's name shows
+
+
+def drift_name(paths: list[str], said: Sequence[str] = (), *, more: bool = False) -> str:
+    """A drift layer's name: what the managers said of their state (`said`), then the paths
+    (the first NAMED of them) they did not explain; `more`, or a path past NAMED, says that
+    there are more."""
+    shown = ", ".join([*said, *(escaped(p) for p in paths[:NAMED])])
+    shown += " (and more)" if more or len(paths) > NAMED else ""
+    name = f"drift: {shown}"
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "\u2026"
+
+
 def auto_name(argv: tuple[str, ...]) -> str:
     words = [os.path.basename(argv[0]), *argv[1:]] if argv else ["?"]
     name = escaped(shell_join(words))

@@ -22,8 +22,10 @@ deployment's layer) as TOML:
 
 A drift or `ashctl run` layer is carried as a tar bundle of the paths it changed (owners,
 modes, times, links kept); its changes to a manager's own database are not (the managers
-write those as they replay). A layer that can be neither (a script's, a failed one, one
-whose snapshot was pruned) is refused with one line naming it.
+write those as they replay). A failed layer and the layer that completed it are one
+operation: the manager's command that installs what the two changed (ashcore/pairs.py). A
+layer that can be none of these (a script's, a failed one not completed, one whose snapshot
+was pruned) is refused with one line naming it.
 
 `ashctl [--root PATH] apply RECIPE` runs the operations in order with the real managers,
 chrooted into PATH (or in place on the running system), non-interactive. A recipe is
@@ -95,7 +97,9 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
     ]
     for step in steps:
         parts += ["", "[[operation]]", f"layer = {step.layer.id}"]
-        parts.append(f"name = {_string(step.layer.name)}")
+        if step.pair is not None:
+            parts.append(f"# layers {step.pair.failed.id} (failed) and {step.layer.id}, as one")
+        parts.append(f"name = {_string(step.name)}")
         if step.argv is not None:
             parts.append(f"manager = {_string(step.layer.manager or '')}")
             parts.append(f"command = [{', '.join(_string(a) for a in step.argv)}]")

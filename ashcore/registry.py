@@ -71,6 +71,18 @@ def in_state(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in state_paths())
 
 
+_at_start: tuple[str, ...] | None = None
+
+
+def made_at_start(path: str) -> bool:
+    """Whether `path` is a file a manager's front end creates as it starts
+    (Manager.made_at_start)."""
+    global _at_start
+    if _at_start is None:
+        _at_start = tuple(p for m in managers() for p in m.made_at_start)
+    return path in _at_start
+
+
 def noise_paths() -> tuple[str, ...]:
     """What every manager writes that is no change of state (Manager.noise)."""
     return tuple(p for m in managers() for p in m.noise)

@@ -17,7 +17,9 @@ rebase LAYER --onto BASE` replays LAYER and the layers after it onto BASE. Eithe
      replayed operation changed the same path, the drift's version wins (it was the user's
      last word on that path). A change to a manager's own database (`apt-mark hold`, a
      manager's late writes) is not copied, since the file would undo what the replayed
-     operations recorded in it: it is named, for the user to redo with the manager.
+     operations recorded in it: it is named, for the user to redo with the manager;
+   - a failed layer and the layer that completed it are one step: the manager's command
+     that makes what the two changed (ashcore/pairs.py).
 4. Only when every step succeeded, and the root did not move on meanwhile, does the result
    become the deployment: at once on a root that is not booted, at the next boot on the
    booted one (as rollback). The old line stays until pruned; its records say which layer
@@ -39,12 +41,13 @@ import time
 from collections.abc import Callable
 
 from ashcore.data import mount_places
-from ashcore.drift import capture_drift, sweep_probes
+from ashcore.drift import capture_drift, keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import require_idle
 from ashcore.log import logger
-from ashcore.model import Layer, Status
+from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
+from ashcore.pairs import Pair, completes, join
 from ashcore.process import is_alive, owner_of
 from ashcore.stage import (
     chroot_env,
@@ -62,13 +65,35 @@ JOURNAL = "replay.json"
 
 
 class Step:
-    """One layer to replay: by its command (`argv`) or by its file changes (`argv` None)."""
+    """One layer to replay: by its command (`argv`) or by its file changes (`argv` None);
+    with `pair`, the failed layer before it too, as one command (ashcore/pairs.py)."""
 
-    def __init__(self, layer: Layer, argv: list[str] | None) -> None:
-        self.layer, self.argv = layer, argv
+    def __init__(self, layer: Layer, argv: list[str] | None, pair: Pair | None = None) -> None:
+        self.layer, self.argv, self.pair = layer, argv, pair
+
+    @property
+    def name(self) -> str:
+        """The name of the layer the step makes."""
+        return self.pair.name if self.pair is not None else self.layer.name
+
+    @property
+    def packages(self) -> PackageDelta:
+        """What the step changed when it was made."""
+        return self.pair.delta if self.pair is not None else self.layer.packages
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The old layers the step stands for."""
+        return [self.pair.failed, self.layer] if self.pair is not None else [self.layer]
 
     def describe(self) -> str:
         what = shlex.join(self.argv) if self.argv else "its file changes"
+        if self.pair is not None:
+            failed = self.pair.failed
+            return (
+                f'layers {failed.id} "{escaped(failed.name)}" (failed) and {self.layer.id}'
+                f' "{escaped(self.layer.name)}", as one: {what}'
+            )
         return f'layer {self.layer.id} "{escaped(self.layer.name)}": {what}'
 
 
@@ -81,7 +106,8 @@ def replay_argv(layer: Layer) -> list[str] | None:
         if layer.manager is not None:
             raise UsageError(
                 f'layer {layer.id} "{escaped(layer.name)}" is {layer.status.value}: a failed or'
-                " cut operation cannot be replayed",
+                " cut operation cannot be replayed (a failed one only with the next layer, by"
+                " the same manager, that completed it)",
                 hint="remove it first, or roll back past it",
             )
         return None
@@ -140,8 +166,17 @@ def plan(target: Target, first: Layer) -> list[Step]:
 def steps_of(target: Target, layers: list[Layer], verb: str, hint: str) -> list[Step]:
     """The steps of `layers` (oldest first): each by its command, or by its file changes,
     which need its snapshot and its parent's (UsageError, with `hint`, when pruned)."""
-    steps = []
-    for layer in layers:
+    steps: list[Step] = []
+    pair: Pair | None = None
+    for number, layer in enumerate(layers):
+        if pair is not None:  # this layer completed the failed one before it: done
+            pair = None
+            continue
+        after = layers[number + 1] if number + 1 < len(layers) else None
+        if after is not None and completes(target, layer, after):
+            pair = join(target, layer, after)
+            steps.append(Step(after, pair.argv, pair))
+            continue
         argv = replay_argv(layer)
         if argv is None and (
             layer.parent is None
@@ -161,14 +196,14 @@ def foresee_dissolved(target: Target, base: Layer, step: Step) -> str | None:
     """Why a step would dissolve on `base` (all it added is there already), or None."""
     from ashcore.sets import sets_of
 
-    if step.argv is None or not step.layer.packages.added or step.layer.packages.removed:
+    if step.argv is None or not step.packages.added or step.packages.removed:
         return None
     sets = sets_of(target, base.id) or {}
     have: dict[str, str] = {}
     for installed in sets.values():
         have.update(installed or {})  # an unknown set tells nothing
-    if all(have.get(name) == version for name, version in step.layer.packages.added):
-        shown = ", ".join(f"{n} {v}" for n, v in step.layer.packages.added[:3])
+    if all(have.get(name) == version for name, version in step.packages.added):
+        shown = ", ".join(f"{n} {v}" for n, v in step.packages.added[:3])
         return f"the base has {shown} now"
     return None
 
@@ -200,7 +235,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         require_idle(target)
         resume(target)
         dep = target.deployment()
-        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+        keep_drift(target, dep, strict=True)  # the state left is kept, byte for byte
         sweep_probes(target)
         head, _ = store.head(dep.uuid)
         steps = plan(target, first)
@@ -247,8 +282,8 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
             took = time.monotonic() - started
             if after == before or after is None:
                 why = foresee_dissolved(target, base, step) or "it changed nothing"
-                outcome.dissolved.append((step.layer, why))
-                say(f'      dissolved: "{escaped(step.layer.name)}" ({why}) in {took:.1f} s')
+                outcome.dissolved += [(old, why) for old in step.layers]
+                say(f'      dissolved: "{escaped(step.name)}" ({why}) in {took:.1f} s')
                 continue
             made = store.get(after)
             if made.status != Status.COMMITTED and step.argv is not None:
@@ -256,7 +291,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
                     f"replaying {step.describe()} made a {made.status.value} layer",
                     hint="see `ashctl show` of the old layer; nothing was changed",
                 )
-            outcome.made.append((step.layer, after))
+            outcome.made += [(old, after) for old in step.layers]
             say(f"      layer {after} ({made.packages.summary()}) in {took:.1f} s")
     except BaseException:
         unmount_stage(mountpoint)
@@ -301,7 +336,7 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
 def _replay_command(target: Target, mountpoint: str, step: Step) -> None:
     assert step.argv is not None
     # Sizes are measured later, not while the replay waits for each helper.
-    env = chroot_env(step.layer.name, ASH_NO_SIZES="1")
+    env = chroot_env(step.name, ASH_NO_SIZES="1")
     result = subprocess.run(
         ["chroot", mountpoint, *step.argv],
         env=env,

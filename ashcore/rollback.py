@@ -21,7 +21,7 @@ from ashcore.deployments import (
     stage_name,
     swap_mount,
 )
-from ashcore.drift import capture_drift, sweep_probes
+from ashcore.drift import keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import require_idle
 from ashcore.model import Layer, Status
@@ -184,7 +184,7 @@ def _switch_to(target: Target, layer: Layer, existing: str | None, booted: bool)
         if (said := resume(target)) is not None:
             log.info("%s", said)
         dep = target.deployment()
-        capture_drift(target, dep, strict=True)
+        keep_drift(target, dep, strict=True)
         sweep_probes(target)
         path = existing or new_deployment_path(target, layer)
         _begin_journal(target, path, layer, dep.uuid, booted, made=existing is None)

@@ -25,9 +25,9 @@ import subprocess
 
 from ashcore.errors import BackendError
 from ashcore.log import logger
-from ashcore.model import PackageDelta
+from ashcore.model import PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
-from ashcore.registry import database_of, managers
+from ashcore.registry import database_of, manager_named, managers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,6 +39,10 @@ log = logger(__name__)
 Sets = dict[str, "dict[str, str] | None"]
 """plugin -> its installed set, or None when its database is there but could not be read."""
 WALK = 8  # layers up the tree that one call completes at most
+READ_IN_ROOT = "sets_read_in_root"
+"""A manifest's mark: its sets were read with the root's own bindings, or recorded unknown.
+Records of older versions lack it: they may hold a failed read (a host's bindings that could
+not open the root's database) saved as an empty set (`suspect`, `read_again`)."""
 READ_TIMEOUT = 120  # s: a chrooted reader that hangs must not hang `ashctl`
 
 # What runs chrooted in a snapshot: the root's own ashlayers, found as its hooks find it.
@@ -191,8 +195,68 @@ def sets_of(target: Target, layer_id: int) -> Sets | None:
         return None
     sets = read_sets(path, target.root)
     manifest["sets"] = sets
+    manifest[READ_IN_ROOT] = True
     write_json(store.manifest_path(layer_id), manifest, durable=False)
     return sets
+
+
+def suspect(target: Target, layer_id: int) -> list[str]:
+    """The managers whose recorded set in `layer_id` may be false: in a record of an older
+    version (without READ_IN_ROOT), an empty set while the manager's database is in the
+    layer's snapshot. (An empty set can be true: `read_again` tells.)"""
+    manifest = read_json(target.store.manifest_path(layer_id))
+    if not isinstance(manifest, dict) or manifest.get(READ_IN_ROOT):
+        return []
+    recorded, path = manifest.get("sets"), target.store.layer_path(layer_id)
+    if not isinstance(recorded, dict) or not os.path.isdir(path):
+        return []
+    empty = [p for p, found in recorded.items() if found == {}]
+    return sorted(set(empty) & set(present(path))) if empty else []
+
+
+def read_again(target: Target, layer_id: int) -> dict[str, int | None]:
+    """Read the suspect sets of `layer_id` again with the root's own bindings and record
+    them (the layer's snapshot has not changed since); mark the manifest. Returns, for each
+    set that was false, its size now (None: it cannot be read, so it is unknown). A layer
+    whose package delta came from its sets (drift, `run`) and its children of that kind get
+    theirs again. Call under the store lock."""
+    store = target.store
+    plugins = suspect(target, layer_id)
+    manifest = read_json(store.manifest_path(layer_id))
+    if not isinstance(manifest, dict):
+        return {}
+    corrected: dict[str, int | None] = {}
+    if plugins:
+        fresh = read_sets(store.layer_path(layer_id), target.root)
+        for plugin in plugins:
+            now = fresh.get(plugin)
+            if now != manifest["sets"][plugin]:
+                manifest["sets"][plugin] = now
+                corrected[plugin] = len(now) if now is not None else None
+    manifest[READ_IN_ROOT] = True
+    write_json(store.manifest_path(layer_id), manifest, durable=False)
+    if corrected:
+        children = [x.id for x in store.layers() if x.parent == layer_id]
+        for layer in (layer_id, *children):
+            _delta_from_sets(target, layer)
+    return corrected
+
+
+def _delta_from_sets(target: Target, layer_id: int) -> None:
+    """A layer that no manager's hooks described (drift, `run`, replayed files): its package
+    delta again, from its sets and its parent's."""
+    store = target.store
+    record = store.get(layer_id)
+    if manager_named(store.layer_owner(layer_id)[1]) is not None or record.parent is None:
+        return  # a manager's layer: its delta is its database face's, read as it was made
+    mine, parents = sets_of(target, layer_id), sets_of(target, record.parent)
+    if mine is None or parents is None:
+        return
+    merged = PackageDelta()
+    for delta in delta_between(parents, mine).values():
+        merged = merged.merge(delta)
+    store.set_packages(layer_id, merged)
+    store.amend_manifest(layer_id, "packages", merged.to_json(), durable=False)
 
 
 def unknown_between(a: Sets, b: Sets) -> list[str]:
@@ -235,7 +299,7 @@ def complete_now(target: Target, layer_id: int) -> None:
 def complete(target: Target, layer_id: int) -> None:
     """Record the sets of `layer_id` and of the layers above it that lack them (up to WALK);
     a layer without a package delta of its own (drift, `run`, interrupted without its
-    database face) gets the one its sets tell."""
+    database face) gets the one its sets tell; a drift layer is named for what it did."""
     store = target.store
     todo: list[int] = []
     current: int | None = layer_id
@@ -248,9 +312,15 @@ def complete(target: Target, layer_id: int) -> None:
             break
         parent = manifest.get("parent")
         current = parent if isinstance(parent, int) else None
+    from ashcore.driftname import name_drift
+
     for layer in reversed(todo):
         sets = sets_of(target, layer)
         record = store.get(layer)
+        if record.status == Status.DRIFT and isinstance(
+            manifest := read_json(store.manifest_path(layer)), dict
+        ):
+            name_drift(target, layer, manifest)
         if sets is None or record.parent is None or record.packages:
             continue  # a manager's layer has its own delta already
         parent_sets = sets_of(target, record.parent)

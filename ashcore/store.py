@@ -605,6 +605,11 @@ class Store:
             "UPDATE layers SET packages = ? WHERE id = ?", (dumps(delta.to_json()), layer_id)
         )
 
+    def set_name(self, layer_id: int, name: str) -> None:
+        """Name the layer anew (a drift layer, once what it did is known), manifest too."""
+        self.db.execute("UPDATE layers SET name = ? WHERE id = ?", (name, layer_id))
+        self.amend_manifest(layer_id, "name", name, durable=False)
+
     def set_size(self, layer_id: int, size: int) -> None:
         self.db.execute("UPDATE layers SET size = ? WHERE id = ?", (size, layer_id))
 

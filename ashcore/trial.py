@@ -19,7 +19,7 @@ import os
 import subprocess
 
 from ashcore.deployments import TRY, is_try
-from ashcore.drift import capture_drift, sweep_probes
+from ashcore.drift import keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
 from ashcore.lifecycle import require_idle
 from ashcore.log import logger
@@ -43,7 +43,7 @@ def trial(target: Target, argv: list[str], name: str | None) -> tuple[str, int |
     with store.locked(target.config.lock_timeout):
         require_idle(target)
         dep = target.deployment()
-        head = capture_drift(target, dep)
+        head = keep_drift(target, dep)
         sweep_probes(target)
         if head is None:
             raise UsageError("the deployment has no layer yet", hint="run `ashctl setup`")

@@ -335,7 +335,9 @@ MODEL = (
         "drift",
         "What changed in the deployment outside any package operation (a hand edit in /etc). "
         "It is kept as a layer of its own before the next operation, so that each layer's "
-        "delta is one thing. Noise (logs, caches, /tmp; see ash.toml(5)) is not drift.",
+        "delta is one thing. Noise (logs, caches, /tmp; see ash.toml(5)) is not drift. "
+        "A drift layer is named by its paths, or by what a change to a manager's own state "
+        "did (drift: hold htop, drift: mark auto libfoo).",
     ),
     (
         "tree",
@@ -346,6 +348,14 @@ MODEL = (
         "store",
         "Where layers and records live: a subvolume beside the root's (/@ash for /@), mounted "
         "at /.ash, so that a rollback never rewinds the records.",
+    ),
+    (
+        "line",
+        "The layers from a base to one layer. `ashctl push` sends a line to an OCI registry "
+        "as one artifact (per layer a btrfs send stream and its record, and the line's "
+        "recipe); `ashctl pull` receives the layers a store lacks, byte for byte, or replays "
+        "the recipe with the root's own managers (--replay). Every blob is checked against "
+        "its digest, and against a trusted OpenPGP key when ash.toml names one.",
     ),
 )
 

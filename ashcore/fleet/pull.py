@@ -31,8 +31,9 @@ from ashcore.errors import AshError, BackendError, UsageError
 from ashcore.fleet import artifact
 from ashcore.fleet.arrival import ARRIVING, fleet_dir, journal_path, recover
 from ashcore.fleet.artifact import Line, LineLayer
+from ashcore.fleet.claims import Claims
 from ashcore.fleet.oci import Client, progress_line
-from ashcore.fleet.push import TOOLS_ENV, Moved
+from ashcore.fleet.push import Moved, start
 from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import StreamError, relay
 from ashcore.model import Layer, PackageDelta, Status
@@ -142,15 +143,22 @@ def pull(
                     )
                 files[layer.id] = path
                 moved.blobs, moved.bytes = moved.blobs + 1, moved.bytes + layer.stream.size
-        for number, layer in enumerate(missing):
-            name = None
-            if layer.id in files:
-                name = f"{ARRIVING}{os.getpid()}.{number}"
-                arrived.append((layer, name))
-                _receive(target, files[layer.id], layer, name)
-                os.unlink(files[layer.id])
-            else:
-                arrived.append((layer, None))
+        store = target.store
+        where = {k: store.layer_path(v) for k, v in identities(target).items()}
+        with Claims(target) as claims:
+            for number, layer in enumerate(missing):
+                name = None
+                if layer.id in files:
+                    assert layer.stream is not None and layer.identity is not None
+                    name = f"{ARRIVING}{os.getpid()}.{number}"
+                    against = layer.stream.against
+                    parents = claims.check(against, where[against]) if against else None
+                    arrived.append((layer, name))
+                    _receive(target, files[layer.id], layer, name, parents)
+                    os.unlink(files[layer.id])
+                    where[layer.identity] = os.path.join(store.layers_dir, name)
+                else:
+                    arrived.append((layer, None))
         tip = _commit(target, ref, digest, local, arrived)
         arrived = []
         return tip, moved
@@ -168,36 +176,26 @@ def _check_parents(line: Line, missing: list[LineLayer], target: Target) -> None
         stream = layer.stream
         if stream is not None and stream.against is not None and stream.against not in known:
             raise UsageError(
-                f"the sender's layer {layer.id} is sent against a layer this store does"
-                " not have",
+                f"the sender's layer {layer.id} is sent against a layer this store does not have",
                 hint="pull its line from the base (--base), or --replay",
             )
         if layer.identity is not None:
             known.add(layer.identity)
 
 
-def _receive(target: Target, blob: str, layer: LineLayer, name: str) -> None:
-    """Receive one checked stream as `layers/<name>` (read-only, with its sender's uuid)."""
+def _receive(
+    target: Target, blob: str, layer: LineLayer, name: str, parents: set[str] | None
+) -> None:
+    """Receive one checked stream as `layers/<name>` (read-only, with its sender's uuid);
+    `parents`: the uuids of the subvolumes it may have been received against."""
     assert layer.stream is not None and layer.identity is not None
     layers = target.store.layers_dir
-    try:
-        unpack = subprocess.Popen(
-            ["zstd", "-d", "-q", "-c", blob],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=TOOLS_ENV,
-        )
-        receive = subprocess.Popen(
-            ["btrfs", "receive", "-q", "-C", "-e", "--max-errors", "1", layers],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=TOOLS_ENV,
-        )
-    except FileNotFoundError as e:
-        raise BackendError(
-            f"the `{e.filename}` command is missing", hint="install btrfs-progs and zstd"
-        ) from None
+    unpack = start(["zstd", "-d", "-q", "-c", blob], stdout=subprocess.PIPE)
+    receive = start(
+        ["btrfs", "receive", "-q", "-C", "-e", "--max-errors", "1", layers],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     assert unpack.stdout is not None and receive.stdin is not None
     refused: AshError | None = None
     try:
@@ -232,6 +230,11 @@ def _receive(target: Target, blob: str, layer: LineLayer, name: str) -> None:
         info = target.fs.info(path)
         if info.received_uuid != layer.identity or not target.fs.is_read_only(path):
             refused = StreamError(f"the sender's layer {layer.id} did not arrive as named")
+        elif parents is not None and info.parent_uuid not in parents:
+            refused = StreamError(
+                f"the sender's layer {layer.id} was received against a subvolume that is not"
+                " its parent's"
+            )
     if refused is not None:
         if os.path.lexists(path):
             target.fs.delete(path)

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ashcore.errors import AshError, BackendError, UsageError
 from ashcore.fleet import artifact
@@ -59,6 +60,16 @@ def line_of(target: Target, last: Layer) -> list[Layer]:
     return line
 
 
+def start(argv: list[str], **pipes: Any) -> subprocess.Popen[bytes]:
+    """One of the tools a stream passes through (btrfs, zstd), with a clean environment."""
+    try:
+        return subprocess.Popen(argv, stderr=subprocess.PIPE, env=TOOLS_ENV, **pipes)
+    except FileNotFoundError as e:
+        raise BackendError(
+            f"the `{e.filename}` command is missing", hint="install btrfs-progs and zstd"
+        ) from None
+
+
 def make_stream(target: Target, layer: Layer, against: Layer | None, out: str) -> tuple[str, int]:
     """`btrfs send` of `layer` (against `against`) through zstd into `out`: (digest, size)."""
     store = target.store
@@ -67,21 +78,8 @@ def make_stream(target: Target, layer: Layer, against: Layer | None, out: str) -
         send += ["-p", store.layer_path(against.id)]
     send.append(store.layer_path(layer.id))
     sha, size = hashlib.sha256(), 0
-    try:
-        sender = subprocess.Popen(
-            send, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=TOOLS_ENV
-        )
-        packer = subprocess.Popen(
-            ["zstd", "-q", "-1", "-T0", "-c"],
-            stdin=sender.stdout,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=TOOLS_ENV,
-        )
-    except FileNotFoundError as e:
-        raise BackendError(
-            f"the `{e.filename}` command is missing", hint="install btrfs-progs and zstd"
-        ) from None
+    sender = start(send, stdout=subprocess.PIPE)
+    packer = start(["zstd", "-q", "-1", "-T0", "-c"], stdin=sender.stdout, stdout=subprocess.PIPE)
     assert sender.stdout is not None and packer.stdout is not None
     sender.stdout.close()
     with open(out, "wb") as f:

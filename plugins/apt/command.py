@@ -122,6 +122,11 @@ def _is_quiet_apt(word: str) -> bool:
 INTERPRETERS = ("python", "perl", "ruby", "bash", "sh")
 
 
+# A packaged script run from these is a command of its own (unattended-upgrade): its
+# interpreter is no part of its name. A local one keeps it (`python3 pyapt-install`).
+COMMAND_FOLDERS = frozenset({"/usr/bin", "/usr/sbin", "/bin", "/sbin"})
+
+
 def name_words(argv: Sequence[str]) -> tuple[str, ...]:
     """argv without the options that only change apt's or dpkg's manners."""
     if not argv:
@@ -132,6 +137,8 @@ def name_words(argv: Sequence[str]) -> tuple[str, ...]:
         if rest[:1] == ["-c"] or rest[:1] == ["-e"]:
             return (first, rest[0])  # the code itself is no name
         if rest and not rest[0].startswith("-"):
+            if os.path.dirname(rest[0]) in COMMAND_FOLDERS:  # a command (unattended-upgrade)
+                return (os.path.basename(rest[0]), *rest[1:])
             rest[0] = os.path.basename(rest[0])
         return (first, *rest)
     is_dpkg = first == "dpkg"

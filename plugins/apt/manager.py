@@ -6,13 +6,16 @@ from ashcore.manager import Manager
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ashcore.model import PackageDatabase
+    from ashcore.model import PackageDatabase, PackageDelta
 
 
 class Apt(Manager):
     name = "apt"
     programs = ("usr/bin/dpkg",)
     state = ("var/lib/dpkg", "var/lib/apt", "var/lib/aptitude")
+    # python-apt's Cache(rootdir=...) (unattended-upgrade's) creates an empty sources.list
+    # as it starts where there is none (deb822 sources.list.d only, as sid's and trixie's).
+    made_at_start = ("etc/apt/sources.list",)
     noise = (
         "var/lib/apt/lists",
         "var/lib/apt/extended_states.lock",
@@ -76,3 +79,27 @@ class Apt(Manager):
 
         face: PackageDatabase = AptDatabase()
         return face
+
+    def describe_change(self, paths: list[str], before: str, after: str) -> str | None:
+        from ashplugins.apt.marks import describe
+
+        said: str | None = describe(paths, before, after)
+        return said
+
+    def install_argv(self, delta: PackageDelta) -> list[str] | None:
+        from ashplugins.apt.database import decode
+
+        wanted = []
+        for name, version in (
+            *delta.added,
+            *((n, new) for n, _, new in delta.upgraded + delta.downgraded),
+        ):
+            number, state = decode(version)
+            if state != "installed":
+                return None  # left part-way: no command makes that again
+            wanted.append(f"{name}={number}")
+        wanted += [f"{name}-" for name, _ in delta.removed]  # apt-get's own removal syntax
+        if not wanted:
+            return None
+        downgrades = ["--allow-downgrades"] if delta.downgraded else []
+        return ["apt-get", "-y", *downgrades, "install", *wanted]

@@ -74,6 +74,15 @@ def run_layer(image: Image, name: str, script: str) -> None:
     )
 
 
+def push(reg: Registry, sender: Image, tag: str, name: str) -> str:
+    """A layer `name` (one file, /etc/<name>) on the sender, then its line pushed to `tag`;
+    returns the reference."""
+    ref = f"{reg.host}/lines/{tag}"
+    run_layer(sender, name, f"echo {name} > $R/etc/{name}")
+    ok(ashctl(reg, reg.sender_ns, sender, "push", ref))
+    return ref
+
+
 def layers(image: Image) -> list[dict[str, object]]:
     data = image.json("list")
     assert isinstance(data, list)
@@ -163,9 +172,7 @@ def test_a_tampered_blob_a_bad_password_and_a_registry_down_write_nothing(
     pair: tuple[Image, Image], registry: Registry
 ) -> None:
     sender, receiver = pair
-    ref = f"{registry.host}/lines/t:v1"
-    run_layer(sender, "edit", "echo data > $R/etc/data")
-    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    ref = push(registry, sender, "t:v1", "data")
     before = layers(receiver)
 
     # A wrong password: one line, nothing written.
@@ -317,9 +324,7 @@ def test_what_a_killed_pull_left_is_found_by_doctor_and_finished_or_cleared(
     pair: tuple[Image, Image], registry: Registry
 ) -> None:
     sender, receiver = pair
-    ref = f"{registry.host}/lines/k:v1"
-    run_layer(sender, "one", "echo 1 > $R/etc/one")
-    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    ref = push(registry, sender, "k:v1", "one")
     ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
     store = receiver.root / ".ash"
     tip = layers(receiver)[-1]
@@ -349,3 +354,45 @@ def test_what_a_killed_pull_left_is_found_by_doctor_and_finished_or_cleared(
     assert not (store / "layers" / f"arriving.{dead}.0").exists()
     assert [la["name"] for la in layers(receiver) if la["id"] == 99] == ["lost"]
     receiver.ashctl("doctor", check=True)
+
+
+def _claim(path: Path, identity: str, owner: int) -> None:
+    """Make `path` a read-only subvolume owned by `owner` that claims to be received as
+    `identity` (what any user may do to a subvolume of their own)."""
+    import fcntl
+    import struct
+    import uuid
+
+    import btrfsutil
+
+    btrfsutil.create_subvolume(str(path))
+    (path / "planted").write_text("not the sender's\n")
+    os.chown(path, owner, owner)
+    args = uuid.UUID(identity).bytes + struct.pack("<QQ", 1, 1) + bytes(200 - 32)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, 0xC0C89425, bytearray(args))  # BTRFS_IOC_SET_RECEIVED_SUBVOL
+    finally:
+        os.close(fd)
+    btrfsutil.set_subvolume_read_only(str(path), True)
+
+
+def test_a_subvolume_a_user_made_to_claim_a_layers_identity_is_never_built_upon(
+    pair: tuple[Image, Image], registry: Registry
+) -> None:
+    sender, receiver = pair
+    ref = push(registry, sender, "c:v1", "one")
+    ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
+    run_layer(sender, "two", "echo 2 > $R/etc/two")
+    ok(ashctl(registry, registry.sender_ns, sender, "push", ref))
+    pushed = layers(sender)
+    tip = sender.root / ".ash/layers" / str(pushed[-2]["id"])
+    import btrfsutil
+
+    identity = btrfsutil.subvolume_info(str(tip)).uuid.hex()
+    (receiver.top / "home").mkdir()
+    _claim(receiver.top / "home/trap", identity, 1000)
+    before = layers(receiver)
+    line = one_line(ashctl(registry, registry.receiver_ns, receiver, "pull", ref), code=2)
+    assert "claims to be a layer" in line and "/home/trap" in line
+    assert layers(receiver) == before and store_leftovers(receiver) == []

@@ -100,6 +100,7 @@ def test_apt_mark_hold_is_drift_and_a_rollback_keeps_it(root: Root) -> None:
     root.run(["apt-get", "install", "-y", "ashtest-v"])
     made = new_layers(root, known)
     assert [layer["status"] for layer in made] == ["drift", "committed"], made
+    assert made[0]["name"] == "drift: hold ashtest-a", made  # not dpkg's paths
     status = (snapshot_of(root, made[0]) / "var/lib/dpkg/status").read_text()
     assert "Package: ashtest-a\nStatus: hold ok installed" in status
     # Released again, then rolled back: the state left (the release) is kept as a layer.
@@ -111,9 +112,28 @@ def test_apt_mark_hold_is_drift_and_a_rollback_keeps_it(root: Root) -> None:
         capture_output=True,
     )
     kept = new_layers(root, known)
-    assert [layer["status"] for layer in kept] == ["drift"], kept
+    assert [(x["status"], x["name"]) for x in kept] == [("drift", "drift: unhold ashtest-a")]
     status = (snapshot_of(root, kept[0]) / "var/lib/dpkg/status").read_text()
     assert "Package: ashtest-a\nStatus: install ok installed" in status
+
+
+def test_a_mark_and_a_selection_are_named_for_what_they_did(root: Root) -> None:
+    """`apt-mark auto` and `manual` (apt's extended_states), `dpkg --set-selections` (dpkg's
+    status), a hold beside a hand edit: each kept as drift by the next operation, and named
+    for what it did."""
+    root.run(["apt-get", "install", "-y", "ashtest-b"])  # ashtest-a comes automatically
+    steps = (
+        ("apt-mark auto ashtest-b", "drift: mark auto ashtest-b"),
+        ("apt-mark manual ashtest-a", "drift: mark manual ashtest-a"),
+        ("echo 'ashtest-b deinstall' | dpkg --set-selections", "drift: select deinstall ashtest-b"),
+        ("apt-mark hold ashtest-a && echo x > /etc/edited", "drift: hold ashtest-a, etc/edited"),
+    )
+    for number, (change, named) in enumerate(steps):
+        root.run(change)
+        known = {layer["id"] for layer in layers(root)}
+        root.run(["apt-get", "remove" if number % 2 else "install", "-y", "ashtest-v"])
+        made = new_layers(root, known)
+        assert (made[0]["status"], made[0]["name"]) == ("drift", named), made
 
 
 def test_a_helper_killed_with_its_managers_unit_still_leaves_the_whole_layer(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -154,6 +155,40 @@ def test_ashctl_on_the_host_reads_the_roots_databases_with_the_roots_bindings(ro
     manifest = json.loads((root.path / f".ash/layers/{layer['id']}.json").read_text())
     assert "ashtest-v" in manifest["sets"]["dnf"], manifest["sets"]
     assert "ashtest-a" in manifest["sets"]["apt"], manifest["sets"]
+
+
+def test_doctor_repair_corrects_a_set_an_older_version_read_with_the_hosts_bindings(
+    root: Root,
+) -> None:
+    """What an older ashctl on the host recorded (issue 21): the rpmdb it could not open
+    saved as no package at all, and a `run` layer's false `- ashtest-v`. Plain doctor says
+    so; --repair reads the set again, chrooted with the root's own bindings, and the layer's
+    delta and diff are true again. Records made now carry the mark and are left alone."""
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    host_ashctl(root, "run", "--name", "from the host", "--", "touch", f"{root.path}/etc/x")
+    layer = by_name(root, "from the host")
+    assert root.ashctl("doctor", check=False).returncode == 0  # made now: marked
+    path = root.path / f".ash/layers/{layer['id']}.json"
+    manifest = json.loads(path.read_text())
+    assert manifest.pop("sets_read_in_root") is True
+    manifest["sets"]["dnf"] = {}  # the failed read, saved as empty
+    false = {"added": [], "removed": [{"name": "ashtest-v", "version": "1.0-1"}]}
+    false |= {"upgraded": [], "downgraded": []}
+    manifest["packages"] = false
+    path.write_text(json.dumps(manifest))
+    with sqlite3.connect(root.path / ".ash/ash.db") as db:
+        db.execute("UPDATE layers SET packages = ? WHERE id = ?", (json.dumps(false), layer["id"]))
+    before = root.ashctl_json("diff", str(layer["parent"]), str(layer["id"]))["packages"]
+    assert "ashtest-v" in names(before["dnf"])["removed"], before  # the false removal
+    said = root.ashctl("doctor", check=False)
+    assert said.returncode != 0, said.stdout
+    assert f"layer {layer['id']} records no dnf" in said.stdout + said.stderr, said
+    mended = host_ashctl(root, "doctor", "--repair")
+    assert "its dnf set read again" in mended.stderr + mended.stdout, mended
+    assert root.ashctl("doctor", check=False).returncode == 0
+    assert root.ashctl_json("diff", str(layer["parent"]), str(layer["id"]))["packages"] == {}
+    assert names(by_name(root, "from the host")["packages"]) == {}
+    assert "ashtest-v" in json.loads(path.read_text())["sets"]["dnf"]
 
 
 def test_dnf4_install_then_upgrade_makes_no_drift_of_dnfs_history(root: Root) -> None:

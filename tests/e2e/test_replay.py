@@ -222,3 +222,67 @@ def installed_in(root: Root, sub: Path) -> dict[str, set[str]]:
         },
         "pacman": {x for x in query(["pacman", "-Qq"]).split() if x.startswith("ashtest")},
     }
+
+
+def test_a_failed_dpkg_i_and_the_apt_get_f_install_that_completed_it_replay_as_one(
+    root: Root,
+) -> None:
+    """`dpkg -i x.deb` whose dependency is missing (a failed layer, x unpacked), then
+    `apt-get -f install`: the pair is one step (apt installs what the two changed, at those
+    versions) in a replay and in a recipe; export refused the line before."""
+    copy = root.make_subroot("copy")  # first: its folder is drift, kept before the next
+    root.run(["apt-get", "install", "-y", "ashtest-v"])  # the layer the remove takes out
+    done = root.run(["dpkg", "-i", "/srv/ashtest/files/ashtest-b_1.0_all.deb"], check=False)
+    assert done.returncode != 0, done.stdout  # ashtest-a is missing
+    root.run(["apt-get", "-f", "install", "-y"])
+    line = layers(root)
+    failed, completing = line[-2], line[-1]
+    assert failed["status"] == "failed" and completing["status"] == "committed", line
+    assert completing["parent"] == failed["id"]
+    recipe = root.path / "root/pair.toml"
+    out = host_ashctl(root, "export", "-o", str(recipe))
+    assert out.returncode == 0, out.stderr
+    text = recipe.read_text()
+    assert 'command = ["apt-get", "-y", "install", "ashtest-a=1.0", "ashtest-b=1.0"]' in text
+    before = installed_in(root, copy)
+    argv = [sys.executable, "-m", "ashcore.cli", "--root", str(root.path / copy.relative_to("/"))]
+    applied = subprocess.run(
+        [*argv, "apply", str(recipe)], capture_output=True, text=True, cwd=PROJECT, timeout=900
+    )
+    assert applied.returncode == 0, (applied.stdout, applied.stderr)
+    after = installed_in(root, copy)
+    assert after["dpkg"] - before["dpkg"] == {"ashtest-a", "ashtest-b", "ashtest-v"}
+    # Remove the layer under the pair: the pair is replayed as one command.
+    first = by_name(root, "apt-get install ashtest-v")
+    plan = host_ashctl(root, "remove", str(first["id"]), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert f"layers {failed['id']} " in plan.stdout and "as one: apt-get -y install" in plan.stdout
+    gone = host_ashctl(root, "remove", str(first["id"]))
+    assert gone.returncode == 0, (gone.stdout, gone.stderr)
+    assert installed(root)["dpkg"] >= {"ashtest-a", "ashtest-b"}
+    assert "ashtest-v" not in installed(root)["dpkg"]
+    states = root.run(["dpkg-query", "-W", "-f", "${Status}\\n", "ashtest-b"]).stdout
+    assert states.strip() == "install ok installed"
+    tip = layers(root)[-1]
+    assert tip["status"] == "committed" and tip["parent"] == first["parent"], tip
+    assert sorted(d["name"] for d in tip["packages"]["added"]) == ["ashtest-a", "ashtest-b"]
+    old = {x["id"]: x for x in layers(root)}
+    assert old[failed["id"]]["replaced_by"] == tip["id"], old[failed["id"]]
+    assert old[completing["id"]]["replaced_by"] == tip["id"], old[completing["id"]]
+
+
+def test_a_failed_layer_rebased_with_the_layer_that_completed_it(root: Root) -> None:
+    """`rebase FAILED --onto BASE` takes the pair as one step; a failed layer that nothing
+    completed yet is still refused, saying what would make it replayable."""
+    root.run(["apt-get", "install", "-y", "ashtest-v"])
+    root.run(["dpkg", "-i", "/srv/ashtest/files/ashtest-b_1.0_all.deb"], check=False)
+    failed = layers(root)[-1]
+    refused = host_ashctl(root, "export", "-o", str(root.path / "root/no.toml"))
+    assert refused.returncode != 0 and "only with the next layer" in refused.stderr, refused
+    root.run(["apt-get", "-f", "install", "-y"])
+    done = host_ashctl(root, "rebase", str(failed["id"]), "--onto", "1")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "as one: apt-get -y install ashtest-a=1.0 ashtest-b=1.0" in done.stdout, done.stdout
+    assert installed(root)["dpkg"] >= {"ashtest-a", "ashtest-b"}
+    assert "ashtest-v" not in installed(root)["dpkg"]
+    assert root.ashctl_json("status")["layer"] == layers(root)[-1]["id"]

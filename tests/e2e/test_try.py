@@ -27,6 +27,9 @@ def test_try_then_deploy(root: Root) -> None:
     tries = [p.name for p in (root.path / ".ash/deployments").iterdir()]
     assert len(tries) == 1 and "-try-" in tries[0], tries
     assert status["tries"] == [{"deployment": tries[0], "layer": made["id"]}], status
+    said = root.ashctl("status").stdout  # and in plain words, with what to do next
+    waiting = f"try {tries[0]}: waits with layer {made['id']} (`ashctl deploy {made['id']}`"
+    assert waiting in said, said
     doctor = root.ashctl("doctor")
     assert doctor.returncode == 0, doctor  # a try is no leftover, but it is named
     assert f"try {tries[0]} waits with layer {made['id']}" in doctor.stdout, doctor.stdout
@@ -34,6 +37,7 @@ def test_try_then_deploy(root: Root) -> None:
     assert done.returncode == 0 and "takes effect now" in done.stdout, (done.stdout, done.stderr)
     assert installed(root)["dpkg"] - start["dpkg"] == {"ashtest-a", "ashtest-b"}
     assert root.ashctl_json("status")["layer"] == made["id"]
+    assert "try " not in root.ashctl("status").stdout  # deployed: no longer waiting
     # The next operation goes on from there, in place.
     root.run(["apt-get", "install", "-y", "ashtest-v"])
     assert layers(root)[-1]["parent"] == made["id"]

@@ -51,6 +51,7 @@ FILES = Path(install.__file__).parent / "files"
             "python3 pyapt-install -y htop",
         ),
         (["/usr/bin/python3", "-c", "import apt; ..."], "python3 -c"),
+        (["/usr/bin/python3", "/usr/bin/unattended-upgrade", "-v"], "unattended-upgrade -v"),
         ([], "apt"),
     ],
 )

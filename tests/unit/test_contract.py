@@ -17,6 +17,7 @@ def _words(manager: Manager) -> set[str]:
     words = {manager.name, *manager.commands, *manager.programs, *manager.state}
     words |= set(manager.recorded_as)
     words |= {*manager.noise, *manager.lock_files, *manager.package_files}
+    words |= {*manager.made_at_start}
     words |= {p for pair in (*manager.caches, *manager.indexes) for p in pair}
     return {w for w in words if w}
 
