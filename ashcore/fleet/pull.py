@@ -38,6 +38,7 @@ from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import StreamError, relay
 from ashcore.model import Layer, PackageDelta, Status
 from ashcore.ondisk import write_json
+from ashcore.sets import READ_IN_ROOT
 from ashcore.sizes import human
 from ashcore.target import Target
 from ashcore.text import escaped
@@ -285,6 +286,7 @@ def _commit(
                 "plugin": origin,
                 "deployment": None,
                 "sets": layer.sets,
+                READ_IN_ROOT: layer.sets_read_in_root,
                 "pulled": {
                     "from": str(ref),
                     "digest": digest,
