@@ -52,6 +52,9 @@ class Manager:
     current ones over (the manager cannot install without them). (folder, program) pairs."""
     commands: ClassVar[tuple[str, ...]] = ()
     """The command words of its front ends whose layers a replay may run again."""
+    recorded_as: ClassVar[tuple[str, ...]] = ()
+    """The names its hooks record as a layer's manager besides `name` (the front end that
+    ran): a pulled record keeps its manager only when it is one of these or `name`."""
     verbs: ClassVar[frozenset[str]] = frozenset()
     """The sub-commands of those front ends that change packages (install, remove...)."""
     yes: ClassVar[tuple[str, ...]] = ("-y",)

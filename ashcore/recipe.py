@@ -117,10 +117,17 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
 
 def _bundle(target: Target, layer: Layer, bundle: str) -> tuple[list[str], str]:
     """Write the paths `layer` added or changed as a tar at `bundle` (readable by root only:
-    drift may hold secrets); return those it removed, and the bundle's sha256."""
+    drift may hold secrets); return those it removed, and the bundle's sha256. What is in a
+    place a recipe never touches (/run of a root whose /run is no mount, the store, the data
+    places) is left out: `apply` would refuse the bundle for it."""
     assert layer.parent is not None
     old, new = target.store.layer_path(layer.parent), target.store.layer_path(layer.id)
-    changed = sorted(p for p in target.fs.changed_paths(old, new) if not manager_state(p))
+    keep_out = keep_out_of(target.root, target.store.path, target.config.data)
+    changed = sorted(
+        p
+        for p in target.fs.changed_paths(old, new)
+        if not manager_state(p) and kept_out(p, keep_out) is None
+    )
     present = [p for p in changed if os.path.lexists(os.path.join(new, p))]
     removed = [p for p in changed if not os.path.lexists(os.path.join(new, p))]
     listing = b"".join(os.fsencode(p) + b"\0" for p in present)

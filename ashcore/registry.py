@@ -38,6 +38,11 @@ def manager_named(name: str | None) -> Manager | None:
     return next((m for m in managers() if m.name == name), None)
 
 
+def records_manager(name: str | None) -> bool:
+    """Whether `name` is what some manager's hooks record as a layer's manager."""
+    return any(name == m.name or name in m.recorded_as for m in managers())
+
+
 def database_of(plugin: str | None) -> PackageDatabase | None:
     """The database face of `plugin`, or None when there is none or it cannot load (the
     plugin's binding is missing: the layer is then kept without its package delta)."""

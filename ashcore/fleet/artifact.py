@@ -93,6 +93,9 @@ class LineLayer:
     sets: dict[str, Any] | None
     identity: str | None  # its snapshot's btrfs identity (None: pruned, no snapshot)
     stream: Stream | None
+    # Its sets were read with the root's own bindings (ashcore/sets.py READ_IN_ROOT): the
+    # receiver's record says so too, else its doctor takes an empty set for a failed read.
+    sets_read_in_root: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +110,7 @@ class LineLayer:
             "finished": self.finished,
             "packages": self.packages,
             "sets": self.sets,
+            "sets_read_in_root": self.sets_read_in_root,
             "identity": self.identity,
             "stream": None
             if self.stream is None
@@ -278,6 +282,7 @@ def _layer(record: Any, known: set[int], blobs: dict[str, Blob]) -> LineLayer:
         sets=sets,
         identity=identity,
         stream=stream,
+        sets_read_in_root=sets is not None and record.get("sets_read_in_root") is True,
     )
 
 

@@ -37,6 +37,7 @@ from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import Parent, StreamError, relay
 from ashcore.model import Layer, Origin, PackageDelta, Status
 from ashcore.ondisk import write_json
+from ashcore.sets import READ_IN_ROOT
 from ashcore.sizes import human
 from ashcore.target import Target
 from ashcore.text import escaped
@@ -251,7 +252,7 @@ def _commit(
     local: dict[int, int],
     arrived: list[tuple[LineLayer, str | None]],
 ) -> Layer:
-    from ashcore.registry import manager_named
+    from ashcore.registry import manager_named, records_manager
 
     store = target.store
     journal = journal_path(target)
@@ -263,7 +264,7 @@ def _commit(
             path = store.layer_path(layer_id)
             if name is not None:
                 os.rename(os.path.join(store.layers_dir, name), path)
-            manager = layer.manager if layer.manager and manager_named(layer.manager) else None
+            manager = layer.manager if records_manager(layer.manager) else None
             origin = (
                 layer.origin
                 if layer.origin in OWN_ORIGINS or (layer.origin and manager_named(layer.origin))
@@ -287,6 +288,7 @@ def _commit(
                 "plugin": origin,
                 "deployment": None,
                 "sets": layer.sets,
+                READ_IN_ROOT: layer.sets_read_in_root,
                 "pulled": {
                     "from": str(ref),
                     "digest": digest,

@@ -27,6 +27,7 @@ from ashcore.fleet.oci import Client, progress_line
 from ashcore.fleet.reference import Reference
 from ashcore.model import Layer, Status
 from ashcore.ondisk import read_json, write_json
+from ashcore.sets import READ_IN_ROOT
 from ashcore.target import Target
 from ashcore.text import escaped
 
@@ -185,6 +186,7 @@ def push(
                     sets=sets,
                     identity=identity,
                     stream=stream,
+                    sets_read_in_root=sets is not None and manifest.get(READ_IN_ROOT) is True,
                 )
             )
         recipe, bundles = _recipe(target, last, work, client, moved, say)

@@ -52,6 +52,7 @@ class Apt(Manager):
         ("var/lib/aptitude", "usr/bin/apt-get"),
     )
     commands = ("apt", "apt-get", "aptitude")
+    recorded_as = ("dpkg",)  # a layer dpkg made alone
     verbs = frozenset(
         {
             "install",

@@ -34,6 +34,7 @@ class Dnf(Manager):
         ("var/cache/dnf", "usr/bin/dnf-3"),
     )
     commands = ("dnf", "dnf5", "dnf-3", "dnf4", "yum")
+    recorded_as = ("dnf5", "dnf4")
     verbs = frozenset(
         {
             "install",

@@ -161,3 +161,27 @@ def test_export_then_apply_carries_the_hand_edits_into_another_root(
     assert stat.S_IMODE((copy / "etc/secret").stat().st_mode) == 0o600
     assert stat.S_IMODE((copy / "usr/local/bin/tool").stat().st_mode) == 0o4755
     assert not (copy / "proc/self").exists()
+
+
+def test_export_leaves_out_what_apply_never_touches(ready: Image, tmp_path: Path) -> None:
+    """A drift layer of a root whose /run is a plain folder holds what a manager left there
+    (dnf5's /run/dnf): its bundle leaves /run out, so the recipe applies elsewhere."""
+    (ready.root / "etc/hand-edit").write_text("mine\n")
+    (ready.root / "run/dnf").mkdir(parents=True, exist_ok=True)
+    (ready.root / "run/dnf/lock").write_text("1\n")
+    ready.ashctl("run", "--name", "next", "--", "touch", str(ready.root / "etc/next"), check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    ready.ashctl("export", "-o", str(out / "recipe.toml"), check=True)
+    members = []
+    for bundle in out.glob("recipe.*.tar"):
+        with tarfile.open(bundle) as tar:
+            members += tar.getnames()
+    assert "etc/hand-edit" in members and not [m for m in members if m.startswith("run")]
+    copy = ready.top / "@copy"
+    sh("btrfs", "subvolume", "create", str(copy))
+    (copy / "etc").mkdir()
+    result = ready.ashctl("apply", str(out / "recipe.toml"), root=copy)
+    assert result.returncode == 0, result.stderr
+    assert (copy / "etc/hand-edit").read_text() == "mine\n"
+    assert not (copy / "run/dnf").exists()

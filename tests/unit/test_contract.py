@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ashcore.manager import Manager
-from ashcore.registry import managers
+from ashcore.registry import managers, records_manager
 
 CORE = Path(__file__).resolve().parents[2] / "ashcore"
 
@@ -15,6 +15,7 @@ CORE = Path(__file__).resolve().parents[2] / "ashcore"
 def _words(manager: Manager) -> set[str]:
     """Every name, command word and path a manager declares."""
     words = {manager.name, *manager.commands, *manager.programs, *manager.state}
+    words |= set(manager.recorded_as)
     words |= {*manager.noise, *manager.lock_files, *manager.package_files}
     words |= {*manager.made_at_start}
     words |= {p for pair in (*manager.caches, *manager.indexes) for p in pair}
@@ -123,3 +124,20 @@ def test_the_core_has_no_import_cycle() -> None:
 
     for name in sorted(graph):
         visit(name)
+
+
+def test_every_manager_a_hook_records_is_declared() -> None:
+    """A pulled layer keeps its manager only when some manager declares it (name or
+    recorded_as): every value the plugins' hooks write must be (dnf5's and dpkg's were
+    dropped on arrival once, so their layers replayed as file changes)."""
+    plugins = CORE.parent / "plugins"
+    said = set()
+    for path in plugins.rglob("*.py"):
+        text = path.read_text()
+        said |= set(re.findall(r'^(?:MANAGER|PLUGIN) = "([\w-]+)"', text, re.M))
+        for pair in re.findall(r'manager = "([\w-]+)" if .* else "([\w-]+)"', text):
+            said |= set(pair)
+    said -= {"ashlayers"}
+    assert {"apt", "dpkg", "dnf5", "dnf4", "pacman", "zypper"} <= said, said
+    assert [s for s in sorted(said) if not records_manager(s)] == []
+    assert not records_manager("rm -rf") and not records_manager(None)

@@ -57,7 +57,7 @@ def _line() -> tuple[bytes, list[Blob]]:
                   {}, None, PARENT, Stream("sha256:" + "c" * 64, 10, None)),
         LineLayer(2, 1, "apt install x", "apt", "apt", "apt install x", "committed", "t", "t",
                   {"added": [{"name": "x", "version": "1"}]}, {"apt": {"x": "1"}}, ME,
-                  Stream(digest, 20, PARENT)),
+                  Stream(digest, 20, PARENT), sets_read_in_root=True),
     )  # fmt: skip
     line = Line(layers, None, ())
     index = artifact.index_bytes(line)
@@ -73,6 +73,10 @@ def test_a_pushed_index_reads_back_as_the_same_line() -> None:
     index, blobs = _line()
     line = artifact.parse_index(index, blobs)
     assert [la.id for la in line.layers] == [1, 2] and line.tip.identity == ME
+    # The mark that the sets were read in the root travels with them (only with them).
+    assert [la.sets_read_in_root for la in line.layers] == [False, True]
+    claimed = artifact.parse_index(_tampered({"sets_read_in_root": True}, layer=0), blobs)
+    assert claimed.layers[0].sets_read_in_root is False  # no sets: nothing to mark
     manifest = artifact.manifest_bytes(blobs[0], line, {})
     got_index, got_blobs = artifact.parse_manifest(manifest)
     assert got_index.digest == blobs[0].digest and len(got_blobs) == 3
