@@ -132,9 +132,50 @@ def branch(target: Target, first: Layer) -> list[Layer]:
     )
 
 
-def plan(target: Target, first: Layer) -> list[Step]:
-    """The steps of replaying `first` and what follows it on the deployment's line."""
-    return steps_of(target, branch(target, first), "replayed", "roll back past it instead")
+def between(target: Target, first: Layer, last: int) -> list[Layer]:
+    """The layers from `first` to `last`, oldest first; UsageError when `last` is not
+    `first` or a layer after it."""
+    store = target.store
+    line: list[Layer] = []
+    current: int | None = last
+    while current is not None:
+        layer = store.get(current)
+        line.append(layer)
+        if current == first.id:
+            return list(reversed(line))
+        current = layer.parent
+    raise UsageError(
+        f"layer {last} is not on the line of layer {first.id} (not it, nor a layer after it)",
+        hint="see `ashctl tree`: FIRST..LAST names a layer after FIRST",
+    )
+
+
+def tip_of(target: Target, first: Layer) -> int:
+    """The tip of `first`'s line: its one child, that child's, and so on (a line a replay
+    replaced gives way to one that is not); UsageError where it branches."""
+    layers = target.store.layers()
+    children: dict[int, list[Layer]] = {}
+    for layer in layers:
+        if layer.parent is not None:
+            children.setdefault(layer.parent, []).append(layer)
+    current = first.id
+    while kids := children.get(current):
+        live = [k for k in kids if k.replaced_by is None] or kids
+        if len(live) > 1:
+            shown = ", ".join(str(k.id) for k in live[:5])
+            raise UsageError(
+                f"the line of layer {first.id} branches at layer {current} ({shown})",
+                hint=f"name the last layer: {first.id}..LAST",
+            )
+        current = live[0].id
+    return current
+
+
+def plan(target: Target, first: Layer, last: int | None = None) -> list[Step]:
+    """The steps of replaying `first` and what follows it, up to `last` (default: on the
+    deployment's line, up to its layer)."""
+    line = branch(target, first) if last is None else between(target, first, last)
+    return steps_of(target, line, "replayed", "roll back past it instead")
 
 
 def steps_of(target: Target, layers: list[Layer], verb: str, hint: str) -> list[Step]:
@@ -184,9 +225,20 @@ class Outcome:
         self.at_reboot = False
 
 
-def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None]) -> Outcome:
-    """Replay `first` and the layers after it on the deployment's line onto `base`, and make
-    the result the deployment. Everything as it was on any failure (BackendError/UsageError)."""
+def rebuild(
+    target: Target,
+    base: Layer,
+    first: Layer,
+    say: Callable[[str], None],
+    *,
+    last: int | None = None,
+    switch: bool = True,
+    removed: Layer | None = None,
+) -> Outcome:
+    """Replay `first` and the layers after it onto `base`: up to `last`, default the
+    deployment's layer. With `switch`, the result becomes the deployment; else it stays a
+    branch (its writable stage goes, its layers stay). `removed`: the layer taken out of
+    the line (`remove`), replaced too. Everything as it was on any failure."""
     from ashcore.deployments import booted_or_refuse, new_deployment_path
 
     store, fs = target.store, target.fs
@@ -200,10 +252,11 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         require_idle(target)
         resume(target)
         dep = target.deployment()
-        capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
-        sweep_probes(target)
+        if switch:
+            capture_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+            sweep_probes(target)
         head, _ = store.head(dep.uuid)
-        steps = plan(target, first)
+        steps = plan(target, first, last)
         stage = new_deployment_path(target, base)
         write_json(
             os.path.join(store.path, JOURNAL),
@@ -263,6 +316,10 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         _undo_quietly(target, stage)  # the step's own cause is what the user sees
         raise
     unmount_stage(mountpoint)
+    if not switch:
+        with store.locked(target.config.lock_timeout):
+            _keep_branch(target, stage, uuid, outcome, base)
+        return outcome
     with store.locked(target.config.lock_timeout):
         try:
             # A manager started on the root meanwhile (an apt whose dpkg is mid-way): no
@@ -280,22 +337,52 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         except BaseException:
             _undo_quietly(target, stage)
             raise
-        for old, new in outcome.made:
-            store.set_replaced_by(old.id, new)
-        # The old line's other layers (the one removed, those dissolved) are replaced too:
-        # by the new line's tip, where what they held is now (or is no more, as asked).
-        tip = outcome.made[-1][1] if outcome.made else base.id
-        also = [layer for layer, _ in outcome.dissolved]
-        if first.parent is not None and first.parent != base.id:
-            between = store.get(first.parent)  # `remove`: the layer taken out of the line
-            if between.parent == base.id:
-                also.append(between)
-        for old in also:
-            if old.id not in {o.id for o, _ in outcome.made}:
-                store.set_replaced_by(old.id, tip)
+        replaced = _mark_replaced(target, outcome, base, removed)
         _switch(target, stage, dep_now.uuid, booted)
         outcome.at_reboot = booted
+        _move_labels(target, replaced)
     return outcome
+
+
+def _mark_replaced(
+    target: Target, outcome: Outcome, base: Layer, removed: Layer | None
+) -> list[tuple[int, int]]:
+    """Record which layer replaced each of the old line's (call under the store lock); the
+    old line's other layers (the one removed, those dissolved) are replaced by the new
+    line's tip, where what they held is now (or is no more, as asked). Returns the pairs."""
+    store = target.store
+    pairs = [(old.id, new) for old, new in outcome.made]
+    tip = outcome.made[-1][1] if outcome.made else base.id
+    made = {old for old, _ in pairs}
+    also = [layer.id for layer, _ in outcome.dissolved]
+    if removed is not None:
+        also.append(removed.id)
+    pairs += [(old, tip) for old in also if old not in made]
+    for old, new in pairs:
+        store.set_replaced_by(old, new)
+    return pairs
+
+
+def _move_labels(target: Target, replaced: list[tuple[int, int]]) -> None:
+    from ashcore.labels import move_labels
+
+    for label, old, new in move_labels(target, replaced):
+        log.info("moved the label %s from layer %d to layer %d", label, old, new)
+
+
+def _keep_branch(target: Target, stage: str, uuid: str, outcome: Outcome, base: Layer) -> None:
+    """The replay's result as a branch, not deployed (call under the store lock): its layers
+    stay, its writable stage goes (`deploy` makes a deployment of the tip when asked), then
+    the journal. A kill before the stage is gone is undone by `resume`, as any replay's."""
+    from ashcore.caches import drop_caches
+
+    replaced = _mark_replaced(target, outcome, base, None)
+    drop_caches(target.fs, stage)
+    target.fs.delete(stage)
+    target.store.forget_deployment(uuid)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(target.store.path, JOURNAL))
+    _move_labels(target, replaced)
 
 
 def _replay_command(target: Target, mountpoint: str, step: Step) -> None:

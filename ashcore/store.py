@@ -29,13 +29,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 WAL_LIMIT = 1 << 20  # bytes: see Store.bound_wal
 # Waiting for the lock or for another operation: the first look again after 1 ms, then twice
 # as long each time, up to 50 ms (a layer is often done a few milliseconds later).
 PAUSE_FIRST = 0.001
 PAUSE_MAX = 0.05
-SCHEMA = """
+# A label names the line up to one layer (ashcore/labels.py); a layer may have several.
+LABELS = "CREATE TABLE labels (name TEXT PRIMARY KEY, layer INTEGER NOT NULL);"
+SCHEMA = (
+    """
 CREATE TABLE layers (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -65,6 +68,9 @@ CREATE TABLE deployments (
     late_until REAL
 );
 """
+    + LABELS
+)
+
 # Version 1 had neither the seal of a pending layer nor the end of its manager's late writes.
 MIGRATIONS = {
     1: "ALTER TABLE layers ADD COLUMN sealed TEXT;"
@@ -73,6 +79,8 @@ MIGRATIONS = {
     2: "ALTER TABLE layers ADD COLUMN size INTEGER;",
     # Version 3 had no replay (ashcore/replay.py).
     3: "ALTER TABLE layers ADD COLUMN replaced_by INTEGER;",
+    # Version 4 had no labels.
+    4: LABELS,
 }
 
 COLUMNS = (
@@ -428,6 +436,7 @@ class Store:
 
     def delete_row(self, layer_id: int) -> None:
         self.db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+        self.db.execute("DELETE FROM labels WHERE layer = ?", (layer_id,))
 
     def drop_pending(self, layer_id: int) -> None:
         """Delete the row of an operation that made no layer, and give its id back when it
@@ -547,6 +556,7 @@ class Store:
 
         fast = json.dumps
         empty = fast(PackageDelta().to_json())
+        labels = self.labels()
         parts = []
         for r in self.db.execute(
             f"SELECT {COLUMNS} FROM layers WHERE status != 'pending' ORDER BY id"
@@ -564,12 +574,13 @@ class Store:
                 "uuid": r[10],
                 "size": r[11],
                 "replaced_by": r[12],
+                "labels": labels.get(r[0], []),
             }
             parts.append(fast(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
         return "[" + ", ".join(parts) + "]"
 
     def find(self, ref: str) -> Layer:
-        """A layer by id (ASCII digits) or by unique name. A blank reference is a usage
+        """A layer by id (ASCII digits), label or unique name. A blank reference is a usage
         error, never a default: `ashctl rollback "$UNSET"` must not roll back anywhere."""
         if not ref.strip():
             raise UsageError("an empty layer reference", hint="give a layer id or name")
@@ -577,15 +588,44 @@ class Store:
             if len(ref) > 18:  # beyond SQLite's integers; no layer has such an id
                 raise NotFoundError(f"no layer {ref}", hint="see `ashctl list`")
             return self.get(int(ref))
+        labelled = self.labelled(ref)
         rows = self.db.execute(
             f"SELECT {COLUMNS} FROM layers WHERE name = ? AND status != 'pending'", (ref,)
         ).fetchall()
+        if labelled is not None:
+            others = [str(r[0]) for r in rows if r[0] != labelled]
+            if others:
+                raise NotFoundError(
+                    f"{ref!r} is the label of layer {labelled} and the name of layer"
+                    f" {', '.join(others)}",
+                    hint=f"use an id: {labelled} or {others[0]}",
+                )
+            return self.get(labelled)
         if not rows:
             raise NotFoundError(f"no layer named {ref!r}", hint="see `ashctl list`")
         if len(rows) > 1:
             ids = ", ".join(str(r[0]) for r in rows)
             raise NotFoundError(f"{len(rows)} layers are named {ref!r} ({ids})", hint="use an id")
         return layer_from_row(rows[0])
+
+    # -- labels (ashcore/labels.py) ----------------------------------------------------------
+    def labelled(self, label: str) -> int | None:
+        """The layer `label` names, or None."""
+        row = self.db.execute("SELECT layer FROM labels WHERE name = ?", (label,)).fetchone()
+        return int(row[0]) if row else None
+
+    def labels(self) -> dict[int, list[str]]:
+        """layer -> its labels, sorted."""
+        found: dict[int, list[str]] = {}
+        for name, layer in self.db.execute("SELECT name, layer FROM labels ORDER BY name"):
+            found.setdefault(layer, []).append(name)
+        return found
+
+    def set_label(self, label: str, layer_id: int | None) -> None:
+        """Put `label` on `layer_id` (moved from where it was), or take it away (None)."""
+        self.db.execute("DELETE FROM labels WHERE name = ?", (label,))
+        if layer_id is not None:
+            self.db.execute("INSERT INTO labels (name, layer) VALUES (?, ?)", (label, layer_id))
 
     def set_packages(self, layer_id: int, delta: PackageDelta) -> None:
         self.db.execute(

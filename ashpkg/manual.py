@@ -187,8 +187,9 @@ def ashctl_page() -> str:
             "Every plain package operation (apt, dpkg, dnf5, dnf, pacman) leaves a named, "
             "read-only btrfs snapshot layer of the root, made by the package manager's own "
             "hooks. `ashctl` lists, shows, compares, rolls back, removes and prunes them, and "
-            "sets a root up (`ashctl setup`). It needs root. A LAYER is an id (ASCII digits) "
-            "or a unique name. See ashlayers(7) for the model."
+            "sets a root up (`ashctl setup`). It needs root. A LAYER is an id (ASCII digits), "
+            "a label (`ashctl label`) or a unique name; a label that is another layer's name "
+            "is refused as ambiguous. See ashlayers(7) for the model."
         ),
         ".SH OPTIONS",
     ]
