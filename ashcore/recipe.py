@@ -10,6 +10,7 @@ deployment's layer) as TOML:
     [[operation]]
     layer = 2
     name = "apt-get install htop"
+    labels = ["tools"]              # its labels (`ashctl label`), given to the layer it makes
     manager = "apt"
     command = ["apt-get", "install", "-y", "htop"]
 
@@ -62,7 +63,7 @@ from ashcore.text import escaped, refused_character
 
 VERSION = 2  # 2: each bundle's sha256
 HEADER_KEYS = {"version", "base", "operation"}
-OPERATION_KEYS = {"layer", "name", "manager", "command", "files", "sha256", "remove"}
+OPERATION_KEYS = {"layer", "name", "labels", "manager", "command", "files", "sha256", "remove"}
 CHUNK = 1 << 20
 
 
@@ -86,6 +87,7 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
         raise UsageError(f"layer {last.id} is a base: nothing to export", hint="name a later one")
     steps = steps_of(target, line[1:], "carried", "export up to the layer before it")
     written = []
+    labels = store.labels()
     stem = out[: -len(".toml")] if out.endswith(".toml") else out
     parts = [
         "# ashlayers recipe: the operations from the base to layer"
@@ -96,6 +98,8 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
     for step in steps:
         parts += ["", "[[operation]]", f"layer = {step.layer.id}"]
         parts.append(f"name = {_string(step.layer.name)}")
+        if step.layer.id in labels:
+            parts.append(f"labels = [{', '.join(_string(x) for x in labels[step.layer.id])}]")
         if step.argv is not None:
             parts.append(f"manager = {_string(step.layer.manager or '')}")
             parts.append(f"command = [{', '.join(_string(a) for a in step.argv)}]")
@@ -160,6 +164,7 @@ class Operation:
     command: tuple[str, ...] | None
     bundle: Bundle | None
     remove: tuple[str, ...]
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -231,17 +236,29 @@ def _operation(
         raise _bad(path, f"{where}: `layer` must be a number and `manager` a string")
     if ("command" in op) == ("files" in op):
         raise _bad(path, f"{where} needs either a command or files (a bundle beside it)")
+    labels = _labels(path, where, op.get("labels", []))
     if "command" in op:
         if {"sha256", "remove"} & set(op):
             raise _bad(path, f"{where}: a command takes no `sha256` or `remove`")
-        return Operation(number, name, _command(path, where, op["command"]), None, ())
+        return Operation(number, name, _command(path, where, op["command"]), None, (), labels)
     removed = op.get("remove", [])
     if not isinstance(removed, list):
         raise _bad(path, f"{where}: `remove` must list paths")
     for rel in removed:
         _check_removal(path, where, rel, keep_out)
     bundle = _read_bundle(path, folder, where, op, keep_out)
-    return Operation(number, name, None, bundle, tuple(removed))
+    return Operation(number, name, None, bundle, tuple(removed), labels)
+
+
+def _labels(path: str, where: str, labels: Any) -> tuple[str, ...]:
+    from ashcore.labels import check_label
+
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _bad(path, f"{where}: `labels` must list labels")
+    try:
+        return tuple(check_label(x) for x in labels)
+    except UsageError as e:
+        raise _bad(path, f"{where}: {e.args[0]}") from e
 
 
 def _command(path: str, where: str, command: Any) -> tuple[str, ...]:
@@ -419,6 +436,7 @@ def apply(
                 _show(op, say)
                 continue
             started = time.monotonic()
+            before = _head(target)
             try:
                 if op.command is not None:
                     for manager in managers():
@@ -438,12 +456,40 @@ def apply(
                 )
                 raise
             say(f"      done in {time.monotonic() - started:.1f} s")
+            _label(target, op, before, say)
     finally:
         recipe.close()
     return total
 
 
+def _head(target: Target) -> int | None:
+    """The root's layer, when it is set up (its hooks make layers)."""
+    if not target.store.exists():
+        return None
+    return target.store.head(target.deployment().uuid)[0]
+
+
+def _label(target: Target, op: Operation, before: int | None, say: Callable[[str], None]) -> None:
+    """Give the layer the operation made the recipe's labels for it (each one not taken)."""
+    from ashcore.labels import add_label
+
+    after = _head(target) if op.labels else None
+    if after is None or after == before:
+        if op.labels:
+            say(f"      no layer made here: not labelled {', '.join(op.labels)}")
+        return
+    with target.store.locked(target.config.lock_timeout):
+        for label in op.labels:
+            if (was := target.store.labelled(label)) is not None:
+                say(f"      the label {label} is on layer {was}: left there")
+                continue
+            add_label(target, label, after)
+            say(f"      labelled layer {after} {label}")
+
+
 def _show(op: Operation, say: Callable[[str], None]) -> None:
+    if op.labels:
+        say(f"      label the layer it makes {', '.join(op.labels)}")
     if op.command is not None:
         say(f"      run {escaped(' '.join(op.command))}")
         return

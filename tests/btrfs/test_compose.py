@@ -123,6 +123,10 @@ def test_labels_name_a_layer_everywhere_a_layer_is_named(ready: Image) -> None:
     ambiguous = ready.ashctl("show", "desktop")
     assert ambiguous.returncode == 1 and "the label of layer" in ambiguous.stderr
     assert f"use an id: {b} or {c}" in ambiguous.stderr and ambiguous.stderr.count("\n") == 1
+    # Carried by export: the recipe gives each its labels.
+    recipe = ready.dir / "recipe.toml"
+    ready.ashctl("export", "b", "-o", str(recipe), check=True)
+    assert 'name = "b"\nlabels = ["desktop", "mail"]\n' in recipe.read_text()
     # Kept in the manifest: a lost database is rebuilt with them.
     for suffix in ("", "-wal", "-shm"):
         (r / f".ash/ash.db{suffix}").unlink(missing_ok=True)
