@@ -343,7 +343,10 @@ def test_an_output_replaces_a_file_by_its_name_never_writes_through_it(tmp_path:
 
 # -- labels --------------------------------------------------------------------------------
 def test_a_recipes_labels_are_read_and_shown(root: Path, tmp_path: Path) -> None:
-    op = '\n[[operation]]\nname = "i"\nlabels = ["mail", "web.v2"]\ncommand = ["apt-get", "install", "x"]\n'
+    op = (
+        '\n[[operation]]\nname = "i"\nlabels = ["mail", "web.v2"]\n'
+        'command = ["apt-get", "install", "x"]\n'
+    )
     said = run(root, recipe(tmp_path, op), dry_run=True)
     assert "      label the layer it makes mail, web.v2" in said, said
 
