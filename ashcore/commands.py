@@ -74,8 +74,8 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_remove(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.lines import branch
     from ashcore.prune import delete_layer
-    from ashcore.replay import branch
     from ashcore.trial import discard, try_of
 
     with target.store.locked(target.config.lock_timeout):
@@ -198,7 +198,7 @@ def cmd_apply(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_rebase(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.replay import between, tip_of
+    from ashcore.lines import between, tip_of
 
     first, last = _range(target, args.layer)
     base = target.store.find(args.onto)
