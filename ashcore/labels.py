@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 
 from ashcore.errors import UsageError
 from ashcore.target import Target
@@ -135,3 +136,29 @@ def cmd_label(target: Target, args: argparse.Namespace) -> int:
         moved = f" (moved from layer {moved_from})" if moved_from is not None else ""
         print(f"labelled layer {layer.id} ({escaped(layer.name)}) {words[1]}{moved}")
     return 0
+
+
+def head_if_set_up(target: Target) -> int | None:
+    """The root's layer, when it is set up (its hooks make layers)."""
+    if not target.store.exists():
+        return None
+    return target.store.head(target.deployment().uuid)[0]
+
+
+def label_made(
+    target: Target, labels: tuple[str, ...], before: int | None, say: Callable[[str], None]
+) -> None:
+    """Give the layer an applied operation made (the root's layer moved on from `before`)
+    the recipe's labels for it, each one not taken."""
+    after = head_if_set_up(target) if labels else None
+    if after is None or after == before:
+        if labels:
+            say(f"      no layer made here: not labelled {', '.join(labels)}")
+        return
+    with target.store.locked(target.config.lock_timeout):
+        for label in labels:
+            if (was := target.store.labelled(label)) is not None:
+                say(f"      the label {label} is on layer {was}: left there")
+                continue
+            add_label(target, label, after)
+            say(f"      labelled layer {after} {label}")

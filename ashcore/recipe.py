@@ -54,6 +54,7 @@ from typing import IO, Any
 from ashcore.confined import KEEP_OUT, XATTR, ConfinedRoot, kept_out, plain_path
 from ashcore.drift import manager_state
 from ashcore.errors import AshError, BackendError, UsageError
+from ashcore.labels import head_if_set_up, label_made
 from ashcore.model import Layer
 from ashcore.ondisk import write_all, write_new_file
 from ashcore.replay import manager_argv, steps_of
@@ -436,7 +437,7 @@ def apply(
                 _show(op, say)
                 continue
             started = time.monotonic()
-            before = _head(target)
+            before = head_if_set_up(target)
             try:
                 if op.command is not None:
                     for manager in managers():
@@ -456,35 +457,10 @@ def apply(
                 )
                 raise
             say(f"      done in {time.monotonic() - started:.1f} s")
-            _label(target, op, before, say)
+            label_made(target, op.labels, before, say)
     finally:
         recipe.close()
     return total
-
-
-def _head(target: Target) -> int | None:
-    """The root's layer, when it is set up (its hooks make layers)."""
-    if not target.store.exists():
-        return None
-    return target.store.head(target.deployment().uuid)[0]
-
-
-def _label(target: Target, op: Operation, before: int | None, say: Callable[[str], None]) -> None:
-    """Give the layer the operation made the recipe's labels for it (each one not taken)."""
-    from ashcore.labels import add_label
-
-    after = _head(target) if op.labels else None
-    if after is None or after == before:
-        if op.labels:
-            say(f"      no layer made here: not labelled {', '.join(op.labels)}")
-        return
-    with target.store.locked(target.config.lock_timeout):
-        for label in op.labels:
-            if (was := target.store.labelled(label)) is not None:
-                say(f"      the label {label} is on layer {was}: left there")
-                continue
-            add_label(target, label, after)
-            say(f"      labelled layer {after} {label}")
 
 
 def _show(op: Operation, say: Callable[[str], None]) -> None:
