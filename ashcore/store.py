@@ -5,6 +5,7 @@ Layout of the store directory (a subvolume outside the deployment, e.g. /.ash):
     lock                flock(2) taken by every change
     layers/<id>         the read-only snapshot of a layer
     layers/<id>.json    its manifest: the record, from which `doctor --repair` rebuilds ash.db
+    layers/<id>.changes the paths it changed over its parent (ashcore/changes.py)
     layers/<id>.partial a snapshot being made (removed by recovery)
     deployments/<n>     writable snapshots made by rollback
     layers/probe.<pid>  a snapshot a begin took to look for drift (swept once its run is done)

@@ -326,7 +326,22 @@ MODEL = (
     (
         "store",
         "Where layers and records live: a subvolume beside the root's (/@ash for /@), mounted "
-        "at /.ash, so that a rollback never rewinds the records.",
+        "at /.ash, so that a rollback never rewinds the records. Beside each layer's snapshot, "
+        "its manifest and its change list (the paths it changed), which stay when it is pruned.",
+    ),
+    (
+        "label",
+        "A purpose's name for the line up to a layer (desktop, mail): `ashctl label LAYER "
+        "NAME`, or `ashctl try --label NAME`. Accepted wherever a LAYER is, shown by list, tree "
+        "and status, carried by export, moved by a rebase to the layer that replaces its own.",
+    ),
+    (
+        "line",
+        "A layer and its ancestors down to the base. `ashctl rebase FIRST --onto BASE` replays "
+        "FIRST and the layers after it onto any layer with the real managers: the deployment's "
+        "line moves the deployment; any other line (up to its tip, or FIRST..LAST) becomes a "
+        "new branch, deployed only with --deploy. `ashctl blame PATH` says which layers of the "
+        "line changed a path, and which package owns it, as its manager says.",
     ),
 )
 
