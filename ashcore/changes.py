@@ -21,6 +21,7 @@ import contextlib
 import os
 import zlib
 
+from ashcore.log import logger
 from ashcore.ondisk import read_bytes, write_atomic
 
 TYPE_CHECKING = False
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
     from ashcore.store import Store
     from ashcore.target import Target
+
+log = logger(__name__)
 
 MAGIC = b"ashlayers-changes"
 FORMAT = 1
@@ -136,5 +139,8 @@ def keep_changes(target: Target, layer_id: int) -> Changes | None:
     if parent is None:
         return None
     changes = Changes.of(parent, target.fs.changed_paths(store.layer_path(parent), path))
-    write_changes(store, layer_id, changes)
+    try:
+        write_changes(store, layer_id, changes)
+    except OSError as e:  # a full or read-only store: known now, kept another time
+        log.debug("the change list of layer %d is not kept: %s", layer_id, e)
     return changes

@@ -194,3 +194,22 @@ def test_a_line_not_deployed_is_rebased_as_a_new_branch(ready: Image) -> None:
     assert status["labels"] == [] and status["drift"] is False  # type: ignore[index]
     assert ready.ashctl("doctor").returncode == 0
     assert os.path.isdir(r / ".ash/layers" / str(status["layer"]))  # type: ignore[index]
+
+
+def test_a_label_moves_with_the_layer_a_remove_replays(ready: Image) -> None:
+    r = ready.root
+    run(ready, "dirs", f"mkdir -p {r}/proc {r}/sys {r}/dev {r}/tmp {r}/run")
+    a = run(ready, "a", f"echo 1 > {r}/etc/a")
+    b = run(ready, "b", f"echo 2 > {r}/etc/b")
+    c = run(ready, "c", f"echo 3 > {r}/etc/c")
+    ready.ashctl("label", str(b), "mid", check=True)
+    ready.ashctl("label", str(c), "top", check=True)
+    out = ready.ashctl("remove", str(a), check=True)
+    assert "moved the label mid" in out.stderr, out.stderr
+    found = {x["id"]: x for x in ready.json("list")}  # type: ignore[union-attr]
+    new_b, new_c = found[b]["replaced_by"], found[c]["replaced_by"]
+    assert found[new_b]["labels"] == ["mid"] and found[new_c]["labels"] == ["top"]
+    assert found[b]["labels"] == [] and ready.json("status")["labels"] == ["top"]  # type: ignore[index]
+    assert ready.json("show", "mid")["name"] == "b"  # type: ignore[index]
+    manifest = (r / f".ash/layers/{new_b}.json").read_text()
+    assert '"labels":["mid"]' in manifest, manifest
