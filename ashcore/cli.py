@@ -40,6 +40,7 @@ from ashcore.show import (
     cmd_status,
     cmd_tree,
 )
+from ashcore.squash import cmd_squash
 from ashcore.store import explain
 from ashcore.target import Target
 
@@ -201,6 +202,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
+        "squash",
+        help="make one layer of the run A..B on the deployment's line",
+        description="One layer of the layers A to B on the deployment's line: B's state, the"
+        " commands in order, the package delta of the whole run. The old layers keep their"
+        " records (replaced); the layers after B are recorded again on it. Nothing is run.",
+    )
+    s.add_argument("a", metavar="A", type=_layer_ref, help=f"{LAYER}: the first of the run")
+    s.add_argument("b", metavar="B", type=_layer_ref, help=f"{LAYER}: the last of the run")
+    s.add_argument("--name", metavar="NAME", help="its name (default: the names of the run)")
+    s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    s = sub.add_parser(
         "try",
         help="run CMD (default: a shell) chrooted in a new deployment; the running root is"
         " not touched",
@@ -308,6 +320,7 @@ COMMANDS = {
     "rollback": cmd_rollback,
     "remove": cmd_remove,
     "rebase": cmd_rebase,
+    "squash": cmd_squash,
     "export": cmd_export,
     "try": cmd_try,
     "deploy": cmd_deploy,
@@ -320,7 +333,7 @@ COMMANDS = {
 }
 READING = {"status", "list", "tree", "show", "diff", "blame", "export", "boot"}
 """Commands that change nothing: the only ones a throwaway boot of a layer offers."""
-CHANGES_LAYERS = {"remove", "rebase", "prune", "apply", "doctor", "pin", "unpin"}
+CHANGES_LAYERS = {"remove", "rebase", "squash", "prune", "apply", "doctor", "pin", "unpin"}
 """Commands after which the boot menu is rewritten (its layers); rollback and deploy rewrite
 it themselves, the hooks' helper after each layer."""
 

@@ -63,10 +63,13 @@ JOURNAL = "replay.json"
 
 
 class Step:
-    """One layer to replay: by its command (`argv`) or by its file changes (`argv` None)."""
+    """One layer to replay: by its command (`argv`) or by its file changes (`argv` None).
+    `stands_for`: the squashed layer it is a part of (ashcore/squash.py)."""
 
-    def __init__(self, layer: Layer, argv: list[str] | None) -> None:
-        self.layer, self.argv = layer, argv
+    def __init__(
+        self, layer: Layer, argv: list[str] | None, stands_for: Layer | None = None
+    ) -> None:
+        self.layer, self.argv, self.stands_for = layer, argv, stands_for
 
     def describe(self) -> str:
         what = shlex.join(self.argv) if self.argv else "its file changes"
@@ -124,8 +127,14 @@ def plan(target: Target, first: Layer, last: int | None = None) -> list[Step]:
 def steps_of(target: Target, layers: list[Layer], verb: str, hint: str) -> list[Step]:
     """The steps of `layers` (oldest first): each by its command, or by its file changes,
     which need its snapshot and its parent's (UsageError, with `hint`, when pruned)."""
+    from ashcore.squash import made_of
+
     steps = []
     for layer in layers:
+        parts = made_of(target, layer)
+        if parts is not None:  # a squash: what it was made of, in order
+            steps += [Step(s.layer, s.argv, layer) for s in steps_of(target, parts, verb, hint)]
+            continue
         argv = replay_argv(layer)
         if argv is None and (
             layer.parent is None
@@ -254,6 +263,7 @@ def rebuild(
                 )
             outcome.made.append((step.layer, after))
             say(f"      layer {after} ({made.packages.summary()}) in {took:.1f} s")
+        _regroup(outcome, steps)
     except BaseException:
         unmount_stage(mountpoint)
         _undo_quietly(target, stage)  # the step's own cause is what the user sees
@@ -285,6 +295,25 @@ def rebuild(
         outcome.at_reboot = booted
         _move_labels(target, replaced)
     return outcome
+
+
+def _regroup(outcome: Outcome, steps: list[Step]) -> None:
+    """A squashed layer's parts were replayed one by one: it is replaced by the layer of its
+    last part made, and dissolved only when all of them dissolved."""
+    group = {step.layer.id: step.stands_for for step in steps if step.stands_for is not None}
+    if not group:
+        return
+    made: dict[int, tuple[Layer, int]] = {}
+    for old, new in outcome.made:
+        whole = group.get(old.id, old)
+        made[whole.id] = (whole, new)  # the last one wins
+    dissolved: dict[int, tuple[Layer, str]] = {}
+    for old, why in outcome.dissolved:
+        whole = group.get(old.id, old)
+        if whole.id not in made:
+            dissolved.setdefault(whole.id, (whole, why))
+    outcome.made = list(made.values())
+    outcome.dissolved = list(dissolved.values())
 
 
 def _mark_replaced(

@@ -213,3 +213,45 @@ def test_a_label_moves_with_the_layer_a_remove_replays(ready: Image) -> None:
     assert ready.json("show", "mid")["name"] == "b"  # type: ignore[index]
     manifest = (r / f".ash/layers/{new_b}.json").read_text()
     assert '"labels":["mid"]' in manifest, manifest
+
+
+def test_squash_makes_one_layer_of_a_run_and_a_replay_replays_its_parts(ready: Image) -> None:
+    r = ready.root
+    run(ready, "dirs", f"mkdir -p {r}/proc {r}/sys {r}/dev {r}/tmp {r}/run")
+    a = run(ready, "a", f"echo 1 > {r}/etc/a")
+    b = run(ready, "b", f"echo 2 > {r}/etc/b")
+    c = run(ready, "c", f"echo 3 > {r}/etc/c; rm {r}/etc/b")
+    d = run(ready, "d", f"echo 4 > {r}/etc/d")
+    ready.ashctl("label", str(c), "purpose", check=True)
+    one = ready.ashctl("squash", str(b), str(b))
+    assert one.returncode == 2 and "one layer already" in one.stderr
+    backwards = ready.ashctl("squash", str(c), str(b))
+    assert backwards.returncode == 2 and "nor after it" in backwards.stderr
+    dry = ready.ashctl("squash", "b", "c", "--dry-run", check=True).stdout
+    assert f"would squash layers {b}, {c}" in dry and f"record layers {d} again" in dry, dry
+    out = ready.ashctl("squash", "b", "purpose", "--name", "bc", check=True).stdout
+    assert f"squashed layers {b}..{c} into layer" in out, out
+    found = {x["id"]: x for x in ready.json("list")}  # type: ignore[union-attr]
+    squashed = next(x for x in found.values() if x["name"] == "bc")
+    head = ready.json("status")
+    new_d = found[head["layer"]]  # type: ignore[index]
+    assert new_d["name"] == "d" and new_d["parent"] == squashed["id"]
+    assert squashed["parent"] == a and squashed["labels"] == ["purpose"]
+    assert [found[i]["replaced_by"] for i in (b, c, d)] == [squashed["id"]] * 2 + [new_d["id"]]
+    assert head["drift"] is False  # type: ignore[index]
+    assert ready.json("blame", "/etc/c")["layers"][0]["id"] == squashed["id"]  # type: ignore[index]
+    assert ready.json("blame", "/etc/b")["layers"] == []  # made and removed inside the run
+    snap = r / ".ash/layers" / str(squashed["id"])
+    assert (snap / "etc/c").exists() and not (snap / "etc/b").exists()
+    assert not (snap / "etc/d").exists()
+    assert ready.ashctl("doctor").returncode == 0
+    # Removing a layer below it replays its parts, one by one, and it is replaced as a whole.
+    out = ready.ashctl("remove", str(a), check=True).stdout
+    assert f'layer {b} "b": its file changes' in out and f'layer {c} "c"' in out, out
+    assert (r / "etc/c").exists() and (r / "etc/d").exists() and not (r / "etc/a").exists()
+    assert not (r / "etc/b").exists()
+    found = {x["id"]: x for x in ready.json("list")}  # type: ignore[union-attr]
+    assert found[squashed["id"]]["replaced_by"] is not None
+    assert found[b]["replaced_by"] == found[c]["replaced_by"] == squashed["id"]  # kept
+    assert found[found[squashed["id"]]["replaced_by"]]["labels"] == ["purpose"]
+    assert ready.ashctl("doctor").returncode == 0

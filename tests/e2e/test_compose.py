@@ -100,3 +100,29 @@ def test_a_mail_line_rebased_onto_a_desktop_line_has_both(root: Root) -> None:
     edit = blamed(root, "/etc/mail.conf")
     assert [x["id"] for x in edit] == [tip], edit  # the replayed hand edit, on this line
     assert root.ashctl("doctor", check=False).returncode == 0
+
+
+def test_squash_of_two_managers_layers_is_one_layer_that_exports_both_commands(
+    root: Root, tmp_path: Any
+) -> None:
+    root.run(["apt-get", "install", "-y", "ashtest-b"])
+    root.run(["dnf5", "install", "-y", "ashtest-v"])
+    apt = by_name(root, "apt-get install ashtest-b")["id"]
+    dnf = by_name(root, "dnf5 install ashtest-v")["id"]
+    out = host_ashctl(root, "squash", str(apt), str(dnf), "--name", "tools")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    made = by_name(root, "tools")
+    assert root.ashctl_json("status")["layer"] == made["id"] and made["parent"] == 1
+    added = {p["name"] for p in made["packages"]["added"]}
+    assert {"ashtest-a", "ashtest-b", "ashtest-v"} <= added, made["packages"]
+    assert made["command"] == "apt-get install -y ashtest-b; dnf5 install -y ashtest-v"
+    recipe = root.path / "tmp/recipe.toml"
+    exported = root.ashctl("export", "tools", "-o", "/tmp/recipe.toml")
+    assert exported.returncode == 0, exported.stderr
+    text = recipe.read_text()
+    assert 'command = ["apt-get", "install", "-y", "ashtest-b"]' in text, text
+    assert 'command = ["dnf5", "install", "-y", "ashtest-v"]' in text, text
+    # The next operation goes on from the squashed layer.
+    root.run(["pacman", "-S", "--noconfirm", "--overwrite", "*", "ashtest-a"])
+    assert layers(root)[-1]["parent"] == made["id"]
+    assert root.ashctl("doctor", check=False).returncode == 0
