@@ -194,10 +194,11 @@ def _folded(run: list[Layer]) -> PackageDelta:
     for layer in run:
         d = layer.packages
         for n, v in d.added:
-            if removed.pop(n, None) is None:
+            was = removed.pop(n, None)
+            if was is None:
                 added[n] = v
-            else:
-                changed[n] = (removed.get(n, v), v)
+            else:  # removed, then added again: changed, if the version did
+                changed[n] = (was, v)
         for n, v in d.removed:
             if added.pop(n, None) is None:
                 removed[n] = changed.pop(n, (v, v))[0]

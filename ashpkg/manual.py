@@ -341,7 +341,8 @@ MODEL = (
         "FIRST and the layers after it onto any layer with the real managers: the deployment's "
         "line moves the deployment; any other line (up to its tip, or FIRST..LAST) becomes a "
         "new branch, deployed only with --deploy. `ashctl blame PATH` says which layers of the "
-        "line changed a path, and which package owns it, as its manager says.",
+        "line changed a path, and which package owns it, as its manager says; `ashctl squash A "
+        "B` makes one layer of the run A..B.",
     ),
 )
 
