@@ -101,7 +101,8 @@ def blame(target: Target, path: str, tip: int | None, *, owners: bool = True) ->
     for layer in layers:
         if layer.parent is None:
             if _has(store.layer_path(layer.id), rel):
-                found.append(Blamed(layer, (rel,), owners=_owners(target, layer, rel), base=True))
+                said = _owners(target, layer, rel) if owners else {}
+                found.append(Blamed(layer, (rel,), owners=said, base=True))
             continue
         changes = lists.get(layer.id)
         if changes is None:
@@ -214,7 +215,7 @@ def cmd_blame(target: Target, args: argparse.Namespace) -> int:
     head = head_of(target)
     if head is None and not args.all:
         raise UsageError("the deployment has no layer yet", hint="`ashctl blame --all PATH`")
-    result = blame(target, args.path, None if args.all else head)
+    result = blame(target, args.path, None if args.all else head, owners=not args.no_owners)
     labels = target.store.labels()
     if args.json:
         print_json(to_json(result, labels))

@@ -134,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("path", metavar="PATH", help="a path as the root sees it, e.g. /etc/hosts")
     s.add_argument("--all", action="store_true", help="every branch, not only the deployment's")
+    s.add_argument(
+        "--no-owners",
+        action="store_true",
+        help="do not ask the managers which package owns PATH (a process per layer found)",
+    )
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     s = sub.add_parser(
         "label",

@@ -54,6 +54,8 @@ def test_blame_names_the_layer_and_the_package_as_each_manager_says(root: Root) 
     assert base[-1]["base"] is True and base[-1]["owners"].get("apt") == ["dpkg"], base
     text = root.ashctl("blame", "/usr/share/ashtest/b").stdout
     assert "apt: ashtest-b" in text and "removed it" in text, text
+    quick = root.ashctl_json("blame", "--no-owners", "/usr/share/ashtest/b")["layers"]
+    assert [(x["id"], x["owners"]) for x in quick] == [(removal, {}), (apt, {})], quick
 
 
 def test_a_mail_line_rebased_onto_a_desktop_line_has_both(root: Root) -> None:
