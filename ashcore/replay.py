@@ -349,9 +349,11 @@ def _keep_branch(target: Target, stage: str, uuid: str, outcome: Outcome, base: 
     from ashcore.caches import drop_caches
 
     replaced = _mark_replaced(target, outcome, base, None)
+    # Until the stage is gone, a kill is undone whole (`resume`: the stage's layers go);
+    # after, it is done, and only the journal is left to clear.
+    target.store.forget_deployment(uuid)
     drop_caches(target.fs, stage)
     target.fs.delete(stage)
-    target.store.forget_deployment(uuid)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(target.store.path, JOURNAL))
     _move_labels(target, replaced)
