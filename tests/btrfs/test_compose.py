@@ -255,3 +255,69 @@ def test_squash_makes_one_layer_of_a_run_and_a_replay_replays_its_parts(ready: I
     assert found[b]["replaced_by"] == found[c]["replaced_by"] == squashed["id"]  # kept
     assert found[found[squashed["id"]]["replaced_by"]]["labels"] == ["purpose"]
     assert ready.ashctl("doctor").returncode == 0
+
+
+def test_a_rebase_as_a_branch_killed_at_any_point_is_done_or_undone_whole(ready: Image) -> None:
+    """SIGKILL at about 12 points of a rebase of a line that is not deployed: `doctor
+    --repair` then leaves either no new layer or the whole new branch, and the root as it
+    was, with no stage, mount or record of a stage left."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.btrfs.test_crash import assert_consistent
+
+    r = ready.root
+    run(ready, "dirs", f"mkdir -p {r}/proc {r}/sys {r}/dev {r}/tmp {r}/run")
+    m1 = run(ready, "m1", f"echo mail > {r}/etc/mail")
+    run(ready, "m2", f"echo more > {r}/etc/mail2")
+    ready.ashctl("rollback", str(ids(ready)["dirs"]), check=True)
+    d1 = run(ready, "d1", f"echo desk > {r}/etc/desk")
+
+    def crashrun(limit: int) -> subprocess.CompletedProcess[str]:
+        crash = [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root", str(r)]
+        return subprocess.run(
+            [*crash, "rebase", str(m1), "--onto", str(d1)],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            env={**os.environ, "ASH_CRASH_ONLY": "replay,deployments,mounts,stage"},
+        )
+
+    def new_layers(before: set[int]) -> list[dict[str, Any]]:
+        found = ready.json("list")
+        assert isinstance(found, list)
+        return [x for x in found if x["id"] not in before]
+
+    counted = crashrun(0)
+    assert counted.returncode == 0, counted.stderr
+    total = int(counted.stderr.rsplit("LINES ", 1)[1])
+    done = undone = kills = 0
+    # Evenly spread, and the last lines (the stage gone, the journal cleared, labels moved).
+    limits = [*range(1, total + 1, max(1, total // 12)), *range(max(1, total - 6), total + 1)]
+    for limit in sorted(set(limits)):
+        before = {x["id"] for x in ready.json("list")}  # type: ignore[union-attr]
+        result = crashrun(limit)
+        kills += result.returncode == -signal.SIGKILL
+        if result.returncode != -signal.SIGKILL:
+            assert result.returncode == 0, (limit, result.stderr)
+        doctor = ready.ashctl("doctor", "--repair")
+        assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
+        assert_consistent(ready)
+        made = new_layers(before)
+        names = sorted(x["name"] for x in made if not x["name"].startswith("drift"))
+        assert names in ([], ["m1", "m2"]), (limit, names)
+        if names:
+            tip = next(x for x in made if x["name"] == "m2")
+            assert (r / ".ash/layers" / str(tip["id"]) / "etc/desk").exists(), limit
+        done += bool(names)
+        undone += not names
+        status = ready.json("status")
+        assert status["layer"] == d1 and status["drift"] is False, (limit, status)  # type: ignore[index]
+        assert not (r / "etc/mail").exists()
+        assert len(list((r / ".ash/deployments").iterdir())) <= 1, limit
+        from tests.btrfs.conftest import left_on_host
+
+        assert not left_on_host(r / ".ash"), limit
+    assert kills >= 8 and done and undone, (kills, done, undone)
