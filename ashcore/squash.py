@@ -67,58 +67,68 @@ def run_of(target: Target, a: Layer, b: Layer) -> tuple[list[Layer], list[Layer]
 def squash(target: Target, a: Layer, b: Layer, name: str | None) -> tuple[Layer, list[Layer]]:
     """Make the squashed layer of A..B, and record the later layers again on it; returns it
     and the later layers' new records."""
-    from ashcore.sets import delta_between, sets_of
 
     store = target.store
     with store.locked(target.config.lock_timeout):
         require_idle(target)
-        run, later = run_of(target, a, b)
-        assert a.parent is not None
-        before, after = sets_of(target, a.parent), sets_of(target, b.id)
-        if before is not None and after is not None:
-            delta = PackageDelta()
-            for part in delta_between(before, after).values():
-                delta = delta.merge(part)
-        else:  # no sets recorded: the run's own deltas, in order
-            delta = _folded(run)
-        default = "; ".join(layer.name for layer in run)
-        made = _copy(
-            target,
-            b,
-            parent=a.parent,
-            name=name or (default if len(default) <= MAX_NAME else default[: MAX_NAME - 3] + "..."),
-            command="; ".join(layer.command for layer in run),
-            manager=None,
-            packages=delta,
-            plugin=SQUASH,
-        )
-        store.amend_manifest(made.id, SQUASH, [layer.id for layer in run])
-        for layer in run:
-            store.set_replaced_by(layer.id, made.id)
-        pairs = [(layer.id, made.id) for layer in run]
-        parent, copies = made.id, []
-        for layer in later:
-            copy = _copy(
-                target,
-                layer,
-                parent=parent,
-                name=layer.name,
-                command=layer.command,
-                manager=layer.manager,
-                packages=layer.packages,
-                plugin=store.layer_owner(layer.id)[1],
-                status=layer.status,
-            )
-            store.set_replaced_by(layer.id, copy.id)
-            pairs.append((layer.id, copy.id))
-            copies.append(copy)
-            parent = copy.id
-        dep = target.deployment().uuid
-        _, checked, late_until = store.head_state(dep)
-        store.set_head(dep, parent, checked, late_until)
-        from ashcore.labels import move_labels
+        # One database transaction: a kill before its end leaves the records as they were,
+        # and at most snapshots with manifests that name no deployment, which `doctor
+        # --repair` records as a branch beside the line (never its head).
+        with store.transaction(store.db):
+            return _squash(target, a, b, name)
 
-        move_labels(target, pairs)
+
+def _squash(target: Target, a: Layer, b: Layer, name: str | None) -> tuple[Layer, list[Layer]]:
+    from ashcore.sets import delta_between, sets_of
+
+    store = target.store
+    run, later = run_of(target, a, b)
+    assert a.parent is not None
+    before, after = sets_of(target, a.parent), sets_of(target, b.id)
+    if before is not None and after is not None:
+        delta = PackageDelta()
+        for part in delta_between(before, after).values():
+            delta = delta.merge(part)
+    else:  # no sets recorded: the run's own deltas, in order
+        delta = _folded(run)
+    default = "; ".join(layer.name for layer in run)
+    made = _copy(
+        target,
+        b,
+        parent=a.parent,
+        name=name or (default if len(default) <= MAX_NAME else default[: MAX_NAME - 3] + "..."),
+        command="; ".join(layer.command for layer in run),
+        manager=None,
+        packages=delta,
+        plugin=SQUASH,
+    )
+    store.amend_manifest(made.id, SQUASH, [layer.id for layer in run])
+    for layer in run:
+        store.set_replaced_by(layer.id, made.id)
+    pairs = [(layer.id, made.id) for layer in run]
+    parent, copies = made.id, []
+    for layer in later:
+        copy = _copy(
+            target,
+            layer,
+            parent=parent,
+            name=layer.name,
+            command=layer.command,
+            manager=layer.manager,
+            packages=layer.packages,
+            plugin=store.layer_owner(layer.id)[1],
+            status=layer.status,
+        )
+        store.set_replaced_by(layer.id, copy.id)
+        pairs.append((layer.id, copy.id))
+        copies.append(copy)
+        parent = copy.id
+    dep = target.deployment().uuid
+    _, checked, late_until = store.head_state(dep)
+    store.set_head(dep, parent, checked, late_until)
+    from ashcore.labels import move_labels
+
+    move_labels(target, pairs)
     return made, copies
 
 
@@ -164,7 +174,7 @@ def _copy(
     )
     manifest = read_json(store.manifest_path(source.id))
     installed = manifest.get("installed") if isinstance(manifest, dict) else None
-    write_manifest(store, layer, plugin, target.deployment().uuid, installed)
+    write_manifest(store, layer, plugin, None, installed)
     if isinstance(manifest, dict) and isinstance(manifest.get("sets"), dict):
         store.amend_manifest(layer_id, "sets", manifest["sets"], durable=False)
     store.finalize(layer, None, None)

@@ -321,3 +321,66 @@ def test_a_rebase_as_a_branch_killed_at_any_point_is_done_or_undone_whole(ready:
 
         assert not left_on_host(r / ".ash"), limit
     assert kills >= 8 and done and undone, (kills, done, undone)
+
+
+def test_a_squash_killed_at_any_point_leaves_the_line_as_it_was_or_squashed(
+    ready: Image,
+) -> None:
+    """SIGKILL at about 20 points of `squash` (its records, snapshots, manifests): after
+    `doctor --repair` the deployment's line is the old one or the squashed one, whole, and
+    the root is as it was; what a kill left on disk is at most a branch beside the line."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.btrfs.test_crash import assert_consistent
+
+    r = ready.root
+
+    def crashrun(limit: int, a: int, b: int) -> subprocess.CompletedProcess[str]:
+        crash = [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root", str(r)]
+        return subprocess.run(
+            [*crash, "squash", str(a), str(b), "--name", "squashed"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            env={**os.environ, "ASH_CRASH_ONLY": "squash,store,ondisk,layers,labels"},
+        )
+
+    def line(i: int) -> tuple[int, int]:
+        a = run(ready, f"a{i}", f"echo {i} > {r}/etc/a{i}")
+        b = run(ready, f"b{i}", f"echo {i} > {r}/etc/b{i}")
+        run(ready, f"c{i}", f"echo {i} > {r}/etc/c{i}")
+        ready.ashctl("label", "--force", str(b), "purpose", check=True)
+        return a, b
+
+    counted = crashrun(0, *line(0))
+    assert counted.returncode == 0, counted.stderr
+    total = int(counted.stderr.rsplit("LINES ", 1)[1])
+    kills = squashed = kept = 0
+    limits = [*range(1, total + 1, max(1, total // 16)), *range(max(1, total - 4), total + 1)]
+    for i, limit in enumerate(sorted(set(limits)), 1):
+        a, b = line(i)
+        result = crashrun(limit, a, b)
+        kills += result.returncode == -signal.SIGKILL
+        if result.returncode != -signal.SIGKILL:
+            assert result.returncode == 0, (limit, result.stderr)
+        doctor = ready.ashctl("doctor", "--repair")
+        assert doctor.returncode == 0, (limit, doctor.stdout, doctor.stderr)
+        assert_consistent(ready)
+        found = {x["id"]: x for x in ready.json("list")}  # type: ignore[union-attr]
+        head = found[ready.json("status")["layer"]]  # type: ignore[index]
+        assert head["name"] == f"c{i}" and ready.json("status")["drift"] is False, limit  # type: ignore[index]
+        below = found[head["parent"]]
+        if below["name"] == "squashed":
+            squashed += 1
+            assert below["parent"] == found[a]["parent"] and found[a]["replaced_by"] == below["id"]
+            assert below["labels"] == ["purpose"], limit
+        else:
+            kept += 1
+            assert below["id"] == b and found[a]["replaced_by"] is None, limit
+            assert below["labels"] == ["purpose"], limit
+        for name in (f"a{i}", f"b{i}", f"c{i}"):
+            assert (r / "etc" / name).exists(), limit
+    assert kills >= 10 and squashed and kept, (kills, squashed, kept)
