@@ -20,19 +20,37 @@ if TYPE_CHECKING:
 
 
 class SubvolumeInfo(Value):
-    __slots__ = ("generation", "id", "otransid", "parent_uuid", "uuid")
+    __slots__ = ("generation", "id", "otransid", "parent_uuid", "received_uuid", "uuid")
     id: int
     uuid: str
     parent_uuid: str | None
     generation: int  # the last transaction that changed it
     otransid: int  # the transaction that created it: a snapshot holds every older write
+    received_uuid: str | None  # the sender's uuid, for a subvolume made by `btrfs receive`
 
     def __init__(
-        self, id: int, uuid: str, parent_uuid: str | None, generation: int, otransid: int = 0
+        self,
+        id: int,
+        uuid: str,
+        parent_uuid: str | None,
+        generation: int,
+        otransid: int = 0,
+        received_uuid: str | None = None,
     ) -> None:
         self._init(
-            id=id, uuid=uuid, parent_uuid=parent_uuid, generation=generation, otransid=otransid
+            id=id,
+            uuid=uuid,
+            parent_uuid=parent_uuid,
+            generation=generation,
+            otransid=otransid,
+            received_uuid=received_uuid,
         )
+
+    @property
+    def identity(self) -> str:
+        """The uuid `btrfs send` names this subvolume by: the one it was received as, if any.
+        A store has a layer of another machine when a subvolume's identity is that layer's."""
+        return self.received_uuid or self.uuid
 
 
 if TYPE_CHECKING:
@@ -124,7 +142,10 @@ class Btrfs:
         except self._bu.BtrfsUtilError as e:
             raise _fail(e, "reading subvolume", path) from e
         parent = info.parent_uuid.hex() if any(info.parent_uuid) else None
-        return SubvolumeInfo(info.id, info.uuid.hex(), parent, info.generation, info.otransid)
+        received = info.received_uuid.hex() if any(info.received_uuid) else None
+        return SubvolumeInfo(
+            info.id, info.uuid.hex(), parent, info.generation, info.otransid, received
+        )
 
     def is_read_only(self, path: str) -> bool:
         try:

@@ -31,6 +31,7 @@ from ashcore.commands import (
     settle,
 )
 from ashcore.errors import AshError, UsageError
+from ashcore.fleet.commands import add_parsers, add_registry_options, cmd_pull, cmd_push
 from ashcore.labels import cmd_label
 from ashcore.show import (
     cmd_boot,
@@ -256,7 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "apply", help="run a recipe's operations in the root (--root) with the real managers"
     )
-    s.add_argument("recipe", metavar="RECIPE", help="a recipe `ashctl export` wrote")
+    s.add_argument(
+        "recipe", metavar="RECIPE", help="a recipe `ashctl export` wrote, or a pushed line's REF"
+    )
     s.add_argument(
         "--dry-run",
         action="store_true",
@@ -270,6 +273,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start at operation N (the rest of a recipe that stopped there)",
     )
+    add_registry_options(s)
+    add_parsers(sub, _layer_ref)
     s = sub.add_parser(
         "prune", help="delete the snapshots of layers by retention; their records stay"
     )
@@ -330,15 +335,27 @@ COMMANDS = {
     "try": cmd_try,
     "deploy": cmd_deploy,
     "apply": cmd_apply,
+    "push": cmd_push,
+    "pull": cmd_pull,
     "prune": cmd_prune,
     "doctor": cmd_doctor,
     "pin": cmd_pin,
     "unpin": cmd_pin,
     "boot": cmd_boot,
 }
-READING = {"status", "list", "tree", "show", "diff", "blame", "export", "boot"}
+READING = {"status", "list", "tree", "show", "diff", "blame", "export", "boot", "push"}
 """Commands that change nothing: the only ones a throwaway boot of a layer offers."""
-CHANGES_LAYERS = {"remove", "rebase", "squash", "prune", "apply", "doctor", "pin", "unpin"}
+CHANGES_LAYERS = {
+    "remove",
+    "rebase",
+    "squash",
+    "prune",
+    "apply",
+    "doctor",
+    "pin",
+    "unpin",
+    "pull",
+}
 """Commands after which the boot menu is rewritten (its layers); rollback and deploy rewrite
 it themselves, the hooks' helper after each layer."""
 

@@ -188,7 +188,13 @@ def cmd_export(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_apply(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.fleet.reference import looks_like_reference
     from ashcore.recipe import apply
+
+    if not os.path.exists(args.recipe) and looks_like_reference(args.recipe):
+        from ashcore.fleet.commands import apply_reference
+
+        return apply_reference(target, args)
 
     count = apply(
         target, args.recipe, lambda m: print(m, flush=True), dry_run=args.dry_run, first=args.first

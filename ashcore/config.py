@@ -117,6 +117,7 @@ class Config(Value):
         "on_error",
         "retention",
         "store",
+        "trusted_keys",
     )
     store: str
     on_error: str
@@ -126,6 +127,7 @@ class Config(Value):
     retention: Retention
     boot_entries: int  # layers offered in the boot menu, newest first (ashcore/boot.py)
     data: tuple[str, ...]  # users' data places, kept out of layers (ashcore/data.py)
+    trusted_keys: tuple[str, ...]  # [fleet]: OpenPGP keyrings a pulled line must be signed by
 
     def __init__(
         self,
@@ -137,9 +139,11 @@ class Config(Value):
         retention: Retention | None = None,
         boot_entries: int = BOOT_ENTRIES,
         data: tuple[str, ...] = DEFAULT_DATA,
+        trusted_keys: tuple[str, ...] = (),
     ) -> None:
         self._init(
             data=data,
+            trusted_keys=trusted_keys,
             store=store,
             on_error=on_error,
             lock_timeout=lock_timeout,
@@ -255,7 +259,7 @@ def load_config(root: str) -> Config:
         return Config()
     data = _parse(path, text)
     known = {"store", "on_error", "lock_timeout", "noise", "lock_files", "retention", "data"}
-    _check_keys(path, data, known | {"boot_entries"})
+    _check_keys(path, data, known | {"boot_entries", "fleet"})
     base = Config()
     on_error = _get(path, data, "on_error", str) if "on_error" in data else base.on_error
     if on_error not in ("abort", "warn"):
@@ -280,7 +284,17 @@ def load_config(root: str) -> Config:
     if isinstance(entries, bool) or not 0 <= entries <= 100:
         raise ConfigError(f"{path}: boot_entries must be 0 to 100", hint="e.g. boot_entries = 5")
     places = _data(path, _get(path, data, "data", dict), store) if "data" in data else base.data
-    return Config(store, on_error, timeout, noise, locks, retention, entries, places)
+    keys: tuple[str, ...] = ()
+    if "fleet" in data:
+        section = _get(path, data, "fleet", dict)
+        _check_keys(path, section, {"trusted_keys"})
+        keys = _strings(path, section, "trusted_keys") if "trusted_keys" in section else ()
+        if any(not k.startswith("/") for k in keys):
+            raise ConfigError(
+                f"{path}: [fleet] trusted_keys must be absolute paths (in the root)",
+                hint='e.g. trusted_keys = ["/etc/ash/fleet.gpg"]',
+            )
+    return Config(store, on_error, timeout, noise, locks, retention, entries, places, keys)
 
 
 def _data(path: str, section: dict[str, Any], store: str) -> tuple[str, ...]:

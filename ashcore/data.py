@@ -132,7 +132,7 @@ def keep_out(target: Target) -> list[str]:
     found = [p for p in places(target) if p.state not in ("absent", "mounted")]
     if not found:
         return done
-    with _top_level(target) as (top, root_rel, store_rel):
+    with top_level(target) as (top, root_rel, store_rel):
         for place in found:
             path = os.path.join(target.root, place.path)
             if place.state == "in layers":
@@ -160,7 +160,7 @@ def keep_out(target: Target) -> list[str]:
 
 
 @contextlib.contextmanager
-def _top_level(target: Target) -> Iterator[tuple[str, str, str]]:
+def top_level(target: Target) -> Iterator[tuple[str, str, str]]:
     """The filesystem's top level mounted in the store's host folder (under a lease: a kill
     leaves a mount `doctor` finds), with the root's and the store's paths in it. Through it
     the folders under the data mounts are reached, and a subvolume moves between the two (a

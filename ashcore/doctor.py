@@ -76,6 +76,9 @@ def check(target: Target, repair: bool) -> list[str]:
             )
         problems += _rollbacks(target, repair)
         problems += _tries(target, repair)
+        from ashcore.fleet.arrival import recover as recover_pulls
+
+        problems += [p for p in recover_pulls(target, repair) if not repair]
         problems += _data_places(target, repair)
         records = {layer.id: layer for layer in store.layers()}
         on_disk: dict[int, str] = {}

@@ -221,10 +221,15 @@ def _replaced_lines(layers: list[Layer]) -> set[int]:
 
 
 def cmd_show(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.ondisk import read_json
+
     layer = target.store.find(args.layer)
     labels = target.store.labels().get(layer.id, [])
+    manifest = read_json(target.store.manifest_path(layer.id))
+    pulled = manifest.get("pulled") if isinstance(manifest, dict) else None
+    pulled = pulled if isinstance(pulled, dict) else None
     if args.json:
-        print_json(layer.to_json() | {"labels": labels})
+        print_json(layer.to_json() | {"labels": labels} | ({"pulled": pulled} if pulled else {}))
         return 0
     if labels:
         print(f"labels: {', '.join(labels)}")
@@ -235,6 +240,11 @@ def cmd_show(target: Target, args: argparse.Namespace) -> int:
             print(f"size: {human(layer.size)} (added over its parent)")
         elif key not in ("packages", "size") and value is not None:
             print(f"{key}: {escaped(str(value))}")
+    if pulled:
+        print(
+            f"pulled: from {escaped(str(pulled.get('from')))} (the sender's layer"
+            f" {escaped(str(pulled.get('id')))}, artifact {escaped(str(pulled.get('digest')))})"
+        )
     print_delta(layer.packages)
     return 0
 

@@ -371,6 +371,19 @@ class Store:
             layer_id = fresh
         return layer_id
 
+    def reserve_id(self) -> int:
+        """A new layer id for a layer made outside a transaction (a pulled one; call under
+        the lock): after every id given, on record or on disk, and never given again."""
+        seq = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'layers'").fetchone()
+        top = self.db.execute("SELECT max(id) FROM layers").fetchone()[0] or 0
+        fresh = max(seq[0] if seq else 0, top, self._highest_on_disk()) + 1
+        with self.transaction(self.db) as db:
+            if seq is None:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('layers', ?)", (fresh,))
+            else:
+                db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'layers'", (fresh,))
+        return fresh
+
     def _on_disk(self, layer_id: int) -> bool:
         return any(
             os.path.lexists(p)

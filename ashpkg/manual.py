@@ -54,6 +54,12 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Not allowed: the system's own folders (/etc, /usr, /boot...), a manager's database, "
         "the store, or a place inside another.",
     ),
+    "trusted_keys": (
+        "[fleet] trusted_keys = [PATH, ...]",
+        "OpenPGP public keys (files in the root, binary or ASCII-armored) that a line pulled "
+        "from a registry must be signed by (`ashctl push --sign KEY`); with none, unsigned "
+        "lines are taken. `ashctl pull --trusted-key FILE` adds one for a run.",
+    ),
     "boot_entries": (
         "N",
         "How many recent layers GRUB's menu offers (newest first), 0 to 100; each boots as a "
@@ -211,6 +217,13 @@ def ashctl_page() -> str:
         ".TP",
         "\\fBASH_NAME\\fR=\\fINAME\\fR",
         roff("The name of the layer the operation makes (default: its command line)."),
+        ".TP",
+        "\\fBREGISTRY_AUTH_FILE\\fR=\\fIFILE\\fR",
+        roff(
+            "push, pull, apply REF: the registry credentials, as containers-auth.json(5) "
+            "(else $XDG_RUNTIME_DIR/containers/auth.json, /run/containers/UID/auth.json, "
+            "~/.config/containers/auth.json, ~/.docker/config.json; --authfile wins)."
+        ),
         ".SH EXIT STATUS",
         roff(
             "0 success, 1 failure, 2 usage. `run` exits with its command's code, or 127 (not "
@@ -226,8 +239,15 @@ def ashctl_page() -> str:
         ".TP",
         "\\fI/.ash\\fR",
         roff("The store: layers, their manifests and records (the `store` setting)."),
+        ".TP",
+        "\\fI/etc/containers/certs.d/HOST:PORT/\\fR",
+        roff(
+            "push, pull: CA certificates (*.crt) trusted for that registry, and a client "
+            "certificate (*.cert with its *.key), as containers-certs.d(5); --cert-dir wins."
+        ),
         ".SH SEE ALSO",
-        "ash.toml(5), ashlayers(7), btrfs(8), apt(8), dnf5(8), pacman(8)",
+        "ash.toml(5), ashlayers(7), btrfs(8), apt(8), dnf5(8), pacman(8),"
+        " containers-auth.json(5), containers-certs.d(5), gpgv(1)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -343,6 +363,14 @@ MODEL = (
         "new branch, deployed only with --deploy. `ashctl blame PATH` says which layers of the "
         "line changed a path, and which package owns it, as its manager says; `ashctl squash A "
         "B` makes one layer of the run A..B.",
+    ),
+    (
+        "line",
+        "The layers from a base to one layer. `ashctl push` sends a line to an OCI registry "
+        "as one artifact (per layer a btrfs send stream and its record, and the line's "
+        "recipe); `ashctl pull` receives the layers a store lacks, byte for byte, or replays "
+        "the recipe with the root's own managers (--replay). Every blob is checked against "
+        "its digest, and against a trusted OpenPGP key when ash.toml names one.",
     ),
 )
 

@@ -54,6 +54,7 @@ def test_the_config_code_accepts_every_documented_setting(
         '[data]\nadd = ["srv/www"]\nremove = ["srv"]\n'
         "[retention]\nkeep = 1\nkeep_days = 2\nkeep_base = false\n"
         'max_size = "1G"\nwarn_free = "1M"\n'
+        '[fleet]\ntrusted_keys = ["/etc/ash/fleet.gpg"]\n'
     )
     hooks = 'enabled = false\nskip_packages = ["a*"]\nskip_commands = ["b"]\n'
     monkeypatch.setattr(config, "_read_checked", lambda path: hooks if "hooks.d" in path else text)
@@ -61,6 +62,7 @@ def test_the_config_code_accepts_every_documented_setting(
     assert loaded.on_error == "warn" and loaded.retention.warn_free == 1 << 20
     assert "srv/www" in loaded.data and "srv" not in loaded.data and "home" in loaded.data
     assert config.load_hook_config("/", "apt").skip_commands == ("b",)
+    assert loaded.trusted_keys == ("/etc/ash/fleet.gpg",)
     for key in manual.config_keys():  # each key of the example is one the code reads
         assert key.split(".")[-1] in text
 
