@@ -353,16 +353,8 @@ MODEL = (
         "label",
         "A purpose's name for the line up to a layer (desktop, mail): `ashctl label LAYER "
         "NAME`, or `ashctl try --label NAME`. Accepted wherever a LAYER is, shown by list, tree "
-        "and status, carried by export, moved by a rebase to the layer that replaces its own.",
-    ),
-    (
-        "line",
-        "A layer and its ancestors down to the base. `ashctl rebase FIRST --onto BASE` replays "
-        "FIRST and the layers after it onto any layer with the real managers: the deployment's "
-        "line moves the deployment; any other line (up to its tip, or FIRST..LAST) becomes a "
-        "new branch, deployed only with --deploy. `ashctl blame PATH` says which layers of the "
-        "line changed a path, and which package owns it, as its manager says; `ashctl squash A "
-        "B` makes one layer of the run A..B.",
+        "and status, carried by export and push (in the recipe), moved by a rebase to the layer "
+        "that replaces its own.",
     ),
     (
         "line",
@@ -371,6 +363,15 @@ MODEL = (
         "recipe); `ashctl pull` receives the layers a store lacks, byte for byte, or replays "
         "the recipe with the root's own managers (--replay). Every blob is checked against "
         "its digest, and against a trusted OpenPGP key when ash.toml names one.",
+    ),
+    (
+        "compose",
+        "`ashctl rebase FIRST --onto BASE` replays FIRST and the layers after it onto any "
+        "layer with the real managers: the deployment's line moves the deployment; any other "
+        "line (up to its tip, or FIRST..LAST) becomes a new branch, deployed only with "
+        "--deploy. `ashctl squash A B` makes one layer of the run A..B. `ashctl blame PATH` "
+        "says which layers of the line changed a path, and which package owns it, as its "
+        "manager says.",
     ),
 )
 
