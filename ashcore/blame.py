@@ -91,8 +91,12 @@ def blame(target: Target, path: str, tip: int | None, *, owners: bool = True) ->
     else:
         layers = list(line_of(by_id, tip))
     lists = {layer.id: read_changes(store, layer.id) for layer in layers if layer.parent}
-    missing = [i for i, found in lists.items() if found is None]
-    if missing:  # once: kept for the next time
+    # Taken once from the snapshots and kept; a layer pruned without one stays unknown (and
+    # costs no wait for the lock).
+    missing = [
+        i for i, found in lists.items() if found is None and os.path.isdir(store.layer_path(i))
+    ]
+    if missing:
         with store.locked(target.config.lock_timeout):
             for layer_id in missing:
                 lists[layer_id] = keep_changes(target, layer_id)
