@@ -353,8 +353,8 @@ MODEL = (
         "label",
         "A purpose's name for the line up to a layer (desktop, mail): `ashctl label LAYER "
         "NAME`, or `ashctl try --label NAME`. Accepted wherever a LAYER is, shown by list, tree "
-        "and status, carried by export and push (in the recipe), moved by a rebase to the layer "
-        "that replaces its own.",
+        "and status, carried by export, push and pull, moved by a rebase to the layer that "
+        "replaces its own.",
     ),
     (
         "line",

@@ -93,9 +93,11 @@ class LineLayer:
     sets: dict[str, Any] | None
     identity: str | None  # its snapshot's btrfs identity (None: pruned, no snapshot)
     stream: Stream | None
+    labels: tuple[str, ...] = ()  # its labels on the sender (ashcore/labels.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        labels = {"labels": list(self.labels)} if self.labels else {}  # older lines: none
+        return labels | {
             "id": self.id,
             "parent": self.parent,
             "name": self.name,
@@ -264,6 +266,17 @@ def _layer(record: Any, known: set[int], blobs: dict[str, Blob]) -> LineLayer:
     if sets is not None and not _is_sets(sets):
         raise _fail(f"layer {layer_id}'s installed sets are malformed")
     _check_delta(record["packages"], layer_id)
+    labels = record.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _fail(f"layer {layer_id}'s labels are malformed")
+    from ashcore.errors import UsageError
+    from ashcore.labels import check_label
+
+    try:
+        for label in labels:
+            check_label(label)
+    except UsageError as e:
+        raise _fail(f"layer {layer_id}'s labels are malformed: {e.args[0]}") from e
     return LineLayer(
         id=layer_id,
         parent=parent,
@@ -278,6 +291,7 @@ def _layer(record: Any, known: set[int], blobs: dict[str, Blob]) -> LineLayer:
         sets=sets,
         identity=identity,
         stream=stream,
+        labels=tuple(labels),
     )
 
 

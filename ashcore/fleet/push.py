@@ -143,6 +143,7 @@ def push(
     work = tempfile.mkdtemp(prefix=f"push.{os.getpid()}.", dir=fleet_dir(target))
     try:
         records: list[LineLayer] = []
+        labels = store.labels()
         previous: Layer | None = None  # the nearest ancestor with a snapshot
         identities: dict[int, str] = {}
         for layer in layers:
@@ -185,6 +186,7 @@ def push(
                     sets=sets,
                     identity=identity,
                     stream=stream,
+                    labels=tuple(labels.get(layer.id, ())),
                 )
             )
         recipe, bundles = _recipe(target, last, work, client, moved, say)
