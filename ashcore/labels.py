@@ -108,6 +108,8 @@ def cmd_label(target: Target, args: argparse.Namespace) -> int:
 
     store = target.store
     words = [w for w in (args.layer, args.label) if w is not None]
+    if not words and (args.remove or args.force):
+        raise UsageError("which label?", hint="ashctl label --remove NAME, or label LAYER NAME")
     if not words:
         on = store.labels()
         if args.json:

@@ -136,6 +136,10 @@ def test_labels_name_a_layer_everywhere_a_layer_is_named(ready: Image) -> None:
     assert ready.json("label") == {"desktop": b}
     gone = ready.ashctl("label", "--remove", "mail")
     assert gone.returncode == 2 and "no label 'mail'" in gone.stderr
+    which = ready.ashctl("label", "--remove")
+    assert which.returncode == 2 and "which label?" in which.stderr
+    alone = ready.ashctl("label", str(b))
+    assert alone.returncode == 2 and "needs a layer and a name" in alone.stderr
     # A layer deleted takes its labels with it.
     ready.ashctl("label", str(c), "top", check=True)
     ready.ashctl("rollback", str(b), check=True)
