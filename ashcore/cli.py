@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ashcore.blame import cmd_blame
 from ashcore.commands import (
     cmd_apply,
     cmd_deploy,
@@ -31,6 +32,7 @@ from ashcore.commands import (
 )
 from ashcore.errors import AshError, UsageError
 from ashcore.fleet.commands import add_parsers, add_registry_options, cmd_pull, cmd_push
+from ashcore.labels import cmd_label
 from ashcore.show import (
     cmd_boot,
     cmd_diff,
@@ -39,6 +41,7 @@ from ashcore.show import (
     cmd_status,
     cmd_tree,
 )
+from ashcore.squash import cmd_squash
 from ashcore.storedb import explain
 from ashcore.target import Target
 
@@ -86,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="/", help="the target root (default: /)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     p.add_argument("--version", action=_Version, help="print the version and exit")
-    p.add_argument("--json", action="store_true", help="print JSON (status, list, show, diff)")
+    p.add_argument(
+        "--json", action="store_true", help="print JSON (status, list, show, diff, blame, label)"
+    )
     sub = p.add_subparsers(
         dest="command",
         required=True,
@@ -119,6 +124,33 @@ def _parser() -> argparse.ArgumentParser:
         help=f"{LAYER}: the layer to compare to (default: A, from its parent)",
     )
     s.add_argument("--files", action="store_true", help="also list the changed files")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
+    s = sub.add_parser(
+        "blame",
+        help="the layers that changed PATH, newest first, and the package that owns it",
+        description="List the layers on the deployment's line (--all: on every branch) that"
+        " changed PATH (or, for a folder, what it holds), newest first, from the layers'"
+        " recorded change lists; with the packages that own PATH in each, as its manager"
+        " says (asked with the root's own tools).",
+    )
+    s.add_argument("path", metavar="PATH", help="a path as the root sees it, e.g. /etc/hosts")
+    s.add_argument("--all", action="store_true", help="every branch, not only the deployment's")
+    s.add_argument(
+        "--no-owners",
+        action="store_true",
+        help="do not ask the managers which package owns PATH (a process per layer found)",
+    )
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
+    s = sub.add_parser(
+        "label",
+        help="name the line up to LAYER (a purpose: desktop, mail); without arguments, list",
+        description="Put the label NAME on LAYER: accepted wherever a LAYER is, shown by list,"
+        " tree and status, kept in export, moved by a rebase. Without arguments: the labels.",
+    )
+    s.add_argument("layer", metavar="LAYER", nargs="?", type=_layer_ref, help=LAYER)
+    s.add_argument("label", metavar="NAME", nargs="?", help="the label: letters, digits, . _ + -")
+    s.add_argument("--remove", action="store_true", help="take the label NAME away")
+    s.add_argument("--force", action="store_true", help="move NAME here from another layer")
     s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON)
     s = sub.add_parser(
         "run",
@@ -154,14 +186,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
-        "rebase", help="replay LAYER and the layers after it on the deployment's line onto BASE"
+        "rebase",
+        help="replay LAYER and the layers after it on its line onto BASE",
+        description="Replay FIRST and the layers after it onto BASE with the real managers:"
+        " up to the deployment's layer when FIRST is on the deployment's line, else up to the"
+        " tip of FIRST's line (FIRST..LAST names the tip where that line branches). The result"
+        " is a new branch; the deployment moves to it only when it was the deployment's line,"
+        " or with --deploy.",
     )
     s.add_argument(
-        "layer", metavar="LAYER", type=_layer_ref, help=f"{LAYER}: the first layer to replay"
+        "layer",
+        metavar="FIRST[..LAST]",
+        type=_layer_ref,
+        help=f"{LAYER}: the first layer to replay (..LAST: the last)",
     )
     s.add_argument(
         "--onto", metavar="BASE", type=_layer_ref, required=True, help=f"{LAYER}: the new base"
     )
+    s.add_argument(
+        "--deploy", action="store_true", help="make the result the deployment, whatever line"
+    )
+    s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    s = sub.add_parser(
+        "squash",
+        help="make one layer of the run A..B on the deployment's line",
+        description="One layer of the layers A to B on the deployment's line: B's state, the"
+        " commands in order, the package delta of the whole run. The old layers keep their"
+        " records (replaced); the layers after B are recorded again on it. Nothing is run.",
+    )
+    s.add_argument("a", metavar="A", type=_layer_ref, help=f"{LAYER}: the first of the run")
+    s.add_argument("b", metavar="B", type=_layer_ref, help=f"{LAYER}: the last of the run")
+    s.add_argument("--name", metavar="NAME", help="its name (default: the names of the run)")
     s.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     s = sub.add_parser(
         "try",
@@ -169,6 +224,9 @@ def _parser() -> argparse.ArgumentParser:
         " not touched",
     )
     s.add_argument("--name", metavar="NAME", help="the name of the layer CMD makes")
+    s.add_argument(
+        "--label", metavar="LABEL", help="label the try's last layer (see `ashctl label`)"
+    )
     s.add_argument(
         "argv",
         metavar="-- CMD [ARG ...]",
@@ -266,10 +324,13 @@ COMMANDS = {
     "tree": cmd_tree,
     "show": cmd_show,
     "diff": cmd_diff,
+    "blame": cmd_blame,
+    "label": cmd_label,
     "run": cmd_run,
     "rollback": cmd_rollback,
     "remove": cmd_remove,
     "rebase": cmd_rebase,
+    "squash": cmd_squash,
     "export": cmd_export,
     "try": cmd_try,
     "deploy": cmd_deploy,
@@ -282,9 +343,19 @@ COMMANDS = {
     "unpin": cmd_pin,
     "boot": cmd_boot,
 }
-READING = {"status", "list", "tree", "show", "diff", "export", "boot", "push"}
+READING = {"status", "list", "tree", "show", "diff", "blame", "export", "boot", "push"}
 """Commands that change nothing: the only ones a throwaway boot of a layer offers."""
-CHANGES_LAYERS = {"remove", "rebase", "prune", "apply", "doctor", "pin", "unpin", "pull"}
+CHANGES_LAYERS = {
+    "remove",
+    "rebase",
+    "squash",
+    "prune",
+    "apply",
+    "doctor",
+    "pin",
+    "unpin",
+    "pull",
+}
 """Commands after which the boot menu is rewritten (its layers); rollback and deploy rewrite
 it themselves, the hooks' helper after each layer."""
 

@@ -79,8 +79,8 @@ def cmd_rollback(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_remove(target: Target, args: argparse.Namespace) -> int:
+    from ashcore.lines import branch
     from ashcore.prune import delete_layer
-    from ashcore.replay import branch
     from ashcore.trial import discard, try_of
 
     with target.store.locked(target.config.lock_timeout):
@@ -118,7 +118,9 @@ def cmd_remove(target: Target, args: argparse.Namespace) -> int:
             )
         branch(target, line[0])  # on the line: checked before anything is made
         base = target.store.get(layer.parent)
-    return replay_line(target, base, line[0], args.dry_run, f"removed layer {layer.id}")
+    return replay_line(
+        target, base, line[0], args.dry_run, f"removed layer {layer.id}", removed=layer
+    )
 
 
 def on_line(target: Target, layer: Layer, head: int) -> bool:
@@ -137,10 +139,26 @@ def cmd_try(target: Target, args: argparse.Namespace) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     name = check_name(args.name) if args.name is not None else None
+    label = getattr(args, "label", None)
+    if label is not None:
+        from ashcore.labels import check_label
+
+        check_label(label)
+        if (was := target.store.labelled(label)) is not None:  # before anything runs
+            raise UsageError(
+                f"the label {label!r} is on layer {was}",
+                hint=f"`ashctl label --remove {label}` first, or choose another",
+            )
     path, layer, code = trial(target, argv, name)
     if layer is None:
         print("nothing changed in the try: removed it", file=sys.stderr)
     else:
+        if label is not None:
+            from ashcore.labels import add_label
+
+            with target.store.locked(target.config.lock_timeout):
+                add_label(target, label, layer)
+            print(f"labelled layer {layer} {label}", file=sys.stderr)
         print(
             f"tried: layer {layer} in {os.path.basename(path)}, the running root untouched;"
             f" `ashctl deploy {layer}` makes it the deployment, `ashctl remove {layer}` drops it",
@@ -191,17 +209,65 @@ def cmd_apply(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_rebase(target: Target, args: argparse.Namespace) -> int:
-    first = target.store.find(args.layer)
+    from ashcore.lines import between, tip_of
+
+    first, last = _range(target, args.layer)
     base = target.store.find(args.onto)
-    return replay_line(target, base, first, args.dry_run, f"rebased onto layer {base.id}")
+    head = head_of(target)
+    on_deployed = head is not None and on_line(target, first, head)
+    if last is None:
+        last = head if on_deployed and head is not None else tip_of(target, first)
+    switch = args.deploy or last == head
+    if base.id in {layer.id for layer in between(target, first, last)}:
+        raise UsageError(
+            f"layer {base.id} is on the line being replayed (layers {first.id} to {last})",
+            hint="rebase onto a layer of another line, or one before FIRST",
+        )
+    return replay_line(
+        target,
+        base,
+        first,
+        args.dry_run,
+        f"rebased onto layer {base.id}",
+        last=last,
+        switch=switch,
+    )
 
 
-def replay_line(target: Target, base: Layer, first: Layer, dry_run: bool, done: str) -> int:
+def _range(target: Target, ref: str) -> tuple[Layer, int | None]:
+    """FIRST or FIRST..LAST: the first layer, and the last when named. A name holding `..`
+    is a name when it is one."""
+    from ashcore.errors import NotFoundError
+
+    if ".." in ref:
+        try:
+            return target.store.find(ref), None
+        except NotFoundError:
+            pass
+        first, _, last = ref.partition("..")
+        if not first or not last:
+            raise UsageError(f"{ref!r}: a range is FIRST..LAST", hint="e.g. 7..12")
+        return target.store.find(first), target.store.find(last).id
+    return target.store.find(ref), None
+
+
+def replay_line(
+    target: Target,
+    base: Layer,
+    first: Layer,
+    dry_run: bool,
+    done: str,
+    *,
+    last: int | None = None,
+    switch: bool = True,
+    removed: Layer | None = None,
+) -> int:
     from ashcore.replay import foresee_dissolved, plan, rebuild
 
     if dry_run:
-        steps = plan(target, first)
-        print(f"would rebuild the deployment on layer {base.id} ({escaped(base.name)}):")
+        steps = plan(target, first, last)
+        what = "the deployment" if switch else "a new branch"
+        print(f"would rebuild {what} on layer {base.id} ({escaped(base.name)}):")
         for step in steps:
             why = foresee_dissolved(target, base, step)
             if why is not None:
@@ -215,14 +281,23 @@ def replay_line(target: Target, base: Layer, first: Layer, dry_run: bool, done: 
     def say(message: str) -> None:
         print(message, flush=True)
 
-    outcome = rebuild(target, base, first, say)
-    when = "at the next boot" if outcome.at_reboot else "now"
-    print(
-        f"{done}: {len(outcome.made)} layers replayed, {len(outcome.dissolved)} dissolved;"
-        f" takes effect {when} (the old line stays until pruned)"
-    )
+    outcome = rebuild(target, base, first, say, last=last, switch=switch, removed=removed)
+    tip = outcome.made[-1][1] if outcome.made else base.id
+    if switch:
+        when = "at the next boot" if outcome.at_reboot else "now"
+        print(
+            f"{done}: {len(outcome.made)} layers replayed, {len(outcome.dissolved)} dissolved;"
+            f" takes effect {when} (the old line stays until pruned)"
+        )
+    else:
+        print(
+            f"{done}: {len(outcome.made)} layers replayed, {len(outcome.dissolved)} dissolved;"
+            f" a new branch, not deployed: its tip is layer {tip} (`ashctl deploy {tip}`"
+            " makes it the deployment; the old line stays until pruned)"
+        )
     for old, why in outcome.dissolved:
         print(f'dissolved: "{escaped(old.name)}" ({why})')
+    print(f"tip: layer {tip}")
     # The steps' helpers measured none (a replay waits for each): measured now, once.
     from ashcore.sizes import SIZE_WALK, complete_sizes
 
@@ -308,6 +383,8 @@ def cmd_pin(target: Target, args: argparse.Namespace) -> int:
             manifest.get("deployment"),
             manifest.get("installed"),
         )
+        if manifest.get("labels"):
+            target.store.amend_manifest(layer.id, "labels", manifest["labels"])
     print(f"{'pinned' if pinned else 'unpinned'} layer {layer.id} ({layer.name})")
     return 0
 

@@ -113,6 +113,9 @@ def check(target: Target, repair: bool) -> list[str]:
                         if isinstance(manifest.get("plugin"), str)
                         else None,
                     )
+                    from ashcore.labels import restore_labels
+
+                    restore_labels(target, layer_id, manifest)
                     deployment = manifest.get("deployment")
                     if isinstance(deployment, str):
                         head, _ = store.head(deployment)

@@ -73,6 +73,10 @@ class Manager:
     package_files: ClassVar[tuple[str, ...]] = ()
     """Suffixes of its package files: a command line naming one cannot be replayed (the
     file may be gone, or on another machine)."""
+    owner_query: ClassVar[tuple[str, ...]] = ()
+    """The command (a path is appended) with which the manager names the packages that own
+    a path, as it answers a user: run chrooted into a root by `owner_of`. Empty: it has
+    none, or another front end of its database answers (`shares_database`)."""
 
     def present(self, root: str) -> bool:
         """Whether the manager is installed in `root`."""
@@ -113,6 +117,36 @@ class Manager:
     def database(self) -> PackageDatabase:
         """Its database face: reads any root's installed set with the manager's bindings."""
         raise NotImplementedError(f"{type(self).__name__} declares no database")
+
+    def owner_of(self, root: str, path: str) -> list[str] | None:
+        """The packages that own `path` (absolute, as the root sees it) in `root` (a layer's
+        read-only snapshot, or a root), asked of the root's own tools chrooted into it: []
+        when it says none does, None when it cannot answer (absent, no such command)."""
+        import subprocess
+
+        if not self.owner_query or not self.present(root):
+            return None
+        try:
+            result = subprocess.run(
+                ["chroot", root, *self.owner_query, path],
+                capture_output=True,
+                text=True,
+                errors="surrogateescape",
+                stdin=subprocess.DEVNULL,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if result.returncode == 1:
+            return []  # each of them: "no package owns it"
+        if result.returncode != 0:
+            return None
+        return self.owners_said(result.stdout, path)
+
+    def owners_said(self, output: str, path: str) -> list[str]:
+        """The package names in `owner_query`'s output for `path` (one a line by default)."""
+        return sorted({line.strip() for line in output.splitlines() if line.strip()})
 
     def detect(self, root: str) -> bool:
         """Whether `ashctl setup` installs this manager's hook files in `root`."""

@@ -299,9 +299,10 @@ class Seal(Value):
 
 class Origin(Value):
     """Where a layer comes from: a package manager's run (through its hooks), drift, `ashctl
-    run`, a replay, or the base layer setup takes. Records and manifests keep it as text in
-    their `plugin` field, as they always have: the plugin's name (apt, dnf, pacman, zypper),
-    "run", "replay", "ashctl" for the base, nothing (NULL) for drift; parsed here alone."""
+    run`, a replay, a squash, or the base layer setup takes. Records and manifests keep it as
+    text in their `plugin` field, as they always have: the plugin's name (apt, dnf, pacman,
+    zypper), "run", "replay", "squash", "ashctl" for the base, nothing (NULL) for drift;
+    parsed here alone."""
 
     # The kinds (constants, not an enum: `enum` costs every hook 1.5 ms to import).
     MANAGER = "manager"
@@ -309,6 +310,7 @@ class Origin(Value):
     RUN = "run"
     REPLAY = "replay"
     BASE = "base"
+    SQUASH = "squash"  # several layers made one (ashcore/squash.py)
 
     __slots__ = ("kind", "manager")
     kind: str
@@ -344,6 +346,7 @@ _TEXT_OF_KIND: dict[str, str | None] = {
     Origin.RUN: "run",
     Origin.REPLAY: "replay",
     Origin.BASE: "ashctl",
+    Origin.SQUASH: "squash",
 }
 _KIND_OF_TEXT = {text: kind for kind, text in _TEXT_OF_KIND.items() if text is not None}
 

@@ -175,6 +175,7 @@ def prune_layers(target: Target, layers: list[Layer], say: Callable[[Layer], Non
     free nothing: its data is its neighbours' too), so every snapshot goes first, the space
     is waited for, then the records are marked; a kill between leaves records without
     snapshots, which doctor keeps as pruned."""
+    from ashcore.changes import keep_changes
     from ashcore.errors import BackendError
     from ashcore.storedb import full
 
@@ -182,6 +183,7 @@ def prune_layers(target: Target, layers: list[Layer], say: Callable[[Layer], Non
     if not full(store.path):
         for layer in layers:
             say(layer)
+            keep_changes(target, layer.id)  # its history: `blame` reads it once it is gone
             prune_layer(target, layer)
         return
     for layer in layers:
@@ -207,9 +209,9 @@ def _measure_children(target: Target, layers: list[Layer]) -> None:
     by_id = {x.id: x for x in target.store.layers()}
     children = {c for layer in layers for c in _live_children(by_id, set(), layer.id)}
     for child in sorted(children):
-        size = measure(target, child)
-        if size is not None:
-            record_size(target, child, size)
+        measured = measure(target, child)
+        if measured is not None:
+            record_size(target, child, measured)
 
 
 def delete_layer(target: Target, layer: Layer) -> None:
@@ -223,3 +225,6 @@ def delete_layer(target: Target, layer: Layer) -> None:
         target.fs.delete(store.layer_path(layer.id))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(store.manifest_path(layer.id))
+    from ashcore.changes import forget_changes
+
+    forget_changes(store, layer.id)

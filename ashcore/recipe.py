@@ -10,6 +10,7 @@ deployment's layer) as TOML:
     [[operation]]
     layer = 2
     name = "apt-get install htop"
+    labels = ["tools"]              # its labels (`ashctl label`), given to the layer it makes
     manager = "apt"
     command = ["apt-get", "install", "-y", "htop"]
 
@@ -55,6 +56,7 @@ from typing import IO, Any
 from ashcore.confined import KEEP_OUT, XATTR, ConfinedRoot, kept_out, plain_path
 from ashcore.drift import manager_state
 from ashcore.errors import AshError, BackendError, UsageError
+from ashcore.labels import head_if_set_up, label_made
 from ashcore.model import Layer
 from ashcore.ondisk import write_all, write_new_file
 from ashcore.replay import manager_argv, steps_of
@@ -64,7 +66,7 @@ from ashcore.text import escaped, refused_character
 
 VERSION = 2  # 2: each bundle's sha256
 HEADER_KEYS = {"version", "base", "operation"}
-OPERATION_KEYS = {"layer", "name", "manager", "command", "files", "sha256", "remove"}
+OPERATION_KEYS = {"layer", "name", "labels", "manager", "command", "files", "sha256", "remove"}
 CHUNK = 1 << 20
 
 
@@ -88,6 +90,7 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
         raise UsageError(f"layer {last.id} is a base: nothing to export", hint="name a later one")
     steps = steps_of(target, line[1:], "carried", "export up to the layer before it")
     written = []
+    labels = store.labels()
     stem = out[: -len(".toml")] if out.endswith(".toml") else out
     parts = [
         "# ashlayers recipe: the operations from the base to layer"
@@ -100,6 +103,8 @@ def export(target: Target, last: Layer, out: str) -> list[str]:
         if step.pair is not None:
             parts.append(f"# layers {step.pair.failed.id} (failed) and {step.layer.id}, as one")
         parts.append(f"name = {_string(step.name)}")
+        if step.layer.id in labels:
+            parts.append(f"labels = [{', '.join(_string(x) for x in labels[step.layer.id])}]")
         if step.argv is not None:
             parts.append(f"manager = {_string(step.layer.manager or '')}")
             parts.append(f"command = [{', '.join(_string(a) for a in step.argv)}]")
@@ -171,6 +176,7 @@ class Operation:
     command: tuple[str, ...] | None
     bundle: Bundle | None
     remove: tuple[str, ...]
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,17 +248,29 @@ def _operation(
         raise _bad(path, f"{where}: `layer` must be a number and `manager` a string")
     if ("command" in op) == ("files" in op):
         raise _bad(path, f"{where} needs either a command or files (a bundle beside it)")
+    labels = _labels(path, where, op.get("labels", []))
     if "command" in op:
         if {"sha256", "remove"} & set(op):
             raise _bad(path, f"{where}: a command takes no `sha256` or `remove`")
-        return Operation(number, name, _command(path, where, op["command"]), None, ())
+        return Operation(number, name, _command(path, where, op["command"]), None, (), labels)
     removed = op.get("remove", [])
     if not isinstance(removed, list):
         raise _bad(path, f"{where}: `remove` must list paths")
     for rel in removed:
         _check_removal(path, where, rel, keep_out)
     bundle = _read_bundle(path, folder, where, op, keep_out)
-    return Operation(number, name, None, bundle, tuple(removed))
+    return Operation(number, name, None, bundle, tuple(removed), labels)
+
+
+def _labels(path: str, where: str, labels: Any) -> tuple[str, ...]:
+    from ashcore.labels import check_label
+
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _bad(path, f"{where}: `labels` must list labels")
+    try:
+        return tuple(check_label(x) for x in labels)
+    except UsageError as e:
+        raise _bad(path, f"{where}: {e.args[0]}") from e
 
 
 def _command(path: str, where: str, command: Any) -> tuple[str, ...]:
@@ -430,6 +448,7 @@ def apply(
                 _show(op, say)
                 continue
             started = time.monotonic()
+            before = head_if_set_up(target)
             try:
                 if op.command is not None:
                     for manager in managers():
@@ -449,12 +468,15 @@ def apply(
                 )
                 raise
             say(f"      done in {time.monotonic() - started:.1f} s")
+            label_made(target, op.labels, before, say)
     finally:
         recipe.close()
     return total
 
 
 def _show(op: Operation, say: Callable[[str], None]) -> None:
+    if op.labels:
+        say(f"      label the layer it makes {', '.join(op.labels)}")
     if op.command is not None:
         say(f"      run {escaped(' '.join(op.command))}")
         return

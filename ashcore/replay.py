@@ -43,6 +43,7 @@ from collections.abc import Callable
 from ashcore.data import mount_places
 from ashcore.drift import capture_drift, keep_drift, sweep_probes
 from ashcore.errors import BackendError, UsageError
+from ashcore.lines import between, branch
 from ashcore.log import logger
 from ashcore.model import Layer, Origin, PackageDelta, Status
 from ashcore.ondisk import read_json, write_json
@@ -66,10 +67,17 @@ JOURNAL = "replay.json"
 
 class Step:
     """One layer to replay: by its command (`argv`) or by its file changes (`argv` None);
-    with `pair`, the failed layer before it too, as one command (ashcore/pairs.py)."""
+    with `pair`, the failed layer before it too, as one command (ashcore/pairs.py).
+    `stands_for`: the squashed layer it is a part of (ashcore/squash.py)."""
 
-    def __init__(self, layer: Layer, argv: list[str] | None, pair: Pair | None = None) -> None:
-        self.layer, self.argv, self.pair = layer, argv, pair
+    def __init__(
+        self,
+        layer: Layer,
+        argv: list[str] | None,
+        pair: Pair | None = None,
+        stands_for: Layer | None = None,
+    ) -> None:
+        self.layer, self.argv, self.pair, self.stands_for = layer, argv, pair, stands_for
 
     @property
     def name(self) -> str:
@@ -139,38 +147,30 @@ def manager_argv(argv: list[str]) -> list[str] | None:
     return None
 
 
-def branch(target: Target, first: Layer) -> list[Layer]:
-    """The layers from `first` to the deployment's layer, oldest first; UsageError when
-    `first` is not on the deployment's line."""
-    store = target.store
-    head, _ = store.head(target.deployment().uuid)
-    line: list[Layer] = []
-    current = head
-    while current is not None:
-        layer = store.get(current)
-        line.append(layer)
-        if current == first.id:
-            return list(reversed(line))
-        current = layer.parent
-    raise UsageError(
-        f"layer {first.id} is not on the deployment's line (layer {head} and its ancestors)",
-        hint="see `ashctl tree`; roll back to its line first",
-    )
-
-
-def plan(target: Target, first: Layer) -> list[Step]:
-    """The steps of replaying `first` and what follows it on the deployment's line."""
-    return steps_of(target, branch(target, first), "replayed", "roll back past it instead")
+def plan(target: Target, first: Layer, last: int | None = None) -> list[Step]:
+    """The steps of replaying `first` and what follows it, up to `last` (default: on the
+    deployment's line, up to its layer)."""
+    line = branch(target, first) if last is None else between(target, first, last)
+    return steps_of(target, line, "replayed", "roll back past it instead")
 
 
 def steps_of(target: Target, layers: list[Layer], verb: str, hint: str) -> list[Step]:
     """The steps of `layers` (oldest first): each by its command, or by its file changes,
     which need its snapshot and its parent's (UsageError, with `hint`, when pruned)."""
+    from ashcore.squash import made_of
+
     steps: list[Step] = []
     pair: Pair | None = None
     for number, layer in enumerate(layers):
         if pair is not None:  # this layer completed the failed one before it: done
             pair = None
+            continue
+        parts = made_of(target, layer)
+        if parts is not None:  # a squash: what it was made of, in order
+            steps += [
+                Step(s.layer, s.argv, s.pair, stands_for=layer)
+                for s in steps_of(target, parts, verb, hint)
+            ]
             continue
         after = layers[number + 1] if number + 1 < len(layers) else None
         if after is not None and completes(target, layer, after):
@@ -219,9 +219,20 @@ class Outcome:
         self.at_reboot = False
 
 
-def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None]) -> Outcome:
-    """Replay `first` and the layers after it on the deployment's line onto `base`, and make
-    the result the deployment. Everything as it was on any failure (BackendError/UsageError)."""
+def rebuild(
+    target: Target,
+    base: Layer,
+    first: Layer,
+    say: Callable[[str], None],
+    *,
+    last: int | None = None,
+    switch: bool = True,
+    removed: Layer | None = None,
+) -> Outcome:
+    """Replay `first` and the layers after it onto `base`: up to `last`, default the
+    deployment's layer. With `switch`, the result becomes the deployment; else it stays a
+    branch (its writable stage goes, its layers stay). `removed`: the layer taken out of
+    the line (`remove`), replaced too. Everything as it was on any failure."""
     from ashcore.deployments import booted_or_refuse, new_deployment_path
 
     store, fs = target.store, target.fs
@@ -235,10 +246,11 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         require_idle(target)
         resume(target)
         dep = target.deployment()
-        keep_drift(target, dep, strict=True)  # the state left is kept, byte for byte
-        sweep_probes(target)
+        if switch:
+            keep_drift(target, dep, strict=True)  # the state left is kept, byte for byte
+            sweep_probes(target)
         head, _ = store.head(dep.uuid)
-        steps = plan(target, first)
+        steps = plan(target, first, last)
         stage = new_deployment_path(target, base)
         write_json(
             os.path.join(store.path, JOURNAL),
@@ -293,11 +305,16 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
                 )
             outcome.made += [(old, after) for old in step.layers]
             say(f"      layer {after} ({made.packages.summary()}) in {took:.1f} s")
+        _regroup(outcome, steps)
     except BaseException:
         unmount_stage(mountpoint)
         _undo_quietly(target, stage)  # the step's own cause is what the user sees
         raise
     unmount_stage(mountpoint)
+    if not switch:
+        with store.locked(target.config.lock_timeout):
+            _keep_branch(target, stage, uuid, outcome, base)
+        return outcome
     with store.locked(target.config.lock_timeout):
         try:
             # A manager started on the root meanwhile (an apt whose dpkg is mid-way): no
@@ -315,22 +332,73 @@ def rebuild(target: Target, base: Layer, first: Layer, say: Callable[[str], None
         except BaseException:
             _undo_quietly(target, stage, held=True)
             raise
-        for old, new in outcome.made:
-            store.set_replaced_by(old.id, new)
-        # The old line's other layers (the one removed, those dissolved) are replaced too:
-        # by the new line's tip, where what they held is now (or is no more, as asked).
-        tip = outcome.made[-1][1] if outcome.made else base.id
-        also = [layer for layer, _ in outcome.dissolved]
-        if first.parent is not None and first.parent != base.id:
-            between = store.get(first.parent)  # `remove`: the layer taken out of the line
-            if between.parent == base.id:
-                also.append(between)
-        for old in also:
-            if old.id not in {o.id for o, _ in outcome.made}:
-                store.set_replaced_by(old.id, tip)
+        replaced = _mark_replaced(target, outcome, base, removed)
         _switch(target, stage, dep_now.uuid, booted)
         outcome.at_reboot = booted
+        _move_labels(target, replaced)
     return outcome
+
+
+def _regroup(outcome: Outcome, steps: list[Step]) -> None:
+    """A squashed layer's parts were replayed one by one: it is replaced by the layer of its
+    last part made, and dissolved only when all of them dissolved."""
+    group = {step.layer.id: step.stands_for for step in steps if step.stands_for is not None}
+    if not group:
+        return
+    made: dict[int, tuple[Layer, int]] = {}
+    for old, new in outcome.made:
+        whole = group.get(old.id, old)
+        made[whole.id] = (whole, new)  # the last one wins
+    dissolved: dict[int, tuple[Layer, str]] = {}
+    for old, why in outcome.dissolved:
+        whole = group.get(old.id, old)
+        if whole.id not in made:
+            dissolved.setdefault(whole.id, (whole, why))
+    outcome.made = list(made.values())
+    outcome.dissolved = list(dissolved.values())
+
+
+def _mark_replaced(
+    target: Target, outcome: Outcome, base: Layer, removed: Layer | None
+) -> list[tuple[int, int]]:
+    """Record which layer replaced each of the old line's (call under the store lock); the
+    old line's other layers (the one removed, those dissolved) are replaced by the new
+    line's tip, where what they held is now (or is no more, as asked). Returns the pairs."""
+    store = target.store
+    pairs = [(old.id, new) for old, new in outcome.made]
+    tip = outcome.made[-1][1] if outcome.made else base.id
+    made = {old for old, _ in pairs}
+    also = [layer.id for layer, _ in outcome.dissolved]
+    if removed is not None:
+        also.append(removed.id)
+    pairs += [(old, tip) for old in also if old not in made]
+    for old, new in pairs:
+        store.set_replaced_by(old, new)
+    return pairs
+
+
+def _move_labels(target: Target, replaced: list[tuple[int, int]]) -> None:
+    from ashcore.labels import move_labels
+
+    for label, old, new in move_labels(target, replaced):
+        log.info("moved the label %s from layer %d to layer %d", label, old, new)
+
+
+def _keep_branch(target: Target, stage: str, uuid: str, outcome: Outcome, base: Layer) -> None:
+    """The replay's result as a branch, not deployed (call under the store lock): its layers
+    stay, its writable stage goes (`deploy` makes a deployment of the tip when asked), then
+    the journal. A kill before the stage is gone is undone by `resume`, as any replay's."""
+    from ashcore.caches import drop_caches
+
+    replaced = _mark_replaced(target, outcome, base, None)
+    # Until the stage is gone, a kill is undone whole (`resume`: the stage's layers go);
+    # after, it is done, and only the journal is left to clear.
+    target.store.forget_deployment(uuid)
+    drop_caches(target.fs, stage)
+    target.fs.delete(stage)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(target.store.path, JOURNAL))
+    _move_labels(target, replaced)
 
 
 def _replay_command(target: Target, mountpoint: str, step: Step) -> None:

@@ -22,11 +22,16 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=None, separators=(",", ":")) + "\n")
 
 
-def layer_line(layer: Layer, head: int | None) -> str:
+def labelled(labels: list[str]) -> str:
+    """A layer's labels after its name: " (desktop, mail)", or nothing."""
+    return f" ({', '.join(labels)})" if labels else ""
+
+
+def layer_line(layer: Layer, head: int | None, labels: list[str] | None = None) -> str:
     from ashcore.sizes import human
 
     mark = "*" if layer.id == head else " "
-    pin = " [pinned]" if layer.pinned else ""
+    pin = labelled(labels or []) + (" [pinned]" if layer.pinned else "")
     size = "-" if layer.status == Status.PRUNED else human(layer.size)
     state = "replaced" if layer.replaced_by is not None else layer.status.value
     return (
@@ -98,8 +103,10 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
             "alive": running(target, pending),
         }
     tried = tries(target)
+    head_labels = target.store.labels().get(head, []) if head is not None else []
     status = {
         "layer": head,
+        "labels": head_labels,
         "throwaway_boot": False,
         "pending_reboot": pending_reboot(target),
         "next_boot": next_boot(target),
@@ -115,7 +122,7 @@ def cmd_status(target: Target, args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
     else:
-        print(f"layer: {head if head is not None else '(none)'}")
+        print(f"layer: {head if head is not None else '(none)'}{labelled(head_labels)}")
         print(f"drift: {'yes, changes since that layer' if drift else 'no'}")
         print(f"layers hold: {human(held)}, free: {human(free)}")
         for path in changed[:SHOWN] if drift else []:
@@ -155,8 +162,9 @@ def cmd_list(target: Target, args: argparse.Namespace) -> int:
         sys.stdout.write(target.store.layers_json() + "\n")
         return 0
     head = head_of(target)
+    labels = target.store.labels()
     for layer in target.store.layers():
-        print(layer_line(layer, head))
+        print(layer_line(layer, head, labels.get(layer.id)))
     return 0
 
 
@@ -165,6 +173,7 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
 
     layers = target.store.layers()
     head = head_of(target)
+    labels = target.store.labels()
     folded = set() if args.all else _replaced_lines(layers)
     layers = [layer for layer in layers if layer.id not in folded]
     children: dict[int | None, list[Layer]] = {}
@@ -178,7 +187,7 @@ def cmd_tree(target: Target, args: argparse.Namespace) -> int:
     while stack:
         layer, lead, below = stack.pop()
         mark = "  <- deployment" if layer.id == head else ""
-        name = escaped(layer.name)
+        name = escaped(layer.name) + labelled(labels.get(layer.id, []))
         size = "" if layer.status == Status.PRUNED else f" {human(layer.size)}"
         state = "replaced" if layer.replaced_by is not None else layer.status.value
         print(f"{lead}{layer.id} {name} [{state}{size}]{mark}")
@@ -215,12 +224,15 @@ def cmd_show(target: Target, args: argparse.Namespace) -> int:
     from ashcore.ondisk import read_json
 
     layer = target.store.find(args.layer)
+    labels = target.store.labels().get(layer.id, [])
     manifest = read_json(target.store.manifest_path(layer.id))
     pulled = manifest.get("pulled") if isinstance(manifest, dict) else None
     pulled = pulled if isinstance(pulled, dict) else None
     if args.json:
-        print_json(layer.to_json() | ({"pulled": pulled} if pulled else {}))
+        print_json(layer.to_json() | {"labels": labels} | ({"pulled": pulled} if pulled else {}))
         return 0
+    if labels:
+        print(f"labels: {', '.join(labels)}")
     from ashcore.sizes import human
 
     for key, value in layer.to_json().items():

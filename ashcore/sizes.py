@@ -14,7 +14,8 @@ set up on. Qgroups would tell this exactly, and are known to stall large filesys
 filesystem du` took minutes on a store of 200 layers.
 
 Computed off the manager's path: by the helper after it describes a layer, by `ashctl run`,
-and by `prune` (which needs them all, and recomputes a child whose parent it deletes).
+and by `prune` (which needs them all, and recomputes a child whose parent it deletes). The
+changed paths found on the way are kept as the layer's change list (ashcore/changes.py).
 """
 
 from __future__ import annotations
@@ -122,9 +123,19 @@ def added(parent: str, child: str, paths: set[str]) -> int:
     return total
 
 
-def measure(target: Target, layer_id: int) -> int | None:
-    """The bytes layer `layer_id` added over its nearest ancestor that keeps its snapshot
-    (None when it has no snapshot, or no such ancestor: it is a base)."""
+class Measured:
+    """What measuring a layer found: the bytes it added, and the paths it changed over the
+    layer `against` (None for a base: it added nothing, and changed nothing on record)."""
+
+    __slots__ = ("against", "paths", "size")
+
+    def __init__(self, size: int, against: int | None, paths: set[str]) -> None:
+        self.size, self.against, self.paths = size, against, paths
+
+
+def measure(target: Target, layer_id: int) -> Measured | None:
+    """What layer `layer_id` added over its nearest ancestor that keeps its snapshot (None
+    when it has no snapshot; a size of 0 when it has no such ancestor: it is a base)."""
     store = target.store
     path = store.layer_path(layer_id)
     if not os.path.isdir(path):
@@ -133,15 +144,22 @@ def measure(target: Target, layer_id: int) -> int | None:
     while parent is not None and not os.path.isdir(store.layer_path(parent)):
         parent = store.get(parent).parent
     if parent is None:
-        return 0
+        return Measured(0, None, set())
     old = store.layer_path(parent)
-    return added(old, path, target.fs.changed_paths(old, path))
+    paths = target.fs.changed_paths(old, path)
+    return Measured(added(old, path, paths), parent, paths)
 
 
-def record_size(target: Target, layer_id: int, size: int) -> None:
-    """Store a layer's size in its record and its manifest (call under the store lock)."""
-    target.store.set_size(layer_id, size)
-    target.store.amend_manifest(layer_id, "size", size, durable=False)
+def record_size(target: Target, layer_id: int, measured: Measured) -> None:
+    """Store a layer's size in its record and its manifest, and its change list beside
+    them unless it has one (call under the store lock). A list taken once stays: measured
+    again after its parent was pruned, a layer's change since its parent is still its own."""
+    from ashcore.changes import Changes, read_changes, write_changes
+
+    target.store.set_size(layer_id, measured.size)
+    target.store.amend_manifest(layer_id, "size", measured.size, durable=False)
+    if measured.against is not None and read_changes(target.store, layer_id) is None:
+        write_changes(target.store, layer_id, Changes.of(measured.against, measured.paths))
 
 
 def complete_sizes(target: Target, limit: int | None = None) -> int:
@@ -157,15 +175,15 @@ def complete_sizes(target: Target, limit: int | None = None) -> int:
         if limit is not None and done >= limit:
             break
         try:
-            size = measure(target, layer_id)
+            measured = measure(target, layer_id)
         except (OSError, AshError) as e:  # pruned meanwhile, or unreadable: another time
             log.debug("no size for layer %d: %s", layer_id, e)
             continue
-        if size is None:
+        if measured is None:
             continue
         with store.locked(target.config.lock_timeout):
             if layer_id in store.unsized():
-                record_size(target, layer_id, size)
+                record_size(target, layer_id, measured)
                 done += 1
     return done
 

@@ -5,6 +5,7 @@ Layout of the store directory (a subvolume outside the deployment, e.g. /.ash):
     lock                flock(2) taken by every change
     layers/<id>         the read-only snapshot of a layer
     layers/<id>.json    its manifest: the record, from which `doctor --repair` rebuilds ash.db
+    layers/<id>.changes the paths it changed over its parent (ashcore/changes.py)
     layers/<id>.partial a snapshot being made (removed by recovery)
     deployments/<n>     writable snapshots made by rollback
     layers/probe.<pid>  a snapshot a begin took to look for drift (swept once its run is done)
@@ -27,8 +28,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SCHEMA_VERSION = 4
-SCHEMA = """
+SCHEMA_VERSION = 5
+# A label names the line up to one layer (ashcore/labels.py); a layer may have several.
+LABELS = "CREATE TABLE labels (name TEXT PRIMARY KEY, layer INTEGER NOT NULL);"
+SCHEMA = (
+    """
 CREATE TABLE layers (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -58,6 +62,9 @@ CREATE TABLE deployments (
     late_until REAL
 );
 """
+    + LABELS
+)
+
 # Version 1 had neither the seal of a pending layer nor the end of its manager's late writes.
 MIGRATIONS = {
     1: "ALTER TABLE layers ADD COLUMN sealed TEXT;"
@@ -66,6 +73,8 @@ MIGRATIONS = {
     2: "ALTER TABLE layers ADD COLUMN size INTEGER;",
     # Version 3 had no replay (ashcore/replay.py).
     3: "ALTER TABLE layers ADD COLUMN replaced_by INTEGER;",
+    # Version 4 had no labels.
+    4: LABELS,
 }
 
 COLUMNS = (
@@ -284,6 +293,7 @@ class Store(Manifests):
 
     def delete_row(self, layer_id: int) -> None:
         self.db.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+        self.db.execute("DELETE FROM labels WHERE layer = ?", (layer_id,))
 
     def drop_pending(self, layer_id: int) -> None:
         """Delete the row of an operation that made no layer, and give its id back when it
@@ -409,6 +419,7 @@ class Store(Manifests):
 
         fast = json.dumps
         empty = fast(PackageDelta().to_json())
+        labels = self.labels()
         parts = []
         for r in self.db.execute(
             f"SELECT {COLUMNS} FROM layers WHERE status != 'pending' ORDER BY id"
@@ -426,12 +437,13 @@ class Store(Manifests):
                 "uuid": r[10],
                 "size": r[11],
                 "replaced_by": r[12],
+                "labels": labels.get(r[0], []),
             }
             parts.append(fast(record)[:-1] + ', "packages": ' + (r[8] or empty) + "}")
         return "[" + ", ".join(parts) + "]"
 
     def find(self, ref: str) -> Layer:
-        """A layer by id (ASCII digits) or by unique name. A blank reference is a usage
+        """A layer by id (ASCII digits), label or unique name. A blank reference is a usage
         error, never a default: `ashctl rollback "$UNSET"` must not roll back anywhere."""
         if not ref.strip():
             raise UsageError("an empty layer reference", hint="give a layer id or name")
@@ -439,15 +451,44 @@ class Store(Manifests):
             if len(ref) > 18:  # beyond SQLite's integers; no layer has such an id
                 raise NotFoundError(f"no layer {ref}", hint="see `ashctl list`")
             return self.get(int(ref))
+        labelled = self.labelled(ref)
         rows = self.db.execute(
             f"SELECT {COLUMNS} FROM layers WHERE name = ? AND status != 'pending'", (ref,)
         ).fetchall()
+        if labelled is not None:
+            others = [str(r[0]) for r in rows if r[0] != labelled]
+            if others:
+                raise NotFoundError(
+                    f"{ref!r} is the label of layer {labelled} and the name of layer"
+                    f" {', '.join(others)}",
+                    hint=f"use an id: {labelled} or {others[0]}",
+                )
+            return self.get(labelled)
         if not rows:
             raise NotFoundError(f"no layer named {ref!r}", hint="see `ashctl list`")
         if len(rows) > 1:
             ids = ", ".join(str(r[0]) for r in rows)
             raise NotFoundError(f"{len(rows)} layers are named {ref!r} ({ids})", hint="use an id")
         return layer_from_row(rows[0])
+
+    # -- labels (ashcore/labels.py) ----------------------------------------------------------
+    def labelled(self, label: str) -> int | None:
+        """The layer `label` names, or None."""
+        row = self.db.execute("SELECT layer FROM labels WHERE name = ?", (label,)).fetchone()
+        return int(row[0]) if row else None
+
+    def labels(self) -> dict[int, list[str]]:
+        """layer -> its labels, sorted."""
+        found: dict[int, list[str]] = {}
+        for name, layer in self.db.execute("SELECT name, layer FROM labels ORDER BY name"):
+            found.setdefault(layer, []).append(name)
+        return found
+
+    def set_label(self, label: str, layer_id: int | None) -> None:
+        """Put `label` on `layer_id` (moved from where it was), or take it away (None)."""
+        self.db.execute("DELETE FROM labels WHERE name = ?", (label,))
+        if layer_id is not None:
+            self.db.execute("INSERT INTO labels (name, layer) VALUES (?, ?)", (label, layer_id))
 
     def set_packages(self, layer_id: int, delta: PackageDelta) -> None:
         self.db.execute(

@@ -1,6 +1,6 @@
 """Shell completion for bash and zsh, generated from ashctl's parser: commands, options, and
-the values they take; LAYER arguments are completed with the ids and names of the store's
-layers (`ashctl --root ROOT list --json`), files and directories where a path is asked for.
+the values they take; LAYER arguments are completed with the ids, names and labels of the
+store's layers (`ashctl --root ROOT list --json`), files and directories where a path is asked for.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ KINDS = {
     "A": "layer",
     "B": "layer",
     "BASE": "layer",
+    "FIRST[..LAST]": "layer",
+    "PATH": "file",
     "RECIPE": "file",
     "REF": "text",
     "[LAYER] REF": "layer",
@@ -27,6 +29,7 @@ KINDS = {
     "FILE": "file",
     "ROOT": "directory",
     "NAME": "text",
+    "LABEL": "text",
     "N": "text",
     "DAYS": "text",
     "SIZE": "text",
@@ -41,6 +44,7 @@ LAYERS_PY = (
     "try:\n"
     "    for l in json.load(sys.stdin):\n"
     "        print(l['id']); print(l['name'])\n"
+    "        for x in l.get('labels', []): print(x)\n"
     "except Exception:\n"
     "    pass\n"
 )
@@ -65,6 +69,8 @@ def _flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def _positional_kind(parser: argparse.ArgumentParser) -> str:
     kinds = {kind(a) for a in options(parser) if not a.option_strings}
+    if len(kinds) > 1:  # `label LAYER NAME`: a free text completes to nothing anyway
+        kinds.discard("text")
     if len(kinds) > 1:
         raise ValueError(f"{parser.prog}: positionals of more than one kind: {sorted(kinds)}")
     return kinds.pop() if kinds else "none"

@@ -193,8 +193,9 @@ def ashctl_page() -> str:
             "Every plain package operation (apt, dpkg, dnf5, dnf, pacman) leaves a named, "
             "read-only btrfs snapshot layer of the root, made by the package manager's own "
             "hooks. `ashctl` lists, shows, compares, rolls back, removes and prunes them, and "
-            "sets a root up (`ashctl setup`). It needs root. A LAYER is an id (ASCII digits) "
-            "or a unique name. See ashlayers(7) for the model."
+            "sets a root up (`ashctl setup`). It needs root. A LAYER is an id (ASCII digits), "
+            "a label (`ashctl label`) or a unique name; a label that is another layer's name "
+            "is refused as ambiguous. See ashlayers(7) for the model."
         ),
         ".SH OPTIONS",
     ]
@@ -347,7 +348,15 @@ MODEL = (
     (
         "store",
         "Where layers and records live: a subvolume beside the root's (/@ash for /@), mounted "
-        "at /.ash, so that a rollback never rewinds the records.",
+        "at /.ash, so that a rollback never rewinds the records. Beside each layer's snapshot, "
+        "its manifest and its change list (the paths it changed), which stay when it is pruned.",
+    ),
+    (
+        "label",
+        "A purpose's name for the line up to a layer (desktop, mail): `ashctl label LAYER "
+        "NAME`, or `ashctl try --label NAME`. Accepted wherever a LAYER is, shown by list, tree "
+        "and status, carried by export, push and pull, moved by a rebase to the layer that "
+        "replaces its own.",
     ),
     (
         "line",
@@ -356,6 +365,15 @@ MODEL = (
         "recipe); `ashctl pull` receives the layers a store lacks, byte for byte, or replays "
         "the recipe with the root's own managers (--replay). Every blob is checked against "
         "its digest, and against a trusted OpenPGP key when ash.toml names one.",
+    ),
+    (
+        "compose",
+        "`ashctl rebase FIRST --onto BASE` replays FIRST and the layers after it onto any "
+        "layer with the real managers: the deployment's line moves the deployment; any other "
+        "line (up to its tip, or FIRST..LAST) becomes a new branch, deployed only with "
+        "--deploy. `ashctl squash A B` makes one layer of the run A..B. `ashctl blame PATH` "
+        "says which layers of the line changed a path, and which package owns it, as its "
+        "manager says.",
     ),
 )
 

@@ -96,9 +96,11 @@ class LineLayer:
     # Its sets were read with the root's own bindings (ashcore/sets.py READ_IN_ROOT): the
     # receiver's record says so too, else its doctor takes an empty set for a failed read.
     sets_read_in_root: bool = False
+    labels: tuple[str, ...] = ()  # its labels on the sender (ashcore/labels.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        labels = {"labels": list(self.labels)} if self.labels else {}  # older lines: none
+        return labels | {
             "id": self.id,
             "parent": self.parent,
             "name": self.name,
@@ -268,6 +270,17 @@ def _layer(record: Any, known: set[int], blobs: dict[str, Blob]) -> LineLayer:
     if sets is not None and not _is_sets(sets):
         raise _fail(f"layer {layer_id}'s installed sets are malformed")
     _check_delta(record["packages"], layer_id)
+    labels = record.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise _fail(f"layer {layer_id}'s labels are malformed")
+    from ashcore.errors import UsageError
+    from ashcore.labels import check_label
+
+    try:
+        for label in labels:
+            check_label(label)
+    except UsageError as e:
+        raise _fail(f"layer {layer_id}'s labels are malformed: {e.args[0]}") from e
     return LineLayer(
         id=layer_id,
         parent=parent,
@@ -283,6 +296,7 @@ def _layer(record: Any, known: set[int], blobs: dict[str, Blob]) -> LineLayer:
         identity=identity,
         stream=stream,
         sets_read_in_root=sets is not None and record.get("sets_read_in_root") is True,
+        labels=tuple(labels),
     )
 
 

@@ -35,12 +35,15 @@ from ashcore.fleet.oci import Client, progress_line
 from ashcore.fleet.push import Moved, start
 from ashcore.fleet.reference import Reference
 from ashcore.fleet.streamcheck import Parent, StreamError, relay
+from ashcore.log import logger
 from ashcore.model import Layer, Origin, PackageDelta, Status
 from ashcore.ondisk import write_json
 from ashcore.sets import READ_IN_ROOT
 from ashcore.sizes import human
 from ashcore.target import Target
 from ashcore.text import escaped
+
+log = logger(__name__)
 
 OWN_ORIGINS = ("run", "replay", "ashctl")
 
@@ -244,6 +247,17 @@ def _receive(
         raise refused
 
 
+def _label(target: Target, layer_id: int, labels: tuple[str, ...]) -> None:
+    """Give an arrived layer its sender's labels, each one this store has not given."""
+    from ashcore.labels import add_label
+
+    for label in labels:
+        try:
+            add_label(target, label, layer_id)
+        except UsageError as e:  # taken here, or another layer's name: this store's wins
+            log.info("the label %s is not given to layer %d: %s", label, layer_id, e)
+
+
 # -- making the arrived streams layers: journaled ---------------------------------------------
 def _commit(
     target: Target,
@@ -302,6 +316,7 @@ def _commit(
             os.unlink(journal)
             local[layer.id] = layer_id
             tip = record
+            _label(target, layer_id, layer.labels)
     assert tip is not None
     return tip
 

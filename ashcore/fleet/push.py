@@ -144,6 +144,7 @@ def push(
     work = tempfile.mkdtemp(prefix=f"push.{os.getpid()}.", dir=fleet_dir(target))
     try:
         records: list[LineLayer] = []
+        labels = store.labels()
         previous: Layer | None = None  # the nearest ancestor with a snapshot
         identities: dict[int, str] = {}
         for layer in layers:
@@ -187,6 +188,7 @@ def push(
                     identity=identity,
                     stream=stream,
                     sets_read_in_root=sets is not None and manifest.get(READ_IN_ROOT) is True,
+                    labels=tuple(labels.get(layer.id, ())),
                 )
             )
         recipe, bundles = _recipe(target, last, work, client, moved, say)

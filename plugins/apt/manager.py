@@ -73,6 +73,19 @@ class Apt(Manager):
     package_files = (".deb",)
     sources = ("etc/apt/sources.list", "etc/apt/sources.list.d", "etc/apt/trusted.gpg.d")
     refresh = ("apt-get", "update", "-q")
+    owner_query = ("dpkg-query", "--search", "--")
+
+    def owners_said(self, output: str, path: str) -> list[str]:
+        """`pkg1, pkg2:arch: /path` lines; `diversion by pkg from/to: /path` is not a
+        package's ownership."""
+        found: set[str] = set()
+        for line in output.splitlines():
+            if line.startswith("diversion by ") or not line.endswith(": " + path):
+                continue
+            for name in line[: -len(": " + path)].split(","):
+                if name.strip():
+                    found.add(name.strip().split(":")[0])
+        return sorted(found)
 
     def database(self) -> PackageDatabase:
         from ashplugins.apt.database import AptDatabase

@@ -55,6 +55,7 @@ class Dnf(Manager):
     package_files = (".rpm",)
     sources = ("etc/yum.repos.d", "etc/dnf/dnf.conf", "etc/dnf/vars")
     refresh = ("dnf", "-q", "makecache")
+    owner_query = ("rpm", "--query", "--file", "--queryformat", "%{NAME}\\n", "--")
 
     def database(self) -> PackageDatabase:
         from ashplugins.dnf.rpmdb import RpmDatabase

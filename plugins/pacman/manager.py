@@ -24,6 +24,7 @@ class Pacman(Manager):
     package_files = (".pkg.tar.zst", ".pkg.tar.xz", ".pkg.tar.gz")
     sources = ("etc/pacman.conf", "etc/pacman.d")
     refresh = ("pacman", "-Sy", "--noconfirm")
+    owner_query = ("pacman", "--query", "--owns", "--quiet", "--")
 
     def replay_argv(self, argv: list[str]) -> list[str] | None:
         """pacman's operations are options (-S, -R), not words."""

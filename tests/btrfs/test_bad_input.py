@@ -98,6 +98,7 @@ def test_names_are_never_paths(ready: Image, name: str) -> None:
         "1",
         "1.json",
         "2",
+        "2.changes",  # its change list (ashcore/changes.py), named by its id too
         "2.json",
     ]
     assert ready.json("show", name)["id"] == 2  # type: ignore[index]

@@ -110,6 +110,7 @@ def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
         " head -c 300000 /dev/urandom > $R/opt/app/blob",
     )
     run_layer(sender, "conf", "echo 'port = 80' > $R/etc/web.conf; rm $R/etc/motd")
+    sender.ashctl("label", "conf", "web", check=True)  # travels with its layer
     result = ashctl(registry, registry.sender_ns, sender, "push", ref)
     assert "uploaded" in ok(result) and "no recipe" not in result.stderr, result.stderr
 
@@ -134,6 +135,7 @@ def test_a_line_arrives_whole_and_exact_then_only_the_new_layer_moves(
     shown = receiver.json("show", str(tip["id"]))
     assert isinstance(shown, dict) and shown["command"] == layers(sender)[-1]["command"]
     assert shown["pulled"]["from"] == ref and shown["pulled"]["id"] == layers(sender)[-1]["id"]
+    assert shown["labels"] == ["web"] and receiver.json("show", "web")["id"] == tip["id"]  # type: ignore[index]
 
     # Deploy it: the receiver's root is the sender's line.
     ok(

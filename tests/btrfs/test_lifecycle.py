@@ -172,6 +172,7 @@ def test_rollback_of_a_root_not_booted_takes_effect_at_once_and_keeps_the_state(
     assert status == {
         "drifted": [],
         "layer": 1,
+        "labels": [],
         "throwaway_boot": False,
         "pending_reboot": False,
         "next_boot": None,

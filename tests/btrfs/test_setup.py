@@ -26,6 +26,7 @@ def test_setup_creates_store_beside_root_and_base_layer(image: Image) -> None:
     assert status == {
         "drifted": [],
         "layer": 1,
+        "labels": [],
         "throwaway_boot": False,
         "pending_reboot": False,
         "next_boot": None,

@@ -44,14 +44,19 @@ def test_try_then_deploy(root: Root) -> None:
 
 
 def test_a_try_not_deployed_is_removed_with_its_layer(root: Root) -> None:
-    out = host_ashctl(root, "try", "--", "dnf5", "install", "-y", "ashtest-v")
+    out = host_ashctl(root, "try", "--label", "web", "--", "dnf5", "install", "-y", "ashtest-v")
     assert out.returncode == 0, (out.stdout, out.stderr)
     made = layers(root)[-1]
-    gone = host_ashctl(root, "remove", str(made["id"]))
+    assert made["labels"] == ["web"] and f"labelled layer {made['id']} web" in out.stderr
+    taken = host_ashctl(root, "try", "--label", "web", "--", "touch", "/etc/x")
+    assert taken.returncode == 2 and "is on layer" in taken.stderr, taken.stderr
+    assert len(list((root.path / ".ash/deployments").iterdir())) == 1  # refused before any
+    gone = host_ashctl(root, "remove", "web")  # the label names it
     assert gone.returncode == 0, (gone.stdout, gone.stderr)
     assert "removed the try" in gone.stdout
     assert not list((root.path / ".ash/deployments").iterdir())
     assert made["id"] not in [x["id"] for x in layers(root)]
+    assert root.ashctl_json("label") == {}  # gone with its layer
     nothing = host_ashctl(root, "try", "--", "true")
     assert nothing.returncode == 0 and "nothing changed" in nothing.stderr, nothing.stderr
     assert not list((root.path / ".ash/deployments").iterdir())

@@ -88,6 +88,7 @@ LAYER_ARGUMENTS = {
     ("export",): "layer",
     ("pin",): "layer",
     ("unpin",): "layer",
+    ("label",): "layer",
 }
 
 
@@ -98,7 +99,7 @@ def test_every_layer_argument_refuses_an_empty_or_blank_reference() -> None:
     takes = {
         (path, action.dest)
         for path, _, action in _walk(_parser())
-        if action.metavar in ("LAYER", "A", "B", "BASE")
+        if action.metavar in ("LAYER", "A", "B", "BASE", "FIRST[..LAST]")
     }
     assert {(p, d) for p, d in LAYER_ARGUMENTS.items()} <= takes
     for path, dest in takes:

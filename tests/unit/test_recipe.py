@@ -339,3 +339,23 @@ def test_an_output_replaces_a_file_by_its_name_never_writes_through_it(tmp_path:
     assert victim.read_text() == "secret\n"
     assert (tmp_path / "recipe.toml").read_text() == "new\n"
     assert stat.S_IMODE((tmp_path / "recipe.toml").stat().st_mode) == 0o600
+
+
+# -- labels --------------------------------------------------------------------------------
+def test_a_recipes_labels_are_read_and_shown(root: Path, tmp_path: Path) -> None:
+    op = (
+        '\n[[operation]]\nname = "i"\nlabels = ["mail", "web.v2"]\n'
+        'command = ["apt-get", "install", "x"]\n'
+    )
+    said = run(root, recipe(tmp_path, op), dry_run=True)
+    assert "      label the layer it makes mail, web.v2" in said, said
+
+
+@pytest.mark.parametrize("labels", ['"mail"', '["12"]', '["a..b"]', "[1]", '["a b"]'])
+def test_a_recipe_with_bad_labels_is_refused_in_one_line(
+    root: Path, tmp_path: Path, labels: str
+) -> None:
+    op = f'\n[[operation]]\nname = "i"\nlabels = {labels}\ncommand = ["apt-get", "install", "x"]\n'
+    with pytest.raises(UsageError) as raised:
+        run(root, recipe(tmp_path, op), dry_run=True)
+    assert "operation 1" in str(raised.value) and "\n" not in str(raised.value)
