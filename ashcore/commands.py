@@ -262,7 +262,8 @@ def replay_line(
     switch: bool = True,
     removed: Layer | None = None,
 ) -> int:
-    from ashcore.replay import foresee_dissolved, plan, rebuild
+    from ashcore.replay import rebuild
+    from ashcore.steps import foresee_dissolved, plan
 
     if dry_run:
         steps = plan(target, first, last)

@@ -59,8 +59,8 @@ from ashcore.errors import AshError, BackendError, UsageError
 from ashcore.labels import head_if_set_up, label_made
 from ashcore.model import Layer
 from ashcore.ondisk import write_all, write_new_file
-from ashcore.replay import manager_argv, steps_of
 from ashcore.stage import chroot_env
+from ashcore.steps import manager_argv, steps_of
 from ashcore.target import Target
 from ashcore.text import escaped, refused_character
 

@@ -34,7 +34,8 @@ def test_a_package_gone_is_named_only_when_the_manager_says_so() -> None:
 
 def test_a_squashed_layer_is_replaced_as_a_whole() -> None:
     from ashcore.model import Layer, Status
-    from ashcore.replay import Outcome, Step, _regroup
+    from ashcore.replay import Outcome, _regroup
+    from ashcore.steps import Step
 
     def layer(i: int) -> Layer:
         return Layer(i, f"l{i}", i - 1, None, f"c{i}", Status.COMMITTED, "now")
