@@ -178,7 +178,7 @@ def cmd_deploy(target: Target, args: argparse.Namespace) -> int:
 
 
 def cmd_export(target: Target, args: argparse.Namespace) -> int:
-    from ashcore.recipe import export
+    from ashcore.export import export
 
     if args.layer is not None:
         last = target.store.find(args.layer)

@@ -1,7 +1,7 @@
 """Export and apply: a line of layers as a small recipe of operations, to reproduce a system.
 
-`ashctl export [LAYER] [-o FILE]` writes the operations from the base to LAYER (default: the
-deployment's layer) as TOML:
+`ashctl export [LAYER] [-o FILE]` (ashcore/export.py) writes the operations from the base to
+LAYER (default: the deployment's layer) as TOML:
 
     # ashlayers recipe
     version = 2
@@ -41,7 +41,6 @@ operation's hooks make its layer as always.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import subprocess
@@ -54,13 +53,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ashcore.confined import KEEP_OUT, XATTR, ConfinedRoot, kept_out, plain_path
-from ashcore.drift import manager_state
 from ashcore.errors import AshError, BackendError, UsageError
 from ashcore.labels import head_if_set_up, label_made
-from ashcore.model import Layer
-from ashcore.ondisk import write_all, write_new_file
 from ashcore.stage import chroot_env
-from ashcore.steps import manager_argv, steps_of
+from ashcore.steps import manager_argv
 from ashcore.target import Target
 from ashcore.text import escaped, refused_character
 
@@ -68,90 +64,6 @@ VERSION = 2  # 2: each bundle's sha256
 HEADER_KEYS = {"version", "base", "operation"}
 OPERATION_KEYS = {"layer", "name", "labels", "manager", "command", "files", "sha256", "remove"}
 CHUNK = 1 << 20
-
-
-def _string(value: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-# -- export ----------------------------------------------------------------------------------
-def export(target: Target, last: Layer, out: str) -> list[str]:
-    """Write the recipe of the line from the base to `last` at `out` (and its bundles);
-    returns the files written."""
-    store = target.store
-    line: list[Layer] = []
-    current: int | None = last.id
-    while current is not None:
-        layer = store.get(current)
-        line.insert(0, layer)
-        current = layer.parent
-    if len(line) < 2:
-        raise UsageError(f"layer {last.id} is a base: nothing to export", hint="name a later one")
-    steps = steps_of(target, line[1:], "carried", "export up to the layer before it")
-    written = []
-    labels = store.labels()
-    stem = out[: -len(".toml")] if out.endswith(".toml") else out
-    parts = [
-        "# ashlayers recipe: the operations from the base to layer"
-        f" {last.id}; `ashctl apply` runs them",
-        f"version = {VERSION}",
-        f"base = {_string(line[0].name)}",
-    ]
-    for step in steps:
-        parts += ["", "[[operation]]", f"layer = {step.layer.id}"]
-        if step.pair is not None:
-            parts.append(f"# layers {step.pair.failed.id} (failed) and {step.layer.id}, as one")
-        parts.append(f"name = {_string(step.name)}")
-        if step.layer.id in labels:
-            parts.append(f"labels = [{', '.join(_string(x) for x in labels[step.layer.id])}]")
-        if step.argv is not None:
-            parts.append(f"manager = {_string(step.layer.manager or '')}")
-            parts.append(f"command = [{', '.join(_string(a) for a in step.argv)}]")
-            continue
-        bundle = f"{stem}.{step.layer.id}.tar"
-        removed, digest = _bundle(target, step.layer, bundle)
-        written.append(bundle)
-        parts.append(f"files = {_string(os.path.basename(bundle))}")
-        parts.append(f"sha256 = {_string(digest)}")
-        parts.append(f"remove = [{', '.join(_string(p) for p in removed)}]")
-    text = ("\n".join(parts) + "\n").encode()
-    write_new_file(out, lambda fd: write_all(fd, text))
-    return [out, *written]
-
-
-def _bundle(target: Target, layer: Layer, bundle: str) -> tuple[list[str], str]:
-    """Write the paths `layer` added or changed as a tar at `bundle` (readable by root only:
-    drift may hold secrets); return those it removed, and the bundle's sha256. What is in a
-    place a recipe never touches (/run of a root whose /run is no mount, the store, the data
-    places) is left out: `apply` would refuse the bundle for it."""
-    assert layer.parent is not None
-    old, new = target.store.layer_path(layer.parent), target.store.layer_path(layer.id)
-    keep_out = keep_out_of(target.root, target.store.path, target.config.data)
-    changed = sorted(
-        p
-        for p in target.fs.changed_paths(old, new)
-        if not manager_state(p) and kept_out(p, keep_out) is None
-    )
-    present = [p for p in changed if os.path.lexists(os.path.join(new, p))]
-    removed = [p for p in changed if not os.path.lexists(os.path.join(new, p))]
-    listing = b"".join(os.fsencode(p) + b"\0" for p in present)
-    argv = ["tar", "-c", "-f", "-", "--null", "--no-recursion", "--numeric-owner", "--xattrs"]
-
-    def fill(fd: int) -> str:
-        result = subprocess.run(
-            [*argv, "-C", new, "-T", "-"], input=listing, stdout=fd, stderr=subprocess.PIPE
-        )
-        if result.returncode != 0:
-            message = result.stderr.decode(errors="replace").strip()[-200:]
-            raise BackendError(f"cannot write {bundle}: {escaped(message)}")
-        os.lseek(fd, 0, os.SEEK_SET)
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, CHUNK):
-            digest.update(chunk)
-        return digest.hexdigest()
-
-    return removed, write_new_file(bundle, fill, mode=0o600)
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def _recipe(
     target: Target, last: Layer, work: str, client: Client, moved: Moved, say: Callable[[str], None]
 ) -> tuple[Blob | None, tuple[Blob, ...]]:
     """The line's recipe and bundles, uploaded; none (said) when the line has none."""
-    from ashcore.recipe import export
+    from ashcore.export import export
 
     if last.parent is None:
         return None, ()
