@@ -411,3 +411,52 @@ def test_a_stream_is_built_on_this_stores_layer_whatever_else_claims_its_uuid(
     ours = btrfsutil.subvolume_info(str(receiver.root / f".ash/layers/{here[-2]['id']}"))
     assert btrfsutil.subvolume_info(str(new)).parent_uuid == ours.uuid
     assert (new / "etc/one").read_text() == "one\n" and not (new / "planted").exists()
+
+
+def _pull_killed_at(
+    reg: Registry, receiver: Image, limit: int, ref: str
+) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "tests.btrfs.crashrun", str(limit), "--root",
+            str(receiver.root), "pull", ref, "--base", "--cert-dir", str(reg.cert_dir),
+            "--authfile", str(reg.auth_file)]  # fmt: skip
+    env = {**os.environ, "ASH_CRASH_ONLY": "fleet/pull,fleet/arrival,store,storedb,manifests"}
+    return reg.run(reg.receiver_ns, argv, env=env, cwd=Path(__file__).parents[2])
+
+
+def test_a_pull_killed_at_any_line_leaves_no_half_layer(
+    pair: tuple[Image, Image], registry: Registry
+) -> None:
+    """SIGKILL at about 30 points spread over the traced lines of a pull (its receive and the
+    journaled steps that make the arrived streams layers): after `doctor --repair` each
+    layer of the line is here whole (snapshot, record, manifest) or not at all, nothing is
+    left in the store's work places, and the next pull finishes the line."""
+    sender, receiver = pair
+    run_layer(sender, "a", "echo a > $R/etc/a")
+    ref = push(registry, sender, "kill:v1", "b")
+    sent = [la["name"] for la in layers(sender)]
+    counted = _pull_killed_at(registry, receiver, 0, ref)
+    assert counted.returncode == 0, counted.stderr
+    total = int(counted.stderr.rsplit("LINES ", 1)[1].split()[0])
+    assert total > 50
+    base_layers = 1  # the receiver's own base
+    killed = 0
+    for limit in range(1, total + 1, max(1, total // 30)):
+        # A fresh store each round would cost a loop image; instead the pulled layers go.
+        for la in reversed(layers(receiver)[base_layers:]):  # leaves first
+            receiver.ashctl("remove", str(la["id"]), check=True)
+        assert len(layers(receiver)) == base_layers, layers(receiver)
+        result = _pull_killed_at(registry, receiver, limit, ref)
+        assert result.returncode in (0, -9, 137), (limit, result.stderr)
+        killed += result.returncode != 0
+        receiver.ashctl("doctor", "--repair", check=True)
+        assert store_leftovers(receiver) == [], limit
+        store = receiver.root / ".ash/layers"
+        for la in layers(receiver)[base_layers:]:
+            if la["status"] != "pruned":
+                assert (store / str(la["id"])).is_dir(), (limit, la)
+                assert (store / f"{la['id']}.json").is_file(), (limit, la)
+        names = [la["name"] for la in layers(receiver)[base_layers:]]
+        assert names == sent[: len(names)], (limit, names)
+        ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
+        assert [la["name"] for la in layers(receiver)[base_layers:]] == sent, limit
+    assert killed >= 25
