@@ -188,9 +188,7 @@ def _check_parents(line: Line, missing: list[LineLayer], target: Target) -> None
             known.add(layer.identity)
 
 
-def _receive(
-    target: Target, blob: str, layer: LineLayer, name: str, parent: Parent | None
-) -> None:
+def _receive(target: Target, blob: str, layer: LineLayer, name: str, parent: Parent | None) -> None:
     """Receive one checked stream as `layers/<name>` (read-only, with its sender's uuid),
     against this store's subvolume `parent` (its uuid and ctransid) when it is incremental."""
     assert layer.stream is not None and layer.identity is not None

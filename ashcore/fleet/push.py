@@ -97,6 +97,15 @@ def make_stream(target: Target, layer: Layer, against: Layer | None, out: str) -
     return f"sha256:{sha.hexdigest()}", size
 
 
+def _upload(client: Client, path: str, digest: str, size: int, label: str, moved: Moved) -> None:
+    """Upload the file `path` as the blob `digest`, unless the registry has it."""
+    if client.has_blob(digest):
+        moved.skipped += 1
+    else:
+        client.push_blob(path, digest, size, progress_line(label, size))
+        moved.blobs, moved.bytes = moved.blobs + 1, moved.bytes + size
+
+
 def _upload_file(client: Client, path: str, label: str, moved: Moved) -> Blob:
     sha, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
@@ -104,11 +113,7 @@ def _upload_file(client: Client, path: str, label: str, moved: Moved) -> Blob:
             sha.update(chunk)
             size += len(chunk)
     digest = f"sha256:{sha.hexdigest()}"
-    if client.has_blob(digest):
-        moved.skipped += 1
-    else:
-        client.push_blob(path, digest, size, progress_line(label, size))
-        moved.blobs, moved.bytes = moved.blobs + 1, moved.bytes + size
+    _upload(client, path, digest, size, label, moved)
     return Blob("", digest, size, os.path.basename(path))
 
 
@@ -163,9 +168,9 @@ def push(
                     out = os.path.join(work, f"{layer.id}.stream")
                     say(f"making the stream of layer {layer.id} ({escaped(layer.name)})")
                     digest, size = make_stream(target, layer, previous, out)
-                    blob = _upload_file(client, out, f"layer {layer.id}", moved)
+                    _upload(client, out, digest, size, f"layer {layer.id}", moved)
                     os.unlink(out)
-                    stream = Stream(blob.digest, size, against)
+                    stream = Stream(digest, size, against)
                     cache[key] = {"digest": digest, "size": size}
                     write_json(cache_path, cache)
                 previous = layer

@@ -169,9 +169,7 @@ def relay(
             return
 
 
-def _to_parent(
-    command: int, attrs: list[tuple[int, bytes]], against: str, parent: Parent
-) -> bytes:
+def _to_parent(command: int, attrs: list[tuple[int, bytes]], against: str, parent: Parent) -> bytes:
     """The command with its clone source `against` named as this store's `parent`."""
     found = dict(attrs)
     if _uuid(found.get(A_CLONE_UUID, b"")) != against:
