@@ -23,6 +23,7 @@ from ashcore.naming import MAX_NAME
 from ashcore.ondisk import read_json
 from ashcore.process import owner_of
 from ashcore.recovery import require_idle
+from ashcore.sets import READ_IN_ROOT
 from ashcore.store import now_iso
 from ashcore.target import Target
 from ashcore.text import escaped
@@ -176,6 +177,8 @@ def _copy(
     store.write_manifest(layer, origin, None, installed)
     if isinstance(manifest, dict) and isinstance(manifest.get("sets"), dict):
         store.amend_manifest(layer_id, "sets", manifest["sets"], durable=False)
+        if manifest.get(READ_IN_ROOT) is True:  # else doctor takes them for an old misread
+            store.amend_manifest(layer_id, READ_IN_ROOT, True, durable=False)
     store.finalize(layer, None, None)
     return layer
 
