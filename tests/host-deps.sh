@@ -5,12 +5,12 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # docker-registry, apache2-utils (htpasswd -B), openssl and iproute2 (ip netns): the OCI
-# registry rig of tests/registry.py.
+# registry rig of tests/registry.py; gnupg and gpgv: the fleet's signed lines.
 packages="mmdebstrap btrfs-progs python3-btrfsutil python3-venv zstd tar util-linux coreutils
           fdisk qemu-system-x86 qemu-utils
           python3-apt python3-rpm python3-dnf
           ca-certificates debian-archive-keyring zsh groff-base grub-common
-          docker-registry apache2-utils openssl iproute2"
+          docker-registry apache2-utils openssl iproute2 gnupg gpgv"
 missing=""
 for p in $packages; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
