@@ -460,3 +460,17 @@ def test_a_pull_killed_at_any_line_leaves_no_half_layer(
         ok(ashctl(registry, registry.receiver_ns, receiver, "pull", ref, "--base"))
         assert [la["name"] for la in layers(receiver)[base_layers:]] == sent, limit
     assert killed >= 25
+
+
+def test_apply_ref_runs_the_recipe_a_pushed_line_carries(
+    pair: tuple[Image, Image], registry: Registry
+) -> None:
+    sender, receiver = pair
+    ref = push(registry, sender, "recipe:v1", "motd")
+    out = ok(ashctl(registry, registry.receiver_ns, receiver, "apply", ref))
+    assert f"applied {ref}" in out
+    assert (receiver.root / "etc/motd").read_text() == "motd\n"
+    # No layer arrived as such: the recipe ran on the receiver's own deployment.
+    assert all(la["name"] != "motd" for la in layers(receiver))
+    refused = ashctl(registry, registry.receiver_ns, receiver, "apply", ref, "--dry-run")
+    assert "--dry-run and --from work on a recipe file" in one_line(refused, code=2)
