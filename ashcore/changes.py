@@ -122,6 +122,14 @@ def forget_changes(store: Store, layer_id: int) -> None:
         os.unlink(changes_path(store, layer_id))
 
 
+def snapshot_ancestor(store: Store, layer_id: int) -> int | None:
+    """The nearest ancestor of the layer that still has its snapshot (None: there is none)."""
+    parent = store.get(layer_id).parent
+    while parent is not None and not os.path.isdir(store.layer_path(parent)):
+        parent = store.get(parent).parent
+    return parent
+
+
 def keep_changes(target: Target, layer_id: int) -> Changes | None:
     """The layer's change list: the one kept, else taken now from its snapshot and its
     nearest ancestor's that are still there, and kept (call under the store lock). None
@@ -133,9 +141,7 @@ def keep_changes(target: Target, layer_id: int) -> Changes | None:
     path = store.layer_path(layer_id)
     if not os.path.isdir(path):
         return None
-    parent = store.get(layer_id).parent
-    while parent is not None and not os.path.isdir(store.layer_path(parent)):
-        parent = store.get(parent).parent
+    parent = snapshot_ancestor(store, layer_id)
     if parent is None:
         return None
     changes = Changes.of(parent, target.fs.changed_paths(store.layer_path(parent), path))

@@ -8,41 +8,43 @@ from ashcore.model import Layer
 from ashcore.target import Target
 
 
-def branch(target: Target, first: Layer) -> list[Layer]:
-    """The layers from `first` to the deployment's layer, oldest first; UsageError when
-    `first` is not on the deployment's line."""
-    store = target.store
-    head, _ = store.head(target.deployment().uuid)
+def _up_to(target: Target, first: Layer, last: int | None) -> list[Layer] | None:
+    """The layers from `first` to `last`, oldest first, walking up from `last`; None when
+    `first` is not among `last` and its ancestors."""
     line: list[Layer] = []
-    current = head
+    current = last
     while current is not None:
-        layer = store.get(current)
+        layer = target.store.get(current)
         line.append(layer)
         if current == first.id:
             return list(reversed(line))
         current = layer.parent
-    raise UsageError(
-        f"layer {first.id} is not on the deployment's line (layer {head} and its ancestors)",
-        hint="see `ashctl tree`; roll back to its line first",
-    )
+    return None
+
+
+def branch(target: Target, first: Layer) -> list[Layer]:
+    """The layers from `first` to the deployment's layer, oldest first; UsageError when
+    `first` is not on the deployment's line."""
+    head, _ = target.store.head(target.deployment().uuid)
+    line = _up_to(target, first, head)
+    if line is None:
+        raise UsageError(
+            f"layer {first.id} is not on the deployment's line (layer {head} and its ancestors)",
+            hint="see `ashctl tree`; roll back to its line first",
+        )
+    return line
 
 
 def between(target: Target, first: Layer, last: int) -> list[Layer]:
     """The layers from `first` to `last`, oldest first; UsageError when `last` is not
     `first` or a layer after it."""
-    store = target.store
-    line: list[Layer] = []
-    current: int | None = last
-    while current is not None:
-        layer = store.get(current)
-        line.append(layer)
-        if current == first.id:
-            return list(reversed(line))
-        current = layer.parent
-    raise UsageError(
-        f"layer {last} is not on the line of layer {first.id} (not it, nor a layer after it)",
-        hint="see `ashctl tree`: FIRST..LAST names a layer after FIRST",
-    )
+    line = _up_to(target, first, last)
+    if line is None:
+        raise UsageError(
+            f"layer {last} is not on the line of layer {first.id} (not it, nor a layer after it)",
+            hint="see `ashctl tree`: FIRST..LAST names a layer after FIRST",
+        )
+    return line
 
 
 def tip_of(target: Target, first: Layer) -> int:

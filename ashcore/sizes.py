@@ -140,9 +140,9 @@ def measure(target: Target, layer_id: int) -> Measured | None:
     path = store.layer_path(layer_id)
     if not os.path.isdir(path):
         return None
-    parent = store.get(layer_id).parent
-    while parent is not None and not os.path.isdir(store.layer_path(parent)):
-        parent = store.get(parent).parent
+    from ashcore.changes import snapshot_ancestor
+
+    parent = snapshot_ancestor(store, layer_id)
     if parent is None:
         return Measured(0, None, set())
     old = store.layer_path(parent)
